@@ -1,0 +1,1 @@
+//! TODO(admin): owned by its issue; replaced as the module lands.

@@ -1,0 +1,1 @@
+//! TODO(kv): owned by its issue; replaced as the module lands.

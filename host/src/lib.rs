@@ -1,0 +1,29 @@
+//! Switchyard: an inference router for mixed LLM fleets.
+//!
+//! Clients speak the OpenAI API to the router; the router keeps an index of which prefix
+//! blocks each backend holds, tracks each backend's health and load, and asks the
+//! tenant's *pipeline* of WebAssembly policies where each request goes.
+//!
+//! Modules, one concern each:
+//!
+//! - [`config`]: the router's config file, validated once.
+//! - [`policy`]: the Wasm policy runtime, registry, pipelines and the native fallback.
+//! - [`kv`]: block keys, the prefix index, engine KV-event ingest, approximate mode.
+//! - [`pool`]: backends, health, metric scraping, circuit breaking, drain.
+//! - [`proxy`]: the OpenAI endpoints: parse, enrich, decide, send, stream back.
+//! - [`admin`]: the admin API.
+//! - [`sim`]: a simulated vLLM-like backend calibrated on an H100.
+//! - [`bench`]: the load generator.
+//! - [`state`]: the state directory admin changes persist to.
+//! - [`telemetry`]: logging setup and metric names.
+
+pub mod admin;
+pub mod bench;
+pub mod config;
+pub mod kv;
+pub mod policy;
+pub mod pool;
+pub mod proxy;
+pub mod sim;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,89 @@
+//! Pipeline specifications: what an operator writes in the config file or sends to the
+//! admin API to say which policies decide for a tenant.
+
+use serde::{Deserialize, Serialize};
+
+/// One policy in a pipeline, with its own config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// `name` (the newest uploaded version) or `name@version` (a pinned version, the
+    /// first 12 hex digits of the component's sha256). Example: `prefix-affinity@3f2a9c1d0b7e`.
+    pub policy: String,
+    /// The policy's own config, handed to it as JSON. Default: none.
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+/// A scorer with its weight in the weighted sum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedStageSpec {
+    /// The scorer.
+    #[serde(flatten)]
+    pub stage: StageSpec,
+    /// Weight in [0, 1]. Example: `weight: 0.6`. Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: f32,
+}
+
+fn default_weight() -> f32 {
+    1.0
+}
+
+/// How the host turns summed scores into one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Picker {
+    /// The highest total; ties go to the lowest in-flight count, then the lowest index.
+    #[default]
+    Max,
+    /// Sample with probability proportional to `exp(total / temperature)`, seeded by the
+    /// request id so a decision can be replayed. Example: `{kind: softmax, temperature: 0.1}`.
+    Softmax {
+        /// Temperature, > 0; smaller is greedier.
+        temperature: f32,
+    },
+}
+
+/// What happens when a policy traps, runs out of budget or returns garbage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Decide with the built-in least-load policy instead (default).
+    #[default]
+    Fallback,
+    /// Refuse the request with 503.
+    Reject,
+}
+
+/// A tenant's pipeline: filters, then weighted scorers and a picker; or one placer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Filters, applied in order.
+    pub filters: Vec<StageSpec>,
+    /// Scorers whose weighted scores are summed.
+    pub scorers: Vec<WeightedStageSpec>,
+    /// How the sum becomes one backend.
+    pub picker: Picker,
+    /// A placer that takes the decision after the filters; scorers must then be empty.
+    pub placer: Option<StageSpec>,
+    /// What a policy failure does.
+    pub failure_mode: FailureMode,
+}
+
+impl PipelineSpec {
+    /// The pipeline with no policies: the built-in least-load decides.
+    pub fn builtin() -> Self {
+        PipelineSpec::default()
+    }
+
+    /// Every policy reference in the pipeline, in evaluation order.
+    pub fn stages(&self) -> impl Iterator<Item = &StageSpec> {
+        self.filters
+            .iter()
+            .chain(self.scorers.iter().map(|s| &s.stage))
+            .chain(self.placer.iter())
+    }
+}

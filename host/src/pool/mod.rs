@@ -1,0 +1,1 @@
+//! TODO(pool): owned by its issue; replaced as the module lands.

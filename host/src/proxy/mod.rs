@@ -1,0 +1,1 @@
+//! TODO(proxy): owned by its issue; replaced as the module lands.

@@ -1,0 +1,1 @@
+//! TODO(sim): owned by its issue; replaced as the module lands.

@@ -1,0 +1,78 @@
+//! Scorer: the share of the prompt already cached on each backend (cached-prefix tokens /
+//! prompt tokens), so requests go where their prefix is.
+
+use switchyard_policy_sdk::prelude::*;
+
+/// Scores cached-prefix tokens over prompt tokens.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrefixAffinity {
+    /// Prompts shorter than this many tokens score 0 everywhere: too short for a cache
+    /// hit to matter. Default 0.
+    pub min_prompt_tokens: u32,
+}
+
+impl Default for PrefixAffinity {
+    fn default() -> Self {
+        PrefixAffinity {
+            min_prompt_tokens: 0,
+        }
+    }
+}
+
+impl Scorer for PrefixAffinity {
+    fn configure(config: &str) -> Result<Self, ConfigError> {
+        config::from_json(config)
+    }
+
+    fn score(&self, req: &Request, c: &Candidate, _fleet: &Fleet) -> Score {
+        if req.prompt_tokens < self.min_prompt_tokens {
+            return Score::ZERO;
+        }
+        Score::ratio(c.cached_prefix_tokens, req.prompt_tokens)
+    }
+}
+
+switchyard_policy_sdk::export_scorer!(PrefixAffinity);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_policy_sdk::testing;
+
+    #[test]
+    fn score_is_cached_share_of_prompt() {
+        let cold = testing::candidate(0);
+        let warm = Candidate {
+            cached_prefix_tokens: 768,
+            ..testing::candidate(1)
+        };
+        let s = testing::score::<PrefixAffinity>(
+            "",
+            &testing::request(1024),
+            &[cold, warm],
+            &testing::fleet(2),
+        );
+        assert_eq!(s, vec![0.0, 0.75]);
+    }
+
+    #[test]
+    fn short_prompts_score_zero() {
+        let warm = Candidate {
+            cached_prefix_tokens: 16,
+            ..testing::candidate(0)
+        };
+        let s = testing::score::<PrefixAffinity>(
+            r#"{"min_prompt_tokens": 64}"#,
+            &testing::request(32),
+            &[warm],
+            &testing::fleet(1),
+        );
+        assert_eq!(s, vec![0.0]);
+    }
+
+    #[test]
+    fn unknown_config_field_is_rejected() {
+        assert!(PrefixAffinity::configure(r#"{"min_prompt": 1}"#).is_err());
+    }
+}

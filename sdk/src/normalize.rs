@@ -1,0 +1,71 @@
+//! Helpers to turn raw figures into scores in [0, 1].
+
+use crate::policy::Score;
+
+/// Scales `values` so the smallest maps to 0 and the largest to 1. When all are equal,
+/// every score is 1 (no candidate is worse than another).
+pub fn min_max(values: &[f32]) -> Vec<Score> {
+    let (lo, hi) = bounds(values);
+    values
+        .iter()
+        .map(|&v| {
+            if hi > lo {
+                Score::new((v - lo) / (hi - lo))
+            } else {
+                Score::ONE
+            }
+        })
+        .collect()
+}
+
+/// Like [`min_max`] but lower is better: the smallest value scores 1, the largest 0.
+pub fn min_max_inverted(values: &[f32]) -> Vec<Score> {
+    min_max(values).into_iter().map(Score::inverted).collect()
+}
+
+/// `1 / (1 + value / half)`: 1 at 0, 0.5 at `half`, approaching 0 as `value` grows.
+/// A smooth "less is better" score that needs no knowledge of the other candidates.
+pub fn decay(value: f32, half: f32) -> Score {
+    if half <= 0.0 {
+        return if value <= 0.0 { Score::ONE } else { Score::ZERO };
+    }
+    Score::new(1.0 / (1.0 + value.max(0.0) / half))
+}
+
+fn bounds(values: &[f32]) -> (f32, f32) {
+    values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_max_spans_zero_to_one() {
+        let s: Vec<f32> = min_max(&[2.0, 4.0, 3.0]).iter().map(|s| s.get()).collect();
+        assert_eq!(s, vec![0.0, 1.0, 0.5]);
+    }
+
+    #[test]
+    fn equal_values_all_score_one() {
+        assert!(min_max(&[5.0, 5.0]).iter().all(|s| *s == Score::ONE));
+    }
+
+    #[test]
+    fn inverted_prefers_smallest() {
+        let s = min_max_inverted(&[1.0, 3.0]);
+        assert_eq!(s, vec![Score::ONE, Score::ZERO]);
+    }
+
+    #[test]
+    fn decay_halves_at_half() {
+        assert_eq!(decay(0.0, 10.0), Score::ONE);
+        assert!((decay(10.0, 10.0).get() - 0.5).abs() < 1e-6);
+        assert!(decay(1e9, 10.0).get() < 1e-6);
+    }
+}

@@ -1,0 +1,45 @@
+//! Generated bindings for `switchyard:policy@0.1.0`. Authors never use these directly:
+//! the export macros and the types in the crate root wrap them.
+
+/// The `filter` world; it also generates the shared `types` and `host` interfaces.
+pub mod filter {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "filter",
+        pub_export_macro: true,
+        export_macro_name: "export_filter_world",
+        default_bindings_module: "::switchyard_policy_sdk::wit::filter",
+    });
+}
+
+/// The `scorer` world, reusing the filter world's shared interfaces.
+pub mod scorer {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "scorer",
+        pub_export_macro: true,
+        export_macro_name: "export_scorer_world",
+        default_bindings_module: "::switchyard_policy_sdk::wit::scorer",
+        with: {
+            "switchyard:policy/types@0.1.0": super::filter::switchyard::policy::types,
+            "switchyard:policy/host@0.1.0": super::filter::switchyard::policy::host,
+        },
+    });
+}
+
+/// The `placer` world, reusing the filter world's shared interfaces.
+pub mod placer {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "placer",
+        pub_export_macro: true,
+        export_macro_name: "export_placer_world",
+        default_bindings_module: "::switchyard_policy_sdk::wit::placer",
+        with: {
+            "switchyard:policy/types@0.1.0": super::filter::switchyard::policy::types,
+            "switchyard:policy/host@0.1.0": super::filter::switchyard::policy::host,
+        },
+    });
+}
+
+pub use filter::switchyard::policy::{host, types};
