@@ -27,7 +27,11 @@ pub fn min_max_inverted(values: &[f32]) -> Vec<Score> {
 /// A smooth "less is better" score that needs no knowledge of the other candidates.
 pub fn decay(value: f32, half: f32) -> Score {
     if half <= 0.0 {
-        return if value <= 0.0 { Score::ONE } else { Score::ZERO };
+        return if value <= 0.0 {
+            Score::ONE
+        } else {
+            Score::ZERO
+        };
     }
     Score::new(1.0 / (1.0 + value.max(0.0) / half))
 }

@@ -1,0 +1,379 @@
+//! The one wasmtime engine every policy runs on, the limits each call runs under, and
+//! the upload checks that turn bytes into a ready-to-instantiate policy.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::{Config, Engine, OptLevel, ResourceLimiter};
+
+use super::Error;
+use super::bindings::{filter, host, placer, scorer};
+
+/// Budgets and caps for every policy.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Fuel (roughly, Wasm instructions) one call may use. Deterministic: the same input
+    /// always finishes or always runs out. Default 10 million.
+    pub fuel_per_call: u64,
+    /// Wall-clock backstop per call. Default 20 ms.
+    pub deadline: Duration,
+    /// Linear memory per instance, bytes. Default 32 MiB.
+    pub memory_bytes: usize,
+    /// Table elements per instance. Default 100 000.
+    pub table_elements: usize,
+    /// Largest accepted upload, bytes. Default 4 MiB.
+    pub max_upload_bytes: usize,
+    /// Longest a compile may take before the upload is refused. Default 10 s.
+    pub compile_timeout: Duration,
+    /// Calls after which a warm instance is retired. Default 10 000.
+    pub max_calls_per_instance: u32,
+    /// Log lines kept per call. Default 32.
+    pub log_lines_per_call: usize,
+    /// Consecutive failures after which a stage is parked. Default 5.
+    pub park_after_failures: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel_per_call: 10_000_000,
+            deadline: Duration::from_millis(20),
+            memory_bytes: 32 << 20,
+            table_elements: 100_000,
+            max_upload_bytes: 4 << 20,
+            compile_timeout: Duration::from_secs(10),
+            max_calls_per_instance: 10_000,
+            log_lines_per_call: 32,
+            park_after_failures: 5,
+        }
+    }
+}
+
+/// Which world a policy targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    /// Removes backends.
+    Filter,
+    /// Rates backends.
+    Scorer,
+    /// Takes the whole decision.
+    Placer,
+}
+
+impl PolicyKind {
+    /// The world's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Filter => "filter",
+            PolicyKind::Scorer => "scorer",
+            PolicyKind::Placer => "placer",
+        }
+    }
+}
+
+/// The typed pre-instantiated form of a policy, one variant per world.
+#[derive(Clone)]
+pub(crate) enum KindPre {
+    Filter(filter::FilterPre<HostState>),
+    Scorer(scorer::ScorerPre<HostState>),
+    Placer(placer::PlacerPre<HostState>),
+}
+
+impl KindPre {
+    pub(crate) fn kind(&self) -> PolicyKind {
+        match self {
+            KindPre::Filter(_) => PolicyKind::Filter,
+            KindPre::Scorer(_) => PolicyKind::Scorer,
+            KindPre::Placer(_) => PolicyKind::Placer,
+        }
+    }
+}
+
+/// A compiled, type-checked policy, ready to instantiate.
+pub(crate) struct Compiled {
+    pub pre: KindPre,
+    /// The precompiled artifact, kept so a restart skips compilation.
+    pub artifact: Vec<u8>,
+    pub compile_time: Duration,
+}
+
+/// Per-store state: the memory limiter and the log lines of the current call.
+pub(crate) struct HostState {
+    memory_bytes: usize,
+    table_elements: usize,
+    /// Set when the guest asked for more memory or table than allowed.
+    pub limit_hit: bool,
+    pub logs: Vec<String>,
+    pub dropped_logs: u32,
+    log_cap: usize,
+}
+
+impl HostState {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        HostState {
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.table_elements,
+            limit_hit: false,
+            logs: Vec::new(),
+            dropped_logs: 0,
+            log_cap: limits.log_lines_per_call,
+        }
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.limit_hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            self.limit_hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        // NB: a component instantiates a handful of core instances (the guest, its
+        // adapter shims); more than this is not a policy.
+        32
+    }
+
+    fn memories(&self) -> usize {
+        4
+    }
+
+    fn tables(&self) -> usize {
+        8
+    }
+}
+
+/// Longest log line kept, bytes.
+const LOG_LINE_BYTES: usize = 512;
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::Level, message: String) {
+        if self.logs.len() >= self.log_cap {
+            self.dropped_logs += 1;
+            return;
+        }
+        let mut line = message;
+        if line.len() > LOG_LINE_BYTES {
+            let mut cut = LOG_LINE_BYTES;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+        }
+        self.logs.push(format!("{}: {line}", level_name(level)));
+    }
+}
+
+impl super::bindings::types::Host for HostState {}
+
+fn level_name(level: host::Level) -> &'static str {
+    match level {
+        host::Level::Trace => "trace",
+        host::Level::Debug => "debug",
+        host::Level::Info => "info",
+        host::Level::Warn => "warn",
+        host::Level::Error => "error",
+    }
+}
+
+/// Import namespaces a policy may name. A std guest links WASI's io and cli interfaces;
+/// they are satisfied with functions that trap, so nothing is granted.
+const TOLERATED_IMPORTS: &[&str] = &["switchyard:policy/", "wasi:io/", "wasi:cli/"];
+
+/// How often the epoch ticks; deadlines are counted in ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The shared engine, the base linker with the host interface, and the limits.
+pub(crate) struct PolicyEngine {
+    pub engine: Engine,
+    linker: Linker<HostState>,
+    pub limits: Limits,
+    /// `precompile_compatibility_hash` as hex: artifacts made under another hash are
+    /// recompiled from the stored component.
+    pub compat: String,
+}
+
+impl PolicyEngine {
+    /// Builds the engine and starts the epoch ticker thread.
+    pub(crate) fn new(limits: Limits) -> Result<Arc<Self>, Error> {
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .max_wasm_stack(512 << 10);
+        let engine = Engine::new(&config).map_err(|e| Error::Compile(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| Error::Compile(format!("{e:#}")))?;
+        let compat = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| Error::Compile(format!("epoch thread: {e}")))?;
+        Ok(Arc::new(PolicyEngine {
+            engine,
+            linker,
+            limits,
+            compat,
+        }))
+    }
+
+    /// Epoch ticks a call may run for.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        (self.limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+    }
+
+    /// Checks and compiles an upload: size cap, component header, bounded compile,
+    /// imports, and the world it fits.
+    ///
+    /// # Errors
+    ///
+    /// The first check that fails.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Compiled, Error> {
+        if bytes.len() > self.limits.max_upload_bytes {
+            return Err(Error::TooLarge {
+                size: bytes.len(),
+                max: self.limits.max_upload_bytes,
+            });
+        }
+        check_header(bytes)?;
+        let started = Instant::now();
+        let artifact = self.precompile_bounded(bytes)?;
+        let compile_time = started.elapsed();
+        let pre = self.load(&artifact)?;
+        Ok(Compiled {
+            pre,
+            artifact,
+            compile_time,
+        })
+    }
+
+    /// Loads a precompiled artifact this engine produced, and type-checks it.
+    ///
+    /// # Errors
+    ///
+    /// When the artifact is not loadable or fits no world.
+    pub(crate) fn load(&self, artifact: &[u8]) -> Result<KindPre, Error> {
+        // SAFETY: artifacts come only from `precompile_bounded` on this engine (or the
+        // state directory it writes, checked against `compat`); user bytes never reach
+        // here unless compiled first.
+        let component = unsafe { Component::deserialize(&self.engine, artifact) }
+            .map_err(|e| Error::Compile(format!("{e:#}")))?;
+        self.check_imports(&component)?;
+        let mut linker = self.linker.clone();
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| Error::Compile(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
+        classify(pre)
+    }
+
+    fn precompile_bounded(&self, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let engine = self.engine.clone();
+        let owned = bytes.to_vec();
+        std::thread::Builder::new()
+            .name("policy-compile".into())
+            .spawn(move || {
+                let _ = tx.send(engine.precompile_component(&owned));
+            })
+            .map_err(|e| Error::Compile(format!("compile thread: {e}")))?;
+        // NB: a compile that overruns keeps its thread until it finishes; wasmtime offers
+        // no way to cancel it. The upload is refused either way.
+        match rx.recv_timeout(self.limits.compile_timeout) {
+            Ok(Ok(artifact)) => Ok(artifact),
+            Ok(Err(e)) => Err(Error::Compile(format!("{e:#}"))),
+            Err(_) => Err(Error::Compile(format!(
+                "took longer than {:?}",
+                self.limits.compile_timeout
+            ))),
+        }
+    }
+
+    fn check_imports(&self, component: &Component) -> Result<(), Error> {
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            if !TOLERATED_IMPORTS.iter().any(|p| name.starts_with(p)) {
+                return Err(Error::ForbiddenImport(name.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_header(bytes: &[u8]) -> Result<(), Error> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE: [u8; 4] = [1, 0, 0, 0];
+    const COMPONENT: [u8; 4] = [0x0d, 0, 1, 0];
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(Error::NotWasm);
+    }
+    match <[u8; 4]>::try_from(&bytes[4..8]) {
+        Ok(v) if v == CORE => Err(Error::CoreModule),
+        Ok(v) if v == COMPONENT => Ok(()),
+        _ => Err(Error::NotWasm),
+    }
+}
+
+fn classify(pre: InstancePre<HostState>) -> Result<KindPre, Error> {
+    let as_filter = filter::FilterPre::new(pre.clone()).map(KindPre::Filter);
+    let as_scorer = || scorer::ScorerPre::new(pre.clone()).map(KindPre::Scorer);
+    let as_placer = || placer::PlacerPre::new(pre.clone()).map(KindPre::Placer);
+    as_filter
+        .or_else(|_| as_scorer())
+        .or_else(|_| as_placer())
+        .map_err(|e| Error::WrongWorld(format!("{e:#}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_checks_tell_module_from_component() {
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(Error::CoreModule)
+        ));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(matches!(check_header(b"hello world"), Err(Error::NotWasm)));
+        assert!(matches!(check_header(b"\0as"), Err(Error::NotWasm)));
+    }
+}

@@ -1,0 +1,825 @@
+//! Pipelines and the [`Policies`] handle: per-tenant filters, weighted scorers and a
+//! picker (or one placer), swapped atomically, with canary, shadow and rollback.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+
+use super::builtin;
+use super::engine::{Limits, PolicyEngine, PolicyKind};
+use super::facts::{BackendFacts, Candidate, FleetFacts, Placement, RequestFacts};
+use super::metrics::{FailureLabels, PolicyLabels, PolicyMetrics, TenantLabels};
+use super::registry::{PolicyVersion, Registry};
+use super::shipped;
+use super::spec::{FailureMode, Picker, PipelineSpec, StageSpec};
+use super::stage::{CallReport, Stage, to_wit_request};
+use super::{Error, Fault, bindings::types};
+use crate::state::StateDir;
+
+/// Which of a tenant's pipelines made a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    /// The active pipeline.
+    Active,
+    /// The canary pipeline, chosen by the hash of the request id.
+    Canary,
+}
+
+/// The outcome of one routing decision, with everything the decision log shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Decision {
+    /// Where the request goes.
+    pub placement: Placement,
+    /// Which pipeline decided.
+    pub variant: Variant,
+    /// The tenant pipeline's version number (increases on every change).
+    pub pipeline_version: u64,
+    /// `name@version` of every policy that ran, in order.
+    pub policies: Vec<String>,
+    /// Total weighted score per remaining candidate, as (fleet index, score).
+    pub scores: Vec<(u32, f32)>,
+    /// Backends removed by filters, as (fleet index, reason).
+    pub exclusions: Vec<(u32, String)>,
+    /// The policy failure that made the failure mode apply, if any.
+    pub fault: Option<Fault>,
+    /// Fuel used by all calls.
+    pub fuel_used: u64,
+    /// Whether a shadow pipeline, if one runs, placed the same way.
+    pub shadow_agreed: Option<bool>,
+    /// Time the decision took.
+    #[serde(serialize_with = "serialize_micros", rename = "elapsed_us")]
+    pub elapsed: Duration,
+}
+
+fn serialize_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e6)
+}
+
+/// A tenant's pipelines as the admin API shows them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PipelineInfo {
+    /// Tenant name.
+    pub tenant: String,
+    /// Increases on every change.
+    pub version: u64,
+    /// The active pipeline.
+    pub active: PipelineSpec,
+    /// A canary pipeline and the share of requests, in [0, 1], it decides.
+    pub canary: Option<CanarySpec>,
+    /// A shadow pipeline run beside the active one, whose decisions are only compared.
+    pub shadow: Option<PipelineSpec>,
+    /// Earlier active pipelines, newest last; `rollback` restores the last.
+    pub history: Vec<PipelineSpec>,
+}
+
+/// A canary: a pipeline deciding a share of a tenant's requests.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanarySpec {
+    /// The canary pipeline.
+    pub pipeline: PipelineSpec,
+    /// Share of requests, in [0, 1], chosen by the hash of the request id.
+    pub share: f32,
+}
+
+/// Most earlier pipelines kept per tenant for rollback.
+const HISTORY: usize = 16;
+
+struct Step {
+    stage: Arc<Stage>,
+    weight: f32,
+    fuel: Counter,
+}
+
+/// A built pipeline: stages resolved and configured.
+struct Pipeline {
+    filters: Vec<Step>,
+    scorers: Vec<Step>,
+    placer: Option<Step>,
+    picker: Picker,
+    failure_mode: FailureMode,
+}
+
+/// A tenant's pipelines at one version: the snapshot a request loads once.
+pub struct TenantPipeline {
+    info: PipelineInfo,
+    active: Pipeline,
+    canary: Option<(Pipeline, f32)>,
+    shadow: Option<Pipeline>,
+    metrics: PolicyMetrics,
+    tenant_labels: TenantLabels,
+}
+
+impl std::fmt::Debug for TenantPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantPipeline")
+            .field("tenant", &self.info.tenant)
+            .field("version", &self.info.version)
+            .finish()
+    }
+}
+
+impl TenantPipeline {
+    /// The pipeline's description.
+    pub fn info(&self) -> &PipelineInfo {
+        &self.info
+    }
+
+    /// Decides where `req` goes among `candidates` (already limited to healthy,
+    /// non-draining backends serving the model). Never fails: policy faults become the
+    /// tenant's failure mode, recorded in [`Decision::fault`].
+    pub fn decide(
+        &self,
+        fleet: &FleetFacts,
+        req: &RequestFacts,
+        candidates: &[Candidate],
+    ) -> Decision {
+        let started = Instant::now();
+        let wit_req = to_wit_request(req);
+        let (pipeline, variant) = match &self.canary {
+            Some((p, share)) if in_share(req.id, *share) => (p, Variant::Canary),
+            _ => (&self.active, Variant::Active),
+        };
+        let mut decision = pipeline.decide(fleet, &wit_req, candidates, &self.metrics);
+        decision.variant = variant;
+        decision.pipeline_version = self.info.version;
+        if let Some(shadow) = &self.shadow {
+            let other = shadow.decide(fleet, &wit_req, candidates, &self.metrics);
+            let agreed = other.placement == decision.placement;
+            self.metrics
+                .shadow_decisions
+                .get_or_create(&self.tenant_labels)
+                .inc();
+            if !agreed {
+                self.metrics
+                    .shadow_disagreements
+                    .get_or_create(&self.tenant_labels)
+                    .inc();
+            }
+            decision.shadow_agreed = Some(agreed);
+        }
+        if let Some(fault) = &decision.fault {
+            self.metrics
+                .fallbacks
+                .get_or_create(&self.tenant_labels)
+                .inc();
+            tracing::warn!(tenant = %self.info.tenant, %fault, "policy failure; failure mode applied");
+        }
+        decision.elapsed = started.elapsed();
+        self.metrics
+            .decision_seconds
+            .observe(decision.elapsed.as_secs_f64());
+        decision
+    }
+}
+
+/// Whether a request with this id falls in the first `share` of the id space.
+fn in_share(id: u64, share: f32) -> bool {
+    let spread = splitmix64(id);
+    (spread as f64 / u64::MAX as f64) < share as f64
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl Pipeline {
+    fn decide(
+        &self,
+        fleet: &FleetFacts,
+        req: &types::Request,
+        candidates: &[Candidate],
+        metrics: &PolicyMetrics,
+    ) -> Decision {
+        let mut d = Decision {
+            placement: Placement::Single(0),
+            variant: Variant::Active,
+            pipeline_version: 0,
+            policies: Vec::new(),
+            scores: Vec::new(),
+            exclusions: Vec::new(),
+            fault: None,
+            fuel_used: 0,
+            shadow_agreed: None,
+            elapsed: Duration::ZERO,
+        };
+        let mut remaining: Vec<Candidate> = candidates.to_vec();
+        for step in &self.filters {
+            let result = step.stage.exclude(fleet, req, &remaining);
+            match d.account(step, result, metrics) {
+                Ok(excluded) => {
+                    remaining.retain(|c| !excluded.iter().any(|(b, _)| *b == c.backend));
+                    d.exclusions.extend(excluded);
+                }
+                Err(()) => {
+                    // NB: a failed filter fails closed whatever the failure mode: a
+                    // fallback cannot know what it would have excluded (data residency).
+                    d.placement = Placement::Reject {
+                        status: 503,
+                        message: "routing policy failed".into(),
+                    };
+                    return d;
+                }
+            }
+        }
+        if remaining.is_empty() {
+            d.placement = Placement::Reject {
+                status: 503,
+                message: "no backend passed the tenant's filters".into(),
+            };
+            return d;
+        }
+        if let Some(step) = &self.placer {
+            let result = step.stage.place(fleet, req, &remaining);
+            d.placement = match d.account(step, result, metrics) {
+                Ok(p) => p,
+                Err(()) => self.on_failure(&remaining),
+            };
+            return d;
+        }
+        if self.scorers.is_empty() {
+            d.placement = builtin::place(&remaining);
+            return d;
+        }
+        let mut totals = vec![0.0f32; remaining.len()];
+        for step in &self.scorers {
+            let result = step.stage.score(fleet, req, &remaining);
+            match d.account(step, result, metrics) {
+                Ok(scores) => {
+                    for (t, s) in totals.iter_mut().zip(scores) {
+                        *t += step.weight * s;
+                    }
+                }
+                Err(()) => {
+                    d.placement = self.on_failure(&remaining);
+                    return d;
+                }
+            }
+        }
+        let chosen = pick(self.picker, req.id, &remaining, &totals);
+        d.scores = remaining.iter().map(|c| c.backend).zip(totals).collect();
+        d.placement = Placement::Single(chosen);
+        d
+    }
+
+    fn on_failure(&self, remaining: &[Candidate]) -> Placement {
+        match self.failure_mode {
+            FailureMode::Fallback => builtin::place(remaining),
+            FailureMode::Reject => Placement::Reject {
+                status: 503,
+                message: "routing policy failed".into(),
+            },
+        }
+    }
+}
+
+impl Decision {
+    /// Records a call's outcome: the policy's name, its fuel, its logs, or its fault.
+    fn account<T>(
+        &mut self,
+        step: &Step,
+        result: Result<(T, CallReport), Fault>,
+        metrics: &PolicyMetrics,
+    ) -> Result<T, ()> {
+        self.policies.push(step.stage.label());
+        match result {
+            Ok((out, report)) => {
+                self.fuel_used += report.fuel_used;
+                step.fuel.inc_by(report.fuel_used);
+                for line in &report.logs {
+                    tracing::debug!(policy = %step.stage.label(), "{line}");
+                }
+                Ok(out)
+            }
+            Err(fault) => {
+                metrics
+                    .failures
+                    .get_or_create(&FailureLabels {
+                        policy: fault.policy.clone(),
+                        fault: fault.kind.as_str().into(),
+                    })
+                    .inc();
+                self.fault = Some(fault);
+                Err(())
+            }
+        }
+    }
+}
+
+/// Chooses a backend from summed scores.
+fn pick(picker: Picker, id: u64, candidates: &[Candidate], totals: &[f32]) -> u32 {
+    match picker {
+        Picker::Max => {
+            let mut best = 0;
+            for i in 1..candidates.len() {
+                let (a, b) = (totals[i], totals[best]);
+                let better = a > b + 1e-6
+                    || ((a - b).abs() <= 1e-6
+                        && (candidates[i].in_flight_requests, candidates[i].backend)
+                            < (
+                                candidates[best].in_flight_requests,
+                                candidates[best].backend,
+                            ));
+                if better {
+                    best = i;
+                }
+            }
+            candidates[best].backend
+        }
+        Picker::Softmax { temperature } => {
+            let t = temperature.max(1e-6);
+            let max = totals.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let weights: Vec<f64> = totals
+                .iter()
+                .map(|s| (((s - max) / t) as f64).exp())
+                .collect();
+            let sum: f64 = weights.iter().sum();
+            let mut target = (splitmix64(id ^ 0x5eed) as f64 / u64::MAX as f64) * sum;
+            for (c, w) in candidates.iter().zip(&weights) {
+                if target < *w {
+                    return c.backend;
+                }
+                target -= w;
+            }
+            candidates[candidates.len() - 1].backend
+        }
+    }
+}
+
+/// Everything about policies: the engine, the registry and every tenant's pipelines.
+/// Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct Policies {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Arc<PolicyEngine>,
+    registry: Registry,
+    tenants: ArcSwap<HashMap<String, Arc<TenantPipeline>>>,
+    /// Serialises pipeline changes so each reads the latest map and version.
+    writer: Mutex<()>,
+    builtin: Arc<TenantPipeline>,
+    state: Option<StateDir>,
+    metrics: PolicyMetrics,
+}
+
+/// Tenant whose pipeline serves tenants that have none of their own.
+pub const DEFAULT_TENANT: &str = "default";
+
+const TENANTS_DIR: &str = "tenants";
+
+impl Policies {
+    /// Starts the runtime, restoring stored policies and pipelines from `state`.
+    /// Entries that cannot be restored are logged and skipped, never fatal.
+    ///
+    /// # Errors
+    ///
+    /// When the engine cannot be created.
+    pub fn new(limits: Limits, state: Option<StateDir>) -> Result<Policies, Error> {
+        let engine = PolicyEngine::new(limits)?;
+        let metrics = PolicyMetrics::default();
+        let builtin = Arc::new(TenantPipeline {
+            info: PipelineInfo {
+                tenant: DEFAULT_TENANT.into(),
+                version: 0,
+                active: PipelineSpec::builtin(),
+                canary: None,
+                shadow: None,
+                history: Vec::new(),
+            },
+            active: Pipeline {
+                filters: Vec::new(),
+                scorers: Vec::new(),
+                placer: None,
+                picker: Picker::Max,
+                failure_mode: FailureMode::Fallback,
+            },
+            canary: None,
+            shadow: None,
+            metrics: metrics.clone(),
+            tenant_labels: TenantLabels {
+                tenant: DEFAULT_TENANT.into(),
+            },
+        });
+        let policies = Policies {
+            inner: Arc::new(Inner {
+                registry: Registry::new(engine.clone(), state.clone()),
+                engine,
+                tenants: ArcSwap::from_pointee(HashMap::new()),
+                writer: Mutex::new(()),
+                builtin,
+                state,
+                metrics,
+            }),
+        };
+        for problem in policies.inner.registry.restore() {
+            tracing::warn!(%problem, "stored policy skipped");
+        }
+        policies.restore_tenants();
+        Ok(policies)
+    }
+
+    /// Registers the policies shipped inside the binary under their crate names.
+    ///
+    /// # Errors
+    ///
+    /// When a shipped component fails to load, which is a build defect.
+    pub fn install_shipped(&self) -> Result<Vec<PolicyVersion>, Error> {
+        shipped::COMPONENTS
+            .iter()
+            .map(|(name, bytes)| {
+                let prepared = self.inner.registry.prepare(name, bytes)?;
+                let v = self.inner.registry.commit(prepared, bytes, true)?;
+                Ok(v.info.clone())
+            })
+            .collect()
+    }
+
+    /// Checks, compiles and registers an upload; with `smoke`, first calls it once on a
+    /// synthetic fleet of four backends and refuses it if that call fails.
+    ///
+    /// # Errors
+    ///
+    /// The reason the upload is refused: size, header, compile, imports, world, smoke.
+    pub fn upload(&self, name: &str, bytes: &[u8], smoke: bool) -> Result<PolicyVersion, Error> {
+        let prepared = self.inner.registry.prepare(name, bytes)?;
+        if smoke && !prepared.is_registered() {
+            smoke_test(&self.inner.engine, prepared.loaded.clone())?;
+        }
+        let version = self.inner.registry.commit(prepared, bytes, false)?;
+        Ok(version.info.clone())
+    }
+
+    /// Every registered version.
+    pub fn versions(&self) -> Vec<PolicyVersion> {
+        self.inner.registry.list()
+    }
+
+    /// A stage outside any pipeline, for the policy authoring tools.
+    ///
+    /// # Errors
+    ///
+    /// When the reference is unknown or the policy rejects its config.
+    pub fn stage(&self, reference: &str, config: &serde_json::Value) -> Result<Stage, Error> {
+        let version = self.inner.registry.resolve(reference)?;
+        Stage::new(self.inner.engine.clone(), version, config)
+    }
+
+    /// The snapshot of `tenant`'s pipelines; tenants without one get the `default`
+    /// tenant's, and failing that the built-in least-load.
+    pub fn pipeline(&self, tenant: &str) -> Arc<TenantPipeline> {
+        let map = self.inner.tenants.load();
+        map.get(tenant)
+            .or_else(|| map.get(DEFAULT_TENANT))
+            .cloned()
+            .unwrap_or_else(|| self.inner.builtin.clone())
+    }
+
+    /// Every tenant's pipelines.
+    pub fn pipelines(&self) -> Vec<PipelineInfo> {
+        let mut out: Vec<PipelineInfo> = self
+            .inner
+            .tenants
+            .load()
+            .values()
+            .map(|t| t.info.clone())
+            .collect();
+        out.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        out
+    }
+
+    /// The runtime's metrics, to register with the router's Prometheus registry.
+    pub fn metrics(&self) -> &PolicyMetrics {
+        &self.inner.metrics
+    }
+
+    /// Makes `spec` the tenant's active pipeline; the previous one goes to the history.
+    /// Clears any canary and shadow.
+    ///
+    /// # Errors
+    ///
+    /// When the spec is invalid or names unknown policies; nothing changes then.
+    pub fn set_pipeline(&self, tenant: &str, spec: PipelineSpec) -> Result<PipelineInfo, Error> {
+        self.change(tenant, |current| {
+            let mut history = current.map(|c| c.history.clone()).unwrap_or_default();
+            if let Some(c) = current {
+                history.push(c.active.clone());
+            }
+            if history.len() > HISTORY {
+                history.remove(0);
+            }
+            Ok((spec, None, None, history))
+        })
+    }
+
+    /// Sets `spec` as the tenant's pipeline only if it has none yet (none restored from
+    /// the state directory): config-file pipelines must not undo admin changes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Policies::set_pipeline`].
+    pub fn set_initial_pipeline(
+        &self,
+        tenant: &str,
+        spec: PipelineSpec,
+    ) -> Result<PipelineInfo, Error> {
+        if let Some(existing) = self.inner.tenants.load().get(tenant) {
+            return Ok(existing.info.clone());
+        }
+        self.set_pipeline(tenant, spec)
+    }
+
+    /// Sets or clears the tenant's canary.
+    ///
+    /// # Errors
+    ///
+    /// When the spec is invalid or the share is outside [0, 1].
+    pub fn set_canary(
+        &self,
+        tenant: &str,
+        canary: Option<CanarySpec>,
+    ) -> Result<PipelineInfo, Error> {
+        if let Some(c) = &canary
+            && !(0.0..=1.0).contains(&c.share)
+        {
+            return Err(Error::InvalidPipeline(format!(
+                "canary share {} is outside [0, 1]",
+                c.share
+            )));
+        }
+        self.change(tenant, |current| {
+            let c = current.cloned().unwrap_or_else(|| empty_info(tenant));
+            Ok((c.active, canary, c.shadow, c.history))
+        })
+    }
+
+    /// Sets or clears the tenant's shadow pipeline.
+    ///
+    /// # Errors
+    ///
+    /// When the spec is invalid.
+    pub fn set_shadow(
+        &self,
+        tenant: &str,
+        shadow: Option<PipelineSpec>,
+    ) -> Result<PipelineInfo, Error> {
+        self.change(tenant, |current| {
+            let c = current.cloned().unwrap_or_else(|| empty_info(tenant));
+            Ok((c.active, c.canary, shadow, c.history))
+        })
+    }
+
+    /// Restores the tenant's previous active pipeline.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoHistory`] when there is none.
+    pub fn rollback(&self, tenant: &str) -> Result<PipelineInfo, Error> {
+        self.change(tenant, |current| {
+            let mut c = current
+                .cloned()
+                .ok_or_else(|| Error::NoHistory(tenant.into()))?;
+            let previous = c
+                .history
+                .pop()
+                .ok_or_else(|| Error::NoHistory(tenant.into()))?;
+            Ok((previous, None, None, c.history))
+        })
+    }
+
+    /// Builds and installs a new version of a tenant's pipelines from `f`'s parts, then
+    /// persists it. Pipelines are built before anything is swapped, so a bad spec
+    /// changes nothing.
+    fn change(
+        &self,
+        tenant: &str,
+        f: impl FnOnce(
+            Option<&PipelineInfo>,
+        ) -> Result<
+            (
+                PipelineSpec,
+                Option<CanarySpec>,
+                Option<PipelineSpec>,
+                Vec<PipelineSpec>,
+            ),
+            Error,
+        >,
+    ) -> Result<PipelineInfo, Error> {
+        let _writer = self.inner.writer.lock().expect("pipeline writer");
+        let map = self.inner.tenants.load_full();
+        let current = map.get(tenant).map(|t| &t.info);
+        let (active, canary, shadow, history) = f(current)?;
+        let info = PipelineInfo {
+            tenant: tenant.to_string(),
+            version: current.map_or(1, |c| c.version + 1),
+            active,
+            canary,
+            shadow,
+            history,
+        };
+        let built = Arc::new(self.build_tenant(info)?);
+        self.persist(&built.info)?;
+        let mut next = (*map).clone();
+        next.insert(tenant.to_string(), built.clone());
+        self.inner.tenants.store(Arc::new(next));
+        tracing::info!(tenant, version = built.info.version, "pipeline installed");
+        Ok(built.info.clone())
+    }
+
+    fn build_tenant(&self, info: PipelineInfo) -> Result<TenantPipeline, Error> {
+        let active = self.build(&info.active)?;
+        let canary = match &info.canary {
+            Some(c) => Some((self.build(&c.pipeline)?, c.share)),
+            None => None,
+        };
+        let shadow = info.shadow.as_ref().map(|s| self.build(s)).transpose()?;
+        Ok(TenantPipeline {
+            tenant_labels: TenantLabels {
+                tenant: info.tenant.clone(),
+            },
+            info,
+            active,
+            canary,
+            shadow,
+            metrics: self.inner.metrics.clone(),
+        })
+    }
+
+    fn build(&self, spec: &PipelineSpec) -> Result<Pipeline, Error> {
+        if spec.placer.is_some() && !spec.scorers.is_empty() {
+            return Err(Error::InvalidPipeline(
+                "a pipeline has either scorers or a placer, not both".into(),
+            ));
+        }
+        if let Picker::Softmax { temperature } = spec.picker
+            && !(temperature > 0.0 && temperature.is_finite())
+        {
+            return Err(Error::InvalidPipeline(format!(
+                "picker.temperature: {temperature} must be > 0"
+            )));
+        }
+        let step = |s: &StageSpec, kind: PolicyKind, weight: f32, at: String| {
+            let stage = self.stage(&s.policy, &s.config)?;
+            if stage.kind() != kind {
+                return Err(Error::InvalidPipeline(format!(
+                    "{at}: {} is a {}, not a {}",
+                    s.policy,
+                    stage.kind().as_str(),
+                    kind.as_str()
+                )));
+            }
+            let fuel = self
+                .inner
+                .metrics
+                .fuel
+                .get_or_create(&PolicyLabels {
+                    policy: stage.label(),
+                })
+                .clone();
+            Ok(Step {
+                stage: Arc::new(stage),
+                weight,
+                fuel,
+            })
+        };
+        let filters = spec
+            .filters
+            .iter()
+            .enumerate()
+            .map(|(i, s)| step(s, PolicyKind::Filter, 1.0, format!("filters[{i}]")))
+            .collect::<Result<_, _>>()?;
+        let scorers = spec
+            .scorers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if !(0.0..=1.0).contains(&s.weight) {
+                    return Err(Error::InvalidPipeline(format!(
+                        "scorers[{i}].weight: {} is outside [0, 1]",
+                        s.weight
+                    )));
+                }
+                step(
+                    &s.stage,
+                    PolicyKind::Scorer,
+                    s.weight,
+                    format!("scorers[{i}]"),
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        let placer = spec
+            .placer
+            .as_ref()
+            .map(|s| step(s, PolicyKind::Placer, 1.0, "placer".into()))
+            .transpose()?;
+        Ok(Pipeline {
+            filters,
+            scorers,
+            placer,
+            picker: spec.picker,
+            failure_mode: spec.failure_mode,
+        })
+    }
+
+    fn persist(&self, info: &PipelineInfo) -> Result<(), Error> {
+        if let Some(state) = &self.inner.state {
+            let bytes = serde_json::to_vec_pretty(info).expect("pipeline info serializes");
+            state.write(format!("{TENANTS_DIR}/{}.json", info.tenant), &bytes)?;
+        }
+        Ok(())
+    }
+
+    fn restore_tenants(&self) {
+        let Some(state) = &self.inner.state else {
+            return;
+        };
+        let names = match state.list(TENANTS_DIR) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "stored pipelines unreadable");
+                return;
+            }
+        };
+        let mut map = HashMap::new();
+        for name in names.iter().filter(|n| n.ends_with(".json")) {
+            let restored = state
+                .read(format!("{TENANTS_DIR}/{name}"))
+                .map_err(|e| e.to_string())
+                .and_then(|b| b.ok_or_else(|| "vanished".to_string()))
+                .and_then(|b| serde_json::from_slice::<PipelineInfo>(&b).map_err(|e| e.to_string()))
+                .and_then(|info| self.build_tenant(info).map_err(|e| e.to_string()));
+            match restored {
+                Ok(t) => {
+                    map.insert(t.info.tenant.clone(), Arc::new(t));
+                }
+                Err(error) => {
+                    tracing::warn!(entry = %name, %error, "skipping unreadable stored pipeline")
+                }
+            }
+        }
+        self.inner.tenants.store(Arc::new(map));
+    }
+}
+
+fn empty_info(tenant: &str) -> PipelineInfo {
+    PipelineInfo {
+        tenant: tenant.into(),
+        version: 0,
+        active: PipelineSpec::builtin(),
+        canary: None,
+        shadow: None,
+        history: Vec::new(),
+    }
+}
+
+/// Calls a fresh stage of `version` once on a synthetic fleet. A policy whose
+/// `configure` needs a config it was not given is instantiated but not called.
+fn smoke_test(
+    engine: &Arc<PolicyEngine>,
+    version: Arc<super::registry::LoadedVersion>,
+) -> Result<(), Error> {
+    let stage = match Stage::new(engine.clone(), version, &serde_json::Value::Null) {
+        Ok(s) => s,
+        Err(Error::Configure { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let fleet = FleetFacts {
+        generation: 1,
+        backends: (0..4)
+            .map(|i| BackendFacts {
+                name: format!("smoke-{i}"),
+                vendor: "nvidia".into(),
+                accelerator: "h100".into(),
+                ..BackendFacts::default()
+            })
+            .collect(),
+    };
+    let candidates: Vec<Candidate> = (0..4)
+        .map(|i| Candidate {
+            backend: i,
+            waiting: i,
+            cached_prefix_tokens: 16 * i,
+            ..Candidate::default()
+        })
+        .collect();
+    let req = RequestFacts {
+        id: 42,
+        tenant: DEFAULT_TENANT.into(),
+        model: "smoke".into(),
+        prompt_tokens: 256,
+        max_tokens: 16,
+        ..RequestFacts::default()
+    };
+    stage
+        .run(&fleet, &req, &candidates)
+        .map(|_| ())
+        .map_err(Error::Smoke)
+}

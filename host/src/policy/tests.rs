@@ -1,0 +1,258 @@
+//! Runtime tests against the shipped components built into this crate.
+
+use super::*;
+use crate::state::StateDir;
+
+fn fleet(n: u32) -> FleetFacts {
+    FleetFacts {
+        generation: 1,
+        backends: (0..n)
+            .map(|i| BackendFacts {
+                name: format!("b{i}"),
+                vendor: "nvidia".into(),
+                accelerator: "h100".into(),
+                ..BackendFacts::default()
+            })
+            .collect(),
+    }
+}
+
+fn request() -> RequestFacts {
+    RequestFacts {
+        id: 7,
+        tenant: "acme".into(),
+        model: "m".into(),
+        prompt_tokens: 1000,
+        max_tokens: 10,
+        ..RequestFacts::default()
+    }
+}
+
+fn runtime(state: Option<StateDir>) -> Policies {
+    let p = Policies::new(Limits::default(), state).expect("engine");
+    p.install_shipped().expect("shipped policies load");
+    p
+}
+
+fn prefix_pipeline() -> PipelineSpec {
+    PipelineSpec {
+        scorers: vec![WeightedStageSpec {
+            stage: StageSpec {
+                policy: "prefix-affinity".into(),
+                config: serde_json::Value::Null,
+            },
+            weight: 1.0,
+        }],
+        ..PipelineSpec::default()
+    }
+}
+
+fn prefix_bytes() -> &'static [u8] {
+    shipped::COMPONENTS
+        .iter()
+        .find(|(n, _)| *n == "prefix-affinity")
+        .map(|(_, b)| *b)
+        .expect("prefix-affinity ships")
+}
+
+#[test]
+fn shipped_policies_register_with_their_world() {
+    let p = runtime(None);
+    let v = p.versions();
+    let prefix = v
+        .iter()
+        .find(|v| v.name == "prefix-affinity")
+        .expect("listed");
+    assert_eq!(prefix.kind, PolicyKind::Scorer);
+    assert!(prefix.shipped);
+    assert_eq!(prefix.version.len(), 12);
+}
+
+#[test]
+fn wasm_scorer_sends_request_to_the_cached_prefix() {
+    let p = runtime(None);
+    p.set_pipeline("acme", prefix_pipeline()).unwrap();
+    let cands = [
+        Candidate {
+            backend: 0,
+            ..Candidate::default()
+        },
+        Candidate {
+            backend: 1,
+            cached_prefix_tokens: 900,
+            ..Candidate::default()
+        },
+        Candidate {
+            backend: 2,
+            cached_prefix_tokens: 100,
+            ..Candidate::default()
+        },
+    ];
+    let d = p.pipeline("acme").decide(&fleet(3), &request(), &cands);
+    assert_eq!(d.placement, Placement::Single(1));
+    assert!(d.fault.is_none());
+    assert!(d.fuel_used > 0);
+    assert_eq!(d.scores[1], (1, 0.9));
+}
+
+#[test]
+fn tenants_without_a_pipeline_get_builtin_least_load() {
+    let p = runtime(None);
+    let cands = [
+        Candidate {
+            backend: 0,
+            waiting: 5,
+            ..Candidate::default()
+        },
+        Candidate {
+            backend: 1,
+            ..Candidate::default()
+        },
+    ];
+    let d = p.pipeline("nobody").decide(&fleet(2), &request(), &cands);
+    assert_eq!(d.placement, Placement::Single(1));
+    assert!(d.policies.is_empty());
+}
+
+#[test]
+fn bad_uploads_are_refused_with_the_reason() {
+    let p = runtime(None);
+    assert!(matches!(
+        p.upload("x", b"not wasm at all", true),
+        Err(Error::NotWasm)
+    ));
+    assert!(matches!(
+        p.upload("x", b"\0asm\x01\0\0\0", true),
+        Err(Error::CoreModule)
+    ));
+    assert!(matches!(
+        p.upload("Bad_Name", prefix_bytes(), true),
+        Err(Error::InvalidName(_))
+    ));
+    let big = vec![0u8; Limits::default().max_upload_bytes + 1];
+    assert!(matches!(
+        p.upload("x", &big, true),
+        Err(Error::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn invalid_pipelines_change_nothing() {
+    let p = runtime(None);
+    p.set_pipeline("acme", prefix_pipeline()).unwrap();
+    let wrong_kind = PipelineSpec {
+        placer: Some(StageSpec {
+            policy: "prefix-affinity".into(),
+            config: serde_json::Value::Null,
+        }),
+        ..PipelineSpec::default()
+    };
+    let err = p.set_pipeline("acme", wrong_kind).unwrap_err();
+    assert!(
+        err.to_string().contains("is a scorer, not a placer"),
+        "{err}"
+    );
+    let mut heavy = prefix_pipeline();
+    heavy.scorers[0].weight = 1.7;
+    let err = p.set_pipeline("acme", heavy).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("scorers[0].weight: 1.7 is outside [0, 1]"),
+        "{err}"
+    );
+    let unknown = PipelineSpec {
+        filters: vec![StageSpec {
+            policy: "nope@123".into(),
+            config: serde_json::Value::Null,
+        }],
+        ..PipelineSpec::default()
+    };
+    assert!(matches!(
+        p.set_pipeline("acme", unknown),
+        Err(Error::UnknownPolicy(_))
+    ));
+    assert_eq!(p.pipeline("acme").info().version, 1);
+}
+
+#[test]
+fn rollback_restores_the_previous_pipeline() {
+    let p = runtime(None);
+    p.set_pipeline("acme", PipelineSpec::builtin()).unwrap();
+    p.set_pipeline("acme", prefix_pipeline()).unwrap();
+    let info = p.rollback("acme").unwrap();
+    assert_eq!(info.active, PipelineSpec::builtin());
+    assert_eq!(info.version, 3);
+    assert!(matches!(p.rollback("acme"), Err(Error::NoHistory(_))));
+}
+
+#[test]
+fn uploads_and_pipelines_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let uploaded = {
+        let p = runtime(Some(state.clone()));
+        let v = p.upload("mine", prefix_bytes(), true).unwrap();
+        let mut spec = prefix_pipeline();
+        spec.scorers[0].stage.policy = v.label();
+        p.set_pipeline("acme", spec).unwrap();
+        v
+    };
+    // A corrupt entry beside the good ones is skipped, not fatal.
+    state.write("tenants/broken.json", b"{ truncated").unwrap();
+    let p = runtime(Some(state));
+    assert!(p.versions().iter().any(|v| v.label() == uploaded.label()));
+    let info = p.pipeline("acme").info().clone();
+    assert_eq!(info.active.scorers[0].stage.policy, uploaded.label());
+    assert_eq!(p.pipelines().len(), 1);
+}
+
+#[test]
+fn canary_share_splits_by_request_id() {
+    let p = runtime(None);
+    p.set_pipeline("acme", PipelineSpec::builtin()).unwrap();
+    p.set_canary(
+        "acme",
+        Some(CanarySpec {
+            pipeline: prefix_pipeline(),
+            share: 0.25,
+        }),
+    )
+    .unwrap();
+    let t = p.pipeline("acme");
+    let cands = [Candidate::default()];
+    let canaries = (0..4000u64)
+        .filter(|id| {
+            let req = RequestFacts {
+                id: *id,
+                ..request()
+            };
+            t.decide(&fleet(1), &req, &cands).variant == Variant::Canary
+        })
+        .count();
+    assert!(
+        (800..1200).contains(&canaries),
+        "{canaries} of 4000 in a 25% canary"
+    );
+}
+
+#[test]
+fn shadow_counts_disagreements() {
+    let p = runtime(None);
+    p.set_pipeline("acme", PipelineSpec::builtin()).unwrap();
+    p.set_shadow("acme", Some(prefix_pipeline())).unwrap();
+    let cands = [
+        Candidate {
+            backend: 0,
+            ..Candidate::default()
+        },
+        Candidate {
+            backend: 1,
+            waiting: 3,
+            cached_prefix_tokens: 1000,
+            ..Candidate::default()
+        },
+    ];
+    let d = p.pipeline("acme").decide(&fleet(2), &request(), &cands);
+    assert_eq!(d.placement, Placement::Single(0));
+    assert_eq!(d.shadow_agreed, Some(false));
+}
