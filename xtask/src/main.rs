@@ -1,1 +1,114 @@
-fn main() {}
+//! Project automation, so a newcomer needs two commands and nothing else:
+//!
+//! - `cargo xtask demo [ARGS]`: installs the `wasm32-wasip2` target if missing, then runs
+//!   `switchyard demo` (release build) on its embedded default fleet and workload.
+//! - `cargo xtask test`: installs the wasm target and the Python packages the end-to-end
+//!   tests drive the router with, then runs the whole workspace's tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Python packages the end-to-end tests use: the real OpenAI client, and a ZeroMQ
+/// publisher speaking vLLM's KV-event wire format.
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("openai", "openai>=1.40"),
+    ("zmq", "pyzmq>=25"),
+    ("msgspec", "msgspec>=0.18"),
+];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    match args.first().map(String::as_str) {
+        Some("demo") => {
+            ensure_wasm_target()?;
+            cargo(
+                &root,
+                &[&["run", "--release", "-p", "switchyard", "--", "demo"], &str_refs(&args[1..])[..]]
+                    .concat(),
+            )
+        }
+        Some("test") => {
+            ensure_wasm_target()?;
+            ensure_python_packages()?;
+            cargo(&root, &[&["test", "--workspace"], &str_refs(&args[1..])[..]].concat())
+        }
+        _ => bail!("usage: cargo xtask <demo [ARGS] | test [ARGS]>"),
+    }
+}
+
+fn str_refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ sits in the workspace")
+        .to_path_buf()
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .context("run cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let out = Command::new("rustc")
+        .args(["--print", "target-libdir", "--target", WASM_TARGET])
+        .output()
+        .context("run rustc")?;
+    let libdir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && Path::new(&libdir).exists() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the {WASM_TARGET} target (policies build to it)");
+    let status = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .status()
+        .context("run rustup; install the target by hand with `rustup target add wasm32-wasip2`")?;
+    if !status.success() {
+        bail!("rustup target add {WASM_TARGET} failed");
+    }
+    Ok(())
+}
+
+fn ensure_python_packages() -> Result<()> {
+    let missing: Vec<&str> = PYTHON_PACKAGES
+        .iter()
+        .filter(|(module, _)| {
+            !Command::new("python3")
+                .args(["-c", &format!("import {module}")])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+        .map(|(_, spec)| *spec)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Python packages for the end-to-end tests: {missing:?}");
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(&missing)
+        .status()
+        .context("run pip")?;
+    if !status.success() {
+        bail!("pip install {missing:?} failed");
+    }
+    Ok(())
+}
