@@ -1,13 +1,439 @@
-//! `switchyard policy ...`.
+//! `switchyard policy ...`: tools for policy authors: check a component, run it on a
+//! case, benchmark it against the native built-in, scaffold a new policy crate.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use switchyard::policy::{
+    BackendFacts, Candidate, FleetFacts, Limits, Outcome, Policies, PolicyKind, RequestFacts,
+    builtin_place,
+};
 
 /// Subcommands of `switchyard policy`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Placeholder until the subcommands land.
-    Todo,
+    /// Validate a component against the worlds; print its world, size and compile time.
+    Check {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a component once on a case file; print the decision, fuel, memory and logs.
+    Run {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// The case: fleet, request, candidates and the policy's config (see
+        /// `examples/policy-case.json`).
+        #[arg(long)]
+        input: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure per-decision latency against the native built-in, in the same run.
+    Bench {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Candidates per decision.
+        #[arg(long, default_value_t = 100)]
+        candidates: u32,
+        /// Timed decisions.
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u32,
+        /// The policy's config, as JSON.
+        #[arg(long, default_value = "null")]
+        config: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scaffold a new policy crate.
+    New {
+        /// Policy name, lowercase kebab-case.
+        name: String,
+        /// The world it targets.
+        #[arg(long, value_enum, default_value_t = Kind::Scorer)]
+        kind: Kind,
+        /// Directory to create the crate in.
+        #[arg(long, default_value = "policies")]
+        dir: PathBuf,
+    },
+}
+
+/// World choice for `policy new`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Kind {
+    /// Removes backends.
+    Filter,
+    /// Rates backends.
+    Scorer,
+    /// Takes the whole decision.
+    Placer,
 }
 
 /// Runs a `switchyard policy` subcommand.
-pub fn run(_command: Command) -> anyhow::Result<()> {
-    anyhow::bail!("`switchyard policy` is not built yet")
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Check { file, json } => check(&file, json),
+        Command::Run { file, input, json } => run_case(&file, &input, json),
+        Command::Bench {
+            file,
+            candidates,
+            iterations,
+            config,
+            json,
+        } => bench(&file, candidates, iterations, &config, json),
+        Command::New { name, kind, dir } => scaffold(&name, kind, &dir),
+    }
+}
+
+/// Loads `file` into a fresh runtime; returns the runtime and the version's label.
+fn load(file: &Path, smoke: bool) -> Result<(Policies, switchyard::policy::PolicyVersion)> {
+    let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
+    let policies = Policies::new(Limits::default(), None)?;
+    let name = policy_name(file);
+    let version = policies
+        .upload(&name, &bytes, smoke)
+        .with_context(|| format!("{} is not a usable policy", file.display()))?;
+    Ok((policies, version))
+}
+
+/// A registry name from a file name: `prefix_affinity.wasm` -> `prefix-affinity`.
+fn policy_name(file: &Path) -> String {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let name: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let name = name.trim_matches('-').to_string();
+    if name.is_empty() { "policy".into() } else { name }
+}
+
+#[derive(Serialize)]
+struct CheckReport {
+    world: PolicyKind,
+    size_bytes: usize,
+    compile_ms: f64,
+    name: String,
+    version: String,
+    sha256: String,
+}
+
+fn check(file: &Path, json: bool) -> Result<()> {
+    let (_, v) = load(file, true)?;
+    let report = CheckReport {
+        world: v.kind,
+        size_bytes: v.size_bytes,
+        compile_ms: v.compile_ms,
+        name: v.name,
+        version: v.version,
+        sha256: v.sha256,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "ok: {} targets the {} world; {} bytes; compiled in {:.1} ms; version {}",
+            file.display(),
+            report.world.as_str(),
+            report.size_bytes,
+            report.compile_ms,
+            report.version
+        );
+    }
+    Ok(())
+}
+
+/// A case for `policy run`: what the policy is configured with and decides on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    /// The policy's config.
+    #[serde(default)]
+    config: serde_json::Value,
+    /// The fleet's static facts.
+    fleet: Vec<BackendFacts>,
+    /// The request.
+    request: RequestFacts,
+    /// The candidates; `backend` indexes `fleet`.
+    candidates: Vec<Candidate>,
+}
+
+#[derive(Serialize)]
+struct RunReport {
+    decision: Outcome,
+    fuel_used: u64,
+    peak_memory_bytes: usize,
+    logs: Vec<String>,
+    dropped_logs: u32,
+    elapsed_us: f64,
+}
+
+fn run_case(file: &Path, input: &Path, json: bool) -> Result<()> {
+    let text =
+        std::fs::read_to_string(input).with_context(|| format!("read {}", input.display()))?;
+    let case: Case = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid case", input.display()))?;
+    if let Some(bad) = case
+        .candidates
+        .iter()
+        .find(|c| c.backend as usize >= case.fleet.len())
+    {
+        bail!(
+            "{}: candidate backend {} is not in the fleet of {}",
+            input.display(),
+            bad.backend,
+            case.fleet.len()
+        );
+    }
+    let (policies, v) = load(file, false)?;
+    let stage = policies.stage(&v.label(), &case.config)?;
+    let fleet = FleetFacts {
+        generation: 1,
+        backends: case.fleet,
+    };
+    let started = Instant::now();
+    let (decision, call) = stage
+        .run(&fleet, &case.request, &case.candidates)
+        .map_err(|f| anyhow::anyhow!("{f}"))?;
+    let report = RunReport {
+        decision,
+        fuel_used: call.fuel_used,
+        peak_memory_bytes: call.peak_memory_bytes,
+        logs: call.logs,
+        dropped_logs: call.dropped_logs,
+        elapsed_us: started.elapsed().as_secs_f64() * 1e6,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("decision: {}", serde_json::to_string(&report.decision)?);
+        println!("fuel used: {}", report.fuel_used);
+        println!("peak memory: {} bytes", report.peak_memory_bytes);
+        for line in &report.logs {
+            println!("log {line}");
+        }
+        if report.dropped_logs > 0 {
+            println!("({} log lines dropped)", report.dropped_logs);
+        }
+    }
+    Ok(())
+}
+
+/// A synthetic fleet of `n` backends across three vendors, and candidates with varied
+/// load and cache, for benchmarks.
+pub fn synthetic(n: u32) -> (FleetFacts, RequestFacts, Vec<Candidate>) {
+    const VENDORS: [(&str, &str); 3] = [("nvidia", "h100"), ("amd", "mi300x"), ("intel", "gaudi3")];
+    let fleet = FleetFacts {
+        generation: 1,
+        backends: (0..n)
+            .map(|i| {
+                let (vendor, accelerator) = VENDORS[i as usize % 3];
+                BackendFacts {
+                    name: format!("b{i}"),
+                    vendor: vendor.into(),
+                    accelerator: accelerator.into(),
+                    region: if i % 2 == 0 { "eu-west" } else { "us-east" }.into(),
+                    labels: vec![("tier".into(), "gold".into())],
+                    cost_per_hour: 2.0 + (i % 4) as f64,
+                    prefill_tokens_per_s: 30_000.0,
+                    decode_tokens_per_s: 100.0,
+                    kv_capacity_tokens: 400_000,
+                    kv_link_gbytes_per_s: 45.0,
+                    kv_bytes_per_token: 131_072,
+                    ..BackendFacts::default()
+                }
+            })
+            .collect(),
+    };
+    let candidates = (0..n)
+        .map(|i| Candidate {
+            backend: i,
+            waiting: i % 7,
+            running: 8 + i % 13,
+            kv_usage: (i % 10) as f32 / 10.0,
+            cached_prefix_tokens: (i % 5) * 512,
+            in_flight_requests: i % 11,
+            in_flight_prefill_tokens: (i % 3) * 1024,
+            prefill_tokens_per_s: 30_000.0,
+            decode_tokens_per_s: 100.0,
+            metrics_age_ms: 40,
+        })
+        .collect();
+    let request = RequestFacts {
+        id: 1,
+        tenant: "bench".into(),
+        model: "llama-3.1-8b".into(),
+        prompt_tokens: 4096,
+        max_tokens: 256,
+        labels: vec![("data-class".into(), "public".into())],
+        ..RequestFacts::default()
+    };
+    (fleet, request, candidates)
+}
+
+/// Median and p99 of a latency histogram, microseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latency {
+    /// Median, microseconds.
+    pub median_us: f64,
+    /// 99th percentile, microseconds.
+    pub p99_us: f64,
+}
+
+/// Times `f` `iterations` times after a warm-up, one sample per call.
+pub fn time(iterations: u32, mut f: impl FnMut()) -> Latency {
+    for _ in 0..(iterations / 10).max(100) {
+        f();
+    }
+    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..iterations {
+        let t = Instant::now();
+        f();
+        let _ = h.record(t.elapsed().as_nanos() as u64);
+    }
+    Latency {
+        median_us: h.value_at_quantile(0.5) as f64 / 1e3,
+        p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
+    }
+}
+
+#[derive(Serialize)]
+struct BenchReport {
+    median_us: f64,
+    p99_us: f64,
+    baseline_median_us: f64,
+    baseline_p99_us: f64,
+    candidates: u32,
+    world: PolicyKind,
+    upload_ms: f64,
+}
+
+fn bench(file: &Path, candidates: u32, iterations: u32, config: &str, json: bool) -> Result<()> {
+    if candidates == 0 {
+        bail!("--candidates must be at least 1");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(config).context("--config is not valid JSON")?;
+    let upload_started = Instant::now();
+    let (policies, v) = load(file, false)?;
+    let stage = policies.stage(&v.label(), &config)?;
+    let upload_ms = upload_started.elapsed().as_secs_f64() * 1e3;
+    let (fleet, req, cands) = synthetic(candidates);
+    // Fail loudly before timing if the policy cannot run on this input.
+    stage
+        .run(&fleet, &req, &cands)
+        .map_err(|f| anyhow::anyhow!("{f}"))?;
+    let wasm = time(iterations, || {
+        let _ = std::hint::black_box(stage.run(&fleet, &req, &cands));
+    });
+    let native = time(iterations, || {
+        std::hint::black_box(builtin_place(std::hint::black_box(&cands)));
+    });
+    let report = BenchReport {
+        median_us: wasm.median_us,
+        p99_us: wasm.p99_us,
+        baseline_median_us: native.median_us,
+        baseline_p99_us: native.p99_us,
+        candidates,
+        world: v.kind,
+        upload_ms,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} ({}) over {candidates} candidates, {iterations} decisions:",
+            v.label(),
+            v.kind.as_str()
+        );
+        println!(
+            "  wasm      median {:>8.2} us   p99 {:>8.2} us",
+            report.median_us, report.p99_us
+        );
+        println!(
+            "  built-in  median {:>8.2} us   p99 {:>8.2} us   (ratio {:.1}x at the median)",
+            report.baseline_median_us,
+            report.baseline_p99_us,
+            report.median_us / report.baseline_median_us.max(1e-3)
+        );
+        println!("  upload to ready: {:.1} ms", report.upload_ms);
+    }
+    Ok(())
+}
+
+fn scaffold(name: &str, kind: Kind, dir: &Path) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        bail!("policy name `{name}` must be lowercase letters, digits and `-`");
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        bail!("{} already exists", root.display());
+    }
+    let ty: String = name
+        .split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    let (trait_name, body, export, test) = match kind {
+        Kind::Scorer => (
+            "Scorer",
+            "    fn score(&self, req: &Request, c: &Candidate, _fleet: &Fleet) -> Score {\n        Score::ratio(c.cached_prefix_tokens, req.prompt_tokens)\n    }",
+            "export_scorer",
+            "        let warm = Candidate { cached_prefix_tokens: 512, ..testing::candidate(1) };\n        let s = testing::score::<TYPE>(\"\", &testing::request(1024), &[testing::candidate(0), warm], &testing::fleet(2));\n        assert_eq!(s, vec![0.0, 0.5]);",
+        ),
+        Kind::Filter => (
+            "Filter",
+            "    fn check(&self, _req: &Request, c: &Candidate, fleet: &Fleet) -> Verdict {\n        if fleet.backend(c.backend).region.is_empty() {\n            Verdict::Exclude(\"no region configured\".into())\n        } else {\n            Verdict::Allow\n        }\n    }",
+            "export_filter",
+            "        let out = testing::exclude::<TYPE>(\"\", &testing::request(16), &[testing::candidate(0)], &testing::fleet(1));\n        assert_eq!(out.len(), 1);",
+        ),
+        Kind::Placer => (
+            "Placer",
+            "    fn place(&self, _req: &Request, candidates: &[Candidate], _fleet: &Fleet) -> Placement {\n        let best = candidates.iter().min_by_key(|c| c.waiting + c.in_flight_requests).expect(\"never empty\");\n        Placement::Single(best.backend)\n    }",
+            "export_placer",
+            "        let busy = Candidate { waiting: 3, ..testing::candidate(0) };\n        let p = testing::place::<TYPE>(\"\", &testing::request(16), &[busy, testing::candidate(1)], &testing::fleet(2));\n        assert_eq!(p, Placement::Single(BackendId(1)));",
+        ),
+    };
+    let in_workspace = dir.join("..").join("sdk").join("Cargo.toml").exists();
+    let sdk_dep = if in_workspace {
+        "switchyard-policy-sdk = { path = \"../../sdk\" }".to_string()
+    } else {
+        format!("switchyard-policy-sdk = \"{}\"", env!("CARGO_PKG_VERSION"))
+    };
+    let cargo_toml = format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\n{sdk_dep}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n"
+    );
+    let lib = format!(
+        "//! {name}: a Switchyard {kind} policy.\n\nuse switchyard_policy_sdk::prelude::*;\n\n/// The policy and its config.\n#[derive(Debug, Default, serde::Deserialize)]\n#[serde(deny_unknown_fields, default)]\npub struct {ty} {{}}\n\nimpl {trait_name} for {ty} {{\n    fn configure(config: &str) -> Result<Self, ConfigError> {{\n        config::from_json(config)\n    }}\n\n{body}\n}}\n\nswitchyard_policy_sdk::{export}!({ty});\n\n#[cfg(test)]\nmod tests {{\n    use super::*;\n    use switchyard_policy_sdk::testing;\n\n    #[test]\n    fn decides_as_intended() {{\n{test}\n    }}\n}}\n",
+        kind = trait_name.to_lowercase(),
+        test = test.replace("TYPE", &ty),
+    );
+    let readme = format!(
+        "# {name}\n\nA Switchyard {kind} policy.\n\nTest natively: `cargo test -p {name}`\n\nBuild: `cargo build -p {name} --target wasm32-wasip2 --release`\n\nCheck: `switchyard policy check target/wasm32-wasip2/release/{file}.wasm`\n",
+        kind = trait_name.to_lowercase(),
+        file = name.replace('-', "_"),
+    );
+    std::fs::create_dir_all(root.join("src"))?;
+    std::fs::write(root.join("Cargo.toml"), cargo_toml)?;
+    std::fs::write(root.join("src").join("lib.rs"), lib)?;
+    std::fs::write(root.join("README.md"), readme)?;
+    println!("created {}", root.display());
+    Ok(())
 }

@@ -105,6 +105,8 @@ pub(crate) struct HostState {
     table_elements: usize,
     /// Set when the guest asked for more memory or table than allowed.
     pub limit_hit: bool,
+    /// Largest linear memory the instance has had, bytes.
+    pub peak_memory_bytes: usize,
     pub logs: Vec<String>,
     pub dropped_logs: u32,
     log_cap: usize,
@@ -116,6 +118,7 @@ impl HostState {
             memory_bytes: limits.memory_bytes,
             table_elements: limits.table_elements,
             limit_hit: false,
+            peak_memory_bytes: 0,
             logs: Vec::new(),
             dropped_logs: 0,
             log_cap: limits.log_lines_per_call,
@@ -134,6 +137,7 @@ impl ResourceLimiter for HostState {
             self.limit_hit = true;
             return Ok(false);
         }
+        self.peak_memory_bytes = self.peak_memory_bytes.max(desired);
         Ok(true)
     }
 

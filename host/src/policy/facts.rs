@@ -18,7 +18,8 @@ pub enum Role {
 }
 
 /// Static facts about one backend, as delivered to policies when the fleet changes.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BackendFacts {
     /// Unique backend name.
     pub name: String,
@@ -47,7 +48,8 @@ pub struct BackendFacts {
 }
 
 /// Every backend's static facts; candidates refer to them by index.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FleetFacts {
     /// Increases on every change, so instances know when to be told again.
     pub generation: u64,

@@ -36,7 +36,7 @@ pub use registry::PolicyVersion;
 pub use spec::{FailureMode, Picker, PipelineSpec, StageSpec, WeightedStageSpec};
 pub use stage::{CallReport, Outcome, Stage};
 
-pub use builtin::load as builtin_load;
+pub use builtin::{load as builtin_load, place as builtin_place};
 
 /// Why a policy call produced no usable result. Doubles as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]

@@ -25,6 +25,8 @@ pub struct CallReport {
     pub logs: Vec<String>,
     /// Log lines over the per-call cap, counted and dropped.
     pub dropped_logs: u32,
+    /// Largest linear memory the instance has had so far, bytes.
+    pub peak_memory_bytes: usize,
 }
 
 /// What a policy returned, whatever its world.
@@ -292,6 +294,7 @@ impl Stage {
             fuel_used,
             logs: std::mem::take(&mut state.logs),
             dropped_logs: std::mem::take(&mut state.dropped_logs),
+            peak_memory_bytes: state.peak_memory_bytes,
         };
         Ok((out, report))
     }

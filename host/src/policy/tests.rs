@@ -256,3 +256,53 @@ fn shadow_counts_disagreements() {
     assert_eq!(d.placement, Placement::Single(0));
     assert_eq!(d.shadow_agreed, Some(false));
 }
+
+#[test]
+fn swapping_under_concurrent_decisions_never_mixes_versions() {
+    let p = runtime(None);
+    let one = p.upload("pa-one", prefix_bytes(), true).unwrap().label();
+    let two = p.upload("pa-two", prefix_bytes(), true).unwrap().label();
+    let spec = |label: &str| PipelineSpec {
+        scorers: vec![WeightedStageSpec {
+            stage: StageSpec {
+                policy: label.to_string(),
+                config: serde_json::Value::Null,
+            },
+            weight: 1.0,
+        }],
+        ..PipelineSpec::default()
+    };
+    // Odd pipeline versions run `one`, even ones `two`.
+    p.set_pipeline("acme", spec(&one)).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let cands: Vec<Candidate> = (0..8)
+        .map(|i| Candidate { backend: i, cached_prefix_tokens: i * 10, ..Candidate::default() })
+        .collect();
+    let fleet = fleet(8);
+    std::thread::scope(|s| {
+        let deciders: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut seen = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let d = p.pipeline("acme").decide(&fleet, &request(), &cands);
+                        assert!(d.fault.is_none(), "decision failed: {:?}", d.fault);
+                        assert_eq!(d.placement, Placement::Single(7));
+                        let expected = if d.pipeline_version % 2 == 1 { &one } else { &two };
+                        assert_eq!(d.policies, vec![expected.clone()], "mixed versions");
+                        seen += 1;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for i in 0..100 {
+            p.set_pipeline("acme", spec(if i % 2 == 0 { &two } else { &one })).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for d in deciders {
+            assert!(d.join().expect("decider panicked") > 0);
+        }
+    });
+    assert_eq!(p.pipeline("acme").info().version, 101);
+}
