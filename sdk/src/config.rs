@@ -28,6 +28,10 @@ impl std::error::Error for ConfigError {}
 ///
 /// The serde error, with line and column, when the JSON does not fit `T`.
 pub fn from_json<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, ConfigError> {
-    let text = if config.trim().is_empty() { "{}" } else { config };
+    let text = if config.trim().is_empty() {
+        "{}"
+    } else {
+        config
+    };
     serde_json::from_str(text).map_err(|e| ConfigError(format!("invalid policy config: {e}")))
 }

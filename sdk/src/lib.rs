@@ -44,6 +44,7 @@ mod fleet;
 mod log;
 pub mod normalize;
 mod policy;
+pub mod random;
 mod request;
 #[doc(hidden)]
 pub mod rt;
@@ -55,6 +56,7 @@ pub use config::ConfigError;
 pub use fleet::{Backend, BackendId, Fleet, Role};
 pub use log::{debug, error, info, warn};
 pub use policy::{Filter, Placement, Placer, Score, Scorer, Verdict};
+pub use random::Rng;
 pub use request::{Candidate, Request};
 
 /// Everything a policy usually needs, in one `use`.
@@ -62,7 +64,7 @@ pub mod prelude {
     pub use crate::config::{self, ConfigError};
     pub use crate::normalize;
     pub use crate::{
-        Backend, BackendId, Candidate, Filter, Fleet, Placement, Placer, Request, Role, Score,
+        Backend, BackendId, Candidate, Filter, Fleet, Placement, Placer, Request, Rng, Role, Score,
         Scorer, Verdict,
     };
 }

@@ -27,9 +27,32 @@ pub fn min_max_inverted(values: &[f32]) -> Vec<Score> {
 /// A smooth "less is better" score that needs no knowledge of the other candidates.
 pub fn decay(value: f32, half: f32) -> Score {
     if half <= 0.0 {
-        return if value <= 0.0 { Score::ONE } else { Score::ZERO };
+        return if value <= 0.0 {
+            Score::ONE
+        } else {
+            Score::ZERO
+        };
     }
     Score::new(1.0 / (1.0 + value.max(0.0) / half))
+}
+
+/// `min / value` for "lower is better" figures such as a time or a price: the smallest
+/// scores 1, one twice as large 0.5, whatever the unit. A value of 0 or less scores 1
+/// (nothing beats it); NaN or infinity scores 0.
+pub fn relative_to_min(values: &[f32]) -> Vec<Score> {
+    let (lo, _) = bounds(values);
+    values
+        .iter()
+        .map(|&v| {
+            if !v.is_finite() {
+                Score::ZERO
+            } else if v <= 0.0 {
+                Score::ONE
+            } else {
+                Score::new(lo.max(0.0) / v)
+            }
+        })
+        .collect()
 }
 
 fn bounds(values: &[f32]) -> (f32, f32) {
@@ -60,6 +83,17 @@ mod tests {
     fn inverted_prefers_smallest() {
         let s = min_max_inverted(&[1.0, 3.0]);
         assert_eq!(s, vec![Score::ONE, Score::ZERO]);
+    }
+
+    #[test]
+    fn relative_to_min_is_scale_free() {
+        let s: Vec<f32> = relative_to_min(&[2.0, 4.0, 8.0])
+            .iter()
+            .map(|s| s.get())
+            .collect();
+        assert_eq!(s, vec![1.0, 0.5, 0.25]);
+        let s = relative_to_min(&[0.0, 3.0, f32::NAN, f32::INFINITY]);
+        assert_eq!(s, vec![Score::ONE, Score::ZERO, Score::ZERO, Score::ZERO]);
     }
 
     #[test]

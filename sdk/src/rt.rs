@@ -44,7 +44,10 @@ fn with_policy<P: 'static, R>(f: impl FnOnce(&P, &Fleet) -> R) -> R {
     })
 }
 
-fn convert(request: types::Request, candidates: Vec<types::Candidate>) -> (Request, Vec<Candidate>) {
+fn convert(
+    request: types::Request,
+    candidates: Vec<types::Candidate>,
+) -> (Request, Vec<Candidate>) {
     (
         request.into(),
         candidates.into_iter().map(Candidate::from).collect(),

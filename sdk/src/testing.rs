@@ -34,6 +34,7 @@ thread_local! {
     static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn record_log(level: Level, message: &str) {
     LOG.with(|l| l.borrow_mut().push(format!("{level:?}: {message}")));
 }
