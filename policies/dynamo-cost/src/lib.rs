@@ -65,7 +65,7 @@ impl DynamoCost {
         let index = if self.router_temperature == 0.0 {
             // Ties broken at random, reproducibly: seeded by the request id.
             let tied: Vec<usize> = (0..costs.len()).filter(|&i| costs[i] == lo).collect();
-            tied[rng.below(tied.len())]
+            tied.get(rng.below(tied.len())).copied().unwrap_or(0)
         } else if hi > lo {
             let weights: Vec<f64> = costs
                 .iter()

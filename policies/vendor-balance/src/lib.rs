@@ -102,15 +102,7 @@ impl VendorBalance {
             .iter()
             .map(|c| cost_per_token(c, fleet))
             .collect();
-        let known: Vec<f32> = costs.iter().flatten().copied().collect();
-        let mut relative = normalize::relative_to_min(&known).into_iter();
-        costs
-            .iter()
-            .map(|cost| match cost {
-                Some(_) => relative.next().unwrap_or(Score::ZERO),
-                None => Score::new(self.unknown_cost_score),
-            })
-            .collect()
+        normalize::relative_to_min_or(&costs, Score::new(self.unknown_cost_score))
     }
 }
 
