@@ -36,7 +36,15 @@ thread_local! {
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn record_log(level: Level, message: &str) {
-    LOG.with(|l| l.borrow_mut().push(format!("{level:?}: {message}")));
+    // NB: the generated `Level`'s Debug prints `Level::Debug`; the documented form is `Debug`.
+    let level = match level {
+        Level::Trace => "Trace",
+        Level::Debug => "Debug",
+        Level::Info => "Info",
+        Level::Warn => "Warn",
+        Level::Error => "Error",
+    };
+    LOG.with(|l| l.borrow_mut().push(format!("{level}: {message}")));
 }
 
 /// Takes the lines the policy logged on this thread so far, as `"Level: message"`.
@@ -164,4 +172,18 @@ pub fn place<P: Placer>(
         }
     }
     placement
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_kept_as_level_and_message() {
+        let _ = take_logs();
+        crate::info("hello");
+        crate::warn("careful");
+        assert_eq!(take_logs(), vec!["Info: hello", "Warn: careful"]);
+        assert!(take_logs().is_empty());
+    }
 }
