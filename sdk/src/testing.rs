@@ -28,6 +28,7 @@ use std::cell::RefCell;
 use crate::fleet::{Backend, BackendId, Fleet};
 use crate::policy::{Filter, Placement, Placer, Scorer};
 use crate::request::{Candidate, Request};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::wit::host::Level;
 
 thread_local! {

@@ -45,7 +45,7 @@ impl Rule {
 
     /// Why `backend` breaks this rule, or `None` when it satisfies it.
     fn violation(&self, backend: &Backend) -> Option<String> {
-        if !self.regions.is_empty() && !self.regions.iter().any(|r| *r == backend.region) {
+        if !self.regions.is_empty() && !self.regions.contains(&backend.region) {
             return Some(format!(
                 "region '{}' is not one of {}",
                 backend.region,

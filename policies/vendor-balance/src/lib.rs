@@ -155,7 +155,7 @@ impl Scorer for VendorBalance {
         // NB: the fleet's vendor and accelerator names are lowercase.
         policy.targets = std::mem::take(&mut policy.targets)
             .into_iter()
-            .map(|(g, s)| (g.to_lowercase(), s))
+            .map(|(g, s)| (g.to_ascii_lowercase(), s))
             .collect();
         Ok(policy)
     }
