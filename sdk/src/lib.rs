@@ -36,6 +36,10 @@
 //! switchyard_policy_sdk::export_scorer!(PrefixFirst);
 //! ```
 //!
+//! Helpers: [`normalize`] turns raw figures into scores, [`Candidate::load`] and
+//! [`Candidate::prefill_seconds`] estimate a backend's queue, [`Request::rng`] gives
+//! randomness that replays with the request, [`config::from_json`] reads the config.
+//!
 //! Policy logic is unit-tested natively with [`testing`], no Wasm involved.
 #![deny(missing_docs)]
 

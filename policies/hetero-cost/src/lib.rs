@@ -99,6 +99,8 @@ impl Scorer for HeteroCost {
         }
     }
 
+    /// Scores `c` as the only candidate; the router calls [`Scorer::score_all`], since
+    /// time and cost scores are relative to the best candidate.
     fn score(&self, req: &Request, c: &Candidate, fleet: &Fleet) -> Score {
         self.score_all(req, std::slice::from_ref(c), fleet)[0]
     }
