@@ -91,6 +91,25 @@ pub fn fleet(n: u32) -> Fleet {
     }
 }
 
+/// The fenced ```` ```json ```` blocks of a markdown document, so a policy's tests can
+/// check that the example configs in its README are accepted:
+///
+/// ```
+/// let readme = "Example:\n\n```json\n{\"half_load\": 4}\n```\n";
+/// assert_eq!(switchyard_policy_sdk::testing::json_blocks(readme), vec!["{\"half_load\": 4}\n"]);
+/// ```
+pub fn json_blocks(markdown: &str) -> Vec<&str> {
+    let mut blocks = Vec::new();
+    let mut rest = markdown;
+    while let Some(start) = rest.find("```json\n") {
+        let body = &rest[start + "```json\n".len()..];
+        let Some(end) = body.find("```") else { break };
+        blocks.push(&body[..end]);
+        rest = &body[end + 3..];
+    }
+    blocks
+}
+
 fn configured<P>(make: fn(&str) -> Result<P, crate::ConfigError>, config: &str) -> P {
     make(config).unwrap_or_else(|e| panic!("configure({config:?}) failed: {e}"))
 }
@@ -178,6 +197,12 @@ pub fn place<P: Placer>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_blocks_skips_other_languages_and_unclosed_fences() {
+        let md = "```sh\nls\n```\n```json\n{}\n```\ntext\n```json\n[1]\n```\n```json\n{";
+        assert_eq!(json_blocks(md), vec!["{}\n", "[1]\n"]);
+    }
 
     #[test]
     fn logs_are_kept_as_level_and_message() {

@@ -126,3 +126,14 @@ fn useless_configs_are_rejected_with_every_problem() {
     );
     assert!(DataResidency::configure(r#"{"default": "allow"}"#).is_ok());
 }
+
+#[test]
+fn readme_example_configs_are_accepted() {
+    let examples = testing::json_blocks(include_str!("../README.md"));
+    assert!(!examples.is_empty(), "the README shows an example config");
+    for config in examples {
+        if let Err(e) = DataResidency::configure(config) {
+            panic!("README config {config} rejected: {e}");
+        }
+    }
+}

@@ -132,3 +132,14 @@ fn bad_config_is_rejected() {
     assert!(DynamoCost::configure(r#"{"block_size": 0}"#).is_err());
     assert!(DynamoCost::configure(r#"{"router_temperature": -1}"#).is_err());
 }
+
+#[test]
+fn readme_example_configs_are_accepted() {
+    let examples = testing::json_blocks(include_str!("../README.md"));
+    assert!(!examples.is_empty(), "the README shows an example config");
+    for config in examples {
+        if let Err(e) = DynamoCost::configure(config) {
+            panic!("README config {config} rejected: {e}");
+        }
+    }
+}

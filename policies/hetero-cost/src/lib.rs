@@ -11,9 +11,10 @@ pub struct HeteroCost {
     /// Weight of time against cost, in [0, 1]: 1 scores on time only, 0 on cost only.
     /// Default 0.8.
     pub alpha: f32,
-    /// How many times slower than its nominal speed a backend decodes with its KV cache
-    /// full (decode reads every cached token each step). Default 3.5: an 8B model on an
-    /// 80 GB card reads ~56 GB of KV against ~16 GB of weights.
+    /// Extra decode time with the KV cache full, as a multiple of the nominal: a token
+    /// takes `(1 + kv_usage x this) / decode_tokens_per_s`, since each decode step reads
+    /// every cached token. Default 3.5: an 8B model on an 80 GB card holds ~56 GB of KV
+    /// against ~16 GB of weights.
     pub full_kv_decode_slowdown: f32,
     /// Factor applied to the score of a backend whose estimated TTFT misses the
     /// objective, in [0, 1]. Default 0.1.

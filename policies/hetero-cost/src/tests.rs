@@ -132,3 +132,14 @@ fn bad_config_lists_every_problem() {
         "alpha: 2 is outside [0, 1]; slo_miss_factor: -1 is outside [0, 1]"
     );
 }
+
+#[test]
+fn readme_example_configs_are_accepted() {
+    let examples = testing::json_blocks(include_str!("../README.md"));
+    assert!(!examples.is_empty(), "the README shows an example config");
+    for config in examples {
+        if let Err(e) = HeteroCost::configure(config) {
+            panic!("README config {config} rejected: {e}");
+        }
+    }
+}

@@ -92,4 +92,15 @@ mod tests {
         );
         assert_eq!(s, vec![0.0, 0.0]);
     }
+
+    #[test]
+    fn readme_example_configs_are_accepted() {
+        let examples = testing::json_blocks(include_str!("../README.md"));
+        assert!(!examples.is_empty(), "the README shows an example config");
+        for config in examples {
+            if let Err(e) = KvHeadroom::configure(config) {
+                panic!("README config {config} rejected: {e}");
+            }
+        }
+    }
 }

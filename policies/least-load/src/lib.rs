@@ -145,4 +145,15 @@ mod tests {
         assert!(LeastLoad::configure(r#"{"half_load": 0}"#).is_err());
         assert!(LeastLoad::configure(r#"{"halfload": 3}"#).is_err());
     }
+
+    #[test]
+    fn readme_example_configs_are_accepted() {
+        let examples = testing::json_blocks(include_str!("../README.md"));
+        assert!(!examples.is_empty(), "the README shows an example config");
+        for config in examples {
+            if let Err(e) = LeastLoad::configure(config) {
+                panic!("README config {config} rejected: {e}");
+            }
+        }
+    }
 }

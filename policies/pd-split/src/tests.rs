@@ -194,3 +194,14 @@ fn bad_config_lists_every_problem() {
         "min_gain_ratio: 0.5 must be at least 1; half_load: 0 must be positive"
     );
 }
+
+#[test]
+fn readme_example_configs_are_accepted() {
+    let examples = testing::json_blocks(include_str!("../README.md"));
+    assert!(!examples.is_empty(), "the README shows an example config");
+    for config in examples {
+        if let Err(e) = PdSplit::configure(config) {
+            panic!("README config {config} rejected: {e}");
+        }
+    }
+}

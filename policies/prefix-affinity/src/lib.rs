@@ -67,4 +67,15 @@ mod tests {
     fn unknown_config_field_is_rejected() {
         assert!(PrefixAffinity::configure(r#"{"min_prompt": 1}"#).is_err());
     }
+
+    #[test]
+    fn readme_example_configs_are_accepted() {
+        let examples = testing::json_blocks(include_str!("../README.md"));
+        assert!(!examples.is_empty(), "the README shows an example config");
+        for config in examples {
+            if let Err(e) = PrefixAffinity::configure(config) {
+                panic!("README config {config} rejected: {e}");
+            }
+        }
+    }
 }

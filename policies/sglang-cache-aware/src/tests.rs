@@ -102,3 +102,14 @@ fn out_of_range_config_is_rejected() {
     assert!(SglangCacheAware::configure(r#"{"cache_threshold": 1.5}"#).is_err());
     assert!(SglangCacheAware::configure(r#"{"balance_rel_threshold": 0.5}"#).is_err());
 }
+
+#[test]
+fn readme_example_configs_are_accepted() {
+    let examples = testing::json_blocks(include_str!("../README.md"));
+    assert!(!examples.is_empty(), "the README shows an example config");
+    for config in examples {
+        if let Err(e) = SglangCacheAware::configure(config) {
+            panic!("README config {config} rejected: {e}");
+        }
+    }
+}

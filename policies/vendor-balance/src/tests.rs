@@ -105,3 +105,14 @@ fn bad_targets_are_rejected() {
     assert!(VendorBalance::configure(r#"{"targets": {"amd": 0}}"#).is_err());
     assert!(VendorBalance::configure(r#"{"mode": "cheapest"}"#).is_err());
 }
+
+#[test]
+fn readme_example_configs_are_accepted() {
+    let examples = testing::json_blocks(include_str!("../README.md"));
+    assert!(!examples.is_empty(), "the README shows an example config");
+    for config in examples {
+        if let Err(e) = VendorBalance::configure(config) {
+            panic!("README config {config} rejected: {e}");
+        }
+    }
+}
