@@ -73,8 +73,7 @@ impl StateDir {
         let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(err("create temporary for"))?;
         tmp.write_all(bytes).map_err(err("write"))?;
         tmp.as_file().sync_all().map_err(err("sync"))?;
-        tmp.persist(&path)
-            .map_err(|e| err("rename into")(e.error))?;
+        tmp.persist(&path).map_err(|e| err("rename into")(e.error))?;
         // NB: the rename is durable only once the directory entry is synced too.
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();
@@ -158,10 +157,7 @@ mod tests {
         let state = StateDir::open(dir.path()).unwrap();
         state.write("a/b.json", b"one").unwrap();
         state.write("a/b.json", b"two").unwrap();
-        assert_eq!(
-            state.read("a/b.json").unwrap().as_deref(),
-            Some(&b"two"[..])
-        );
+        assert_eq!(state.read("a/b.json").unwrap().as_deref(), Some(&b"two"[..]));
         assert_eq!(state.list("a").unwrap(), vec!["b.json".to_string()]);
         assert_eq!(state.read("missing").unwrap(), None);
     }

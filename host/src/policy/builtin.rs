@@ -8,8 +8,7 @@ use super::facts::{Candidate, Placement, RequestFacts};
 /// plus the router's own in-flight count (fresher than any scrape), plus a unit per 1024
 /// in-flight prefill tokens.
 pub fn load(c: &Candidate) -> f32 {
-    (c.waiting + c.running + c.in_flight_requests) as f32
-        + c.in_flight_prefill_tokens as f32 / 1024.0
+    (c.waiting + c.running + c.in_flight_requests) as f32 + c.in_flight_prefill_tokens as f32 / 1024.0
 }
 
 /// Scores each candidate in [0, 1]: `1 / (1 + load / 8)`, so an idle backend scores 1.
@@ -47,19 +46,13 @@ mod tests {
     #[test]
     fn picks_least_loaded() {
         let cands = [cand(0, 3, 0), cand(1, 0, 1), cand(2, 2, 2)];
-        assert_eq!(
-            place(&RequestFacts::default(), &cands),
-            Placement::Single(1)
-        );
+        assert_eq!(place(&RequestFacts::default(), &cands), Placement::Single(1));
     }
 
     #[test]
     fn ties_go_to_lowest_index() {
         let cands = [cand(4, 1, 0), cand(2, 0, 1)];
-        assert_eq!(
-            place(&RequestFacts::default(), &cands),
-            Placement::Single(2)
-        );
+        assert_eq!(place(&RequestFacts::default(), &cands), Placement::Single(2));
     }
 
     #[test]

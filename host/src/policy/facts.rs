@@ -3,9 +3,7 @@
 //! `policy`.
 
 /// What a backend is deployed to do in a prefill/decode split.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Whole requests, or either leg of a split.
