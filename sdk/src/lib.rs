@@ -36,6 +36,10 @@
 //! switchyard_policy_sdk::export_scorer!(PrefixFirst);
 //! ```
 //!
+//! Helpers: [`normalize`] turns raw figures into scores, [`Candidate::load`] and
+//! [`Candidate::prefill_seconds`] estimate a backend's queue, [`Request::rng`] gives
+//! randomness that replays with the request, [`config::from_json`] reads the config.
+//!
 //! Policy logic is unit-tested natively with [`testing`], no Wasm involved.
 #![deny(missing_docs)]
 
@@ -44,6 +48,7 @@ mod fleet;
 mod log;
 pub mod normalize;
 mod policy;
+pub mod random;
 mod request;
 #[doc(hidden)]
 pub mod rt;
@@ -55,6 +60,7 @@ pub use config::ConfigError;
 pub use fleet::{Backend, BackendId, Fleet, Role};
 pub use log::{debug, error, info, warn};
 pub use policy::{Filter, Placement, Placer, Score, Scorer, Verdict};
+pub use random::Rng;
 pub use request::{Candidate, Request};
 
 /// Everything a policy usually needs, in one `use`.
@@ -62,7 +68,7 @@ pub mod prelude {
     pub use crate::config::{self, ConfigError};
     pub use crate::normalize;
     pub use crate::{
-        Backend, BackendId, Candidate, Filter, Fleet, Placement, Placer, Request, Role, Score,
+        Backend, BackendId, Candidate, Filter, Fleet, Placement, Placer, Request, Rng, Role, Score,
         Scorer, Verdict,
     };
 }

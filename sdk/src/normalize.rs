@@ -36,6 +36,35 @@ pub fn decay(value: f32, half: f32) -> Score {
     Score::new(1.0 / (1.0 + value.max(0.0) / half))
 }
 
+/// `min / value` for "lower is better" figures such as a time or a price: the smallest
+/// scores 1, one twice as large 0.5, whatever the unit. A value of 0 or less scores 1
+/// (nothing beats it); NaN or infinity scores 0.
+pub fn relative_to_min(values: &[f32]) -> Vec<Score> {
+    let (lo, _) = bounds(values);
+    values.iter().map(|&v| relative(v, lo)).collect()
+}
+
+/// [`relative_to_min`] over the known values, for figures a candidate may lack (a price
+/// not configured, a speed not measured); each `None` scores `unknown`.
+pub fn relative_to_min_or(values: &[Option<f32>], unknown: Score) -> Vec<Score> {
+    let known: Vec<f32> = values.iter().flatten().copied().collect();
+    let (lo, _) = bounds(&known);
+    values
+        .iter()
+        .map(|v| v.map_or(unknown, |v| relative(v, lo)))
+        .collect()
+}
+
+fn relative(value: f32, lo: f32) -> Score {
+    if !value.is_finite() {
+        Score::ZERO
+    } else if value <= 0.0 {
+        Score::ONE
+    } else {
+        Score::new(lo.max(0.0) / value)
+    }
+}
+
 fn bounds(values: &[f32]) -> (f32, f32) {
     values
         .iter()
@@ -64,6 +93,25 @@ mod tests {
     fn inverted_prefers_smallest() {
         let s = min_max_inverted(&[1.0, 3.0]);
         assert_eq!(s, vec![Score::ONE, Score::ZERO]);
+    }
+
+    #[test]
+    fn relative_to_min_is_scale_free() {
+        let s: Vec<f32> = relative_to_min(&[2.0, 4.0, 8.0])
+            .iter()
+            .map(|s| s.get())
+            .collect();
+        assert_eq!(s, vec![1.0, 0.5, 0.25]);
+        let s = relative_to_min(&[0.0, 3.0, f32::NAN, f32::INFINITY]);
+        assert_eq!(s, vec![Score::ONE, Score::ZERO, Score::ZERO, Score::ZERO]);
+    }
+
+    #[test]
+    fn unknown_values_get_the_given_score() {
+        let half = Score::new(0.5);
+        let s = relative_to_min_or(&[None, Some(4.0), Some(2.0)], half);
+        assert_eq!(s, vec![half, Score::new(0.5), Score::ONE]);
+        assert_eq!(relative_to_min_or(&[None], Score::ZERO), vec![Score::ZERO]);
     }
 
     #[test]

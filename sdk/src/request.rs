@@ -1,6 +1,7 @@
 //! The request being routed and the candidates it can go to.
 
 use crate::fleet::{BackendId, find_label};
+use crate::random::Rng;
 use crate::wit::types;
 
 /// One request being routed.
@@ -30,6 +31,12 @@ impl Request {
     /// The value of request label `key`, if set.
     pub fn label(&self, key: &str) -> Option<&str> {
         find_label(&self.labels, key)
+    }
+
+    /// A random number generator seeded from the request id, so a decision that draws
+    /// from it is the same every time the request is replayed.
+    pub fn rng(&self) -> Rng {
+        Rng::new(self.id)
     }
 }
 
@@ -63,6 +70,25 @@ impl Candidate {
     pub fn uncached_tokens(&self, req: &Request) -> u32 {
         req.prompt_tokens.saturating_sub(self.cached_prefix_tokens)
     }
+
+    /// Requests on this backend: the larger of the engine's scraped queue
+    /// (`waiting + running`) and the router's own in-flight count. The scrape sees every
+    /// client but lags; the in-flight count is fresh but sees only this router, and the
+    /// two overlap, so the larger is the better estimate and neither is counted twice.
+    pub fn load(&self) -> u32 {
+        self.waiting
+            .saturating_add(self.running)
+            .max(self.in_flight_requests)
+    }
+
+    /// Seconds until `tokens` more prompt tokens would be prefilled here: the router's
+    /// in-flight prefill tokens are ahead of them, all at the effective prefill speed.
+    /// `None` when the speed is unknown.
+    pub fn prefill_seconds(&self, tokens: u32) -> Option<f32> {
+        (self.prefill_tokens_per_s > 0.0).then(|| {
+            (self.in_flight_prefill_tokens as f32 + tokens as f32) / self.prefill_tokens_per_s
+        })
+    }
 }
 
 impl From<types::Request> for Request {
@@ -95,5 +121,51 @@ impl From<types::Candidate> for Candidate {
             decode_tokens_per_s: c.decode_tokens_per_s,
             metrics_age_ms: c.metrics_age_ms,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_takes_the_larger_view_without_double_counting() {
+        let scraped = Candidate {
+            waiting: 3,
+            running: 4,
+            in_flight_requests: 5,
+            ..Candidate::default()
+        };
+        assert_eq!(scraped.load(), 7);
+        let fresh = Candidate {
+            in_flight_requests: 9,
+            ..scraped
+        };
+        assert_eq!(fresh.load(), 9);
+    }
+
+    #[test]
+    fn prefill_seconds_queues_behind_in_flight_prefill() {
+        let c = Candidate {
+            in_flight_prefill_tokens: 1000,
+            prefill_tokens_per_s: 2000.0,
+            ..Candidate::default()
+        };
+        assert_eq!(c.prefill_seconds(3000), Some(2.0));
+        assert_eq!(Candidate::default().prefill_seconds(10), None);
+    }
+
+    #[test]
+    fn rng_is_seeded_by_request_id() {
+        let a = Request {
+            id: 42,
+            ..Request::default()
+        };
+        assert_eq!(a.rng().next_u64(), a.clone().rng().next_u64());
+        let b = Request {
+            id: 43,
+            ..a.clone()
+        };
+        assert_ne!(a.rng().next_u64(), b.rng().next_u64());
     }
 }

@@ -28,14 +28,24 @@ use std::cell::RefCell;
 use crate::fleet::{Backend, BackendId, Fleet};
 use crate::policy::{Filter, Placement, Placer, Scorer};
 use crate::request::{Candidate, Request};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::wit::host::Level;
 
 thread_local! {
     static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn record_log(level: Level, message: &str) {
-    LOG.with(|l| l.borrow_mut().push(format!("{level:?}: {message}")));
+    // NB: the generated `Level`'s Debug prints `Level::Debug`; the documented form is `Debug`.
+    let level = match level {
+        Level::Trace => "Trace",
+        Level::Debug => "Debug",
+        Level::Info => "Info",
+        Level::Warn => "Warn",
+        Level::Error => "Error",
+    };
+    LOG.with(|l| l.borrow_mut().push(format!("{level}: {message}")));
 }
 
 /// Takes the lines the policy logged on this thread so far, as `"Level: message"`.
@@ -79,6 +89,25 @@ pub fn fleet(n: u32) -> Fleet {
         generation: 1,
         backends: (0..n).map(backend).collect(),
     }
+}
+
+/// The fenced ```` ```json ```` blocks of a markdown document, so a policy's tests can
+/// check that the example configs in its README are accepted:
+///
+/// ```
+/// let readme = "Example:\n\n```json\n{\"half_load\": 4}\n```\n";
+/// assert_eq!(switchyard_policy_sdk::testing::json_blocks(readme), vec!["{\"half_load\": 4}\n"]);
+/// ```
+pub fn json_blocks(markdown: &str) -> Vec<&str> {
+    let mut blocks = Vec::new();
+    let mut rest = markdown;
+    while let Some(start) = rest.find("```json\n") {
+        let body = &rest[start + "```json\n".len()..];
+        let Some(end) = body.find("```") else { break };
+        blocks.push(&body[..end]);
+        rest = &body[end + 3..];
+    }
+    blocks
 }
 
 fn configured<P>(make: fn(&str) -> Result<P, crate::ConfigError>, config: &str) -> P {
@@ -163,4 +192,24 @@ pub fn place<P: Placer>(
         }
     }
     placement
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_blocks_skips_other_languages_and_unclosed_fences() {
+        let md = "```sh\nls\n```\n```json\n{}\n```\ntext\n```json\n[1]\n```\n```json\n{";
+        assert_eq!(json_blocks(md), vec!["{}\n", "[1]\n"]);
+    }
+
+    #[test]
+    fn logs_are_kept_as_level_and_message() {
+        let _ = take_logs();
+        crate::info("hello");
+        crate::warn("careful");
+        assert_eq!(take_logs(), vec!["Info: hello", "Warn: careful"]);
+        assert!(take_logs().is_empty());
+    }
 }

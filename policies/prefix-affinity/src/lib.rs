@@ -4,20 +4,12 @@
 use switchyard_policy_sdk::prelude::*;
 
 /// Scores cached-prefix tokens over prompt tokens.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrefixAffinity {
     /// Prompts shorter than this many tokens score 0 everywhere: too short for a cache
     /// hit to matter. Default 0.
     pub min_prompt_tokens: u32,
-}
-
-impl Default for PrefixAffinity {
-    fn default() -> Self {
-        PrefixAffinity {
-            min_prompt_tokens: 0,
-        }
-    }
 }
 
 impl Scorer for PrefixAffinity {
@@ -74,5 +66,16 @@ mod tests {
     #[test]
     fn unknown_config_field_is_rejected() {
         assert!(PrefixAffinity::configure(r#"{"min_prompt": 1}"#).is_err());
+    }
+
+    #[test]
+    fn readme_example_configs_are_accepted() {
+        let examples = testing::json_blocks(include_str!("../README.md"));
+        assert!(!examples.is_empty(), "the README shows an example config");
+        for config in examples {
+            if let Err(e) = PrefixAffinity::configure(config) {
+                panic!("README config {config} rejected: {e}");
+            }
+        }
     }
 }
