@@ -28,14 +28,20 @@ fn main() -> Result<()> {
             ensure_wasm_target()?;
             cargo(
                 &root,
-                &[&["run", "--release", "-p", "switchyard", "--", "demo"], &str_refs(&args[1..])[..]]
-                    .concat(),
+                &[
+                    &["run", "--release", "-p", "switchyard", "--", "demo"],
+                    &str_refs(&args[1..])[..],
+                ]
+                .concat(),
             )
         }
         Some("test") => {
             ensure_wasm_target()?;
             ensure_python_packages()?;
-            cargo(&root, &[&["test", "--workspace"], &str_refs(&args[1..])[..]].concat())
+            cargo(
+                &root,
+                &[&["test", "--workspace"], &str_refs(&args[1..])[..]].concat(),
+            )
         }
         _ => bail!("usage: cargo xtask <demo [ARGS] | test [ARGS]>"),
     }
@@ -103,7 +109,13 @@ fn ensure_python_packages() -> Result<()> {
     }
     eprintln!("xtask: installing Python packages for the end-to-end tests: {missing:?}");
     let status = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(&missing)
         .status()
         .context("run pip")?;

@@ -114,7 +114,11 @@ fn policy_name(file: &Path) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     let name = name.trim_matches('-').to_string();
-    if name.is_empty() { "policy".into() } else { name }
+    if name.is_empty() {
+        "policy".into()
+    } else {
+        name
+    }
 }
 
 #[derive(Serialize)]

@@ -333,12 +333,16 @@ impl PolicyEngine {
 
     fn check_imports(&self, component: &Component) -> Result<(), Error> {
         let ty = component.component_type();
-        for (name, _) in ty.imports(&self.engine) {
-            if !TOLERATED_IMPORTS.iter().any(|p| name.starts_with(p)) {
-                return Err(Error::ForbiddenImport(name.to_string()));
-            }
+        let forbidden: Vec<&str> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name)
+            .filter(|name| !TOLERATED_IMPORTS.iter().any(|p| name.starts_with(p)))
+            .collect();
+        if forbidden.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::ForbiddenImport(forbidden.join(", ")))
         }
-        Ok(())
     }
 }
 

@@ -121,8 +121,9 @@ pub enum Error {
     /// Compilation failed or took too long.
     #[error("compile failed: {0}")]
     Compile(String),
-    /// The component imports something policies are not granted.
-    #[error("imports `{0}`, which policies are not granted")]
+    /// The component imports something policies are not granted (all such imports,
+    /// comma-separated).
+    #[error("imports {0}, which policies are not granted")]
     ForbiddenImport(String),
     /// The component's exports fit none of the three worlds.
     #[error("exports fit none of the worlds filter, scorer, placer: {0}")]

@@ -362,13 +362,20 @@ impl Stage {
     }
 
     fn classify_error(&self, state: &HostState, e: wasmtime::Error) -> Fault {
-        let kind = match e.downcast_ref::<Trap>() {
+        let trap = e.downcast_ref::<Trap>();
+        let kind = match trap {
             _ if state.limit_hit => PolicyFault::Memory,
             Some(Trap::OutOfFuel) => PolicyFault::OutOfFuel,
             Some(Trap::Interrupt) => PolicyFault::Deadline,
             _ => PolicyFault::Trap,
         };
-        self.fault(kind, format!("{e:#}"))
+        // NB: the trap's own description ("wasm `unreachable` instruction executed") says
+        // more to an operator than the backtrace wrapped around it.
+        let message = match trap {
+            Some(t) => t.to_string(),
+            None => e.root_cause().to_string(),
+        };
+        self.fault(kind, message)
     }
 
     fn fault(&self, kind: PolicyFault, message: String) -> Fault {

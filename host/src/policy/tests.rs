@@ -276,7 +276,11 @@ fn swapping_under_concurrent_decisions_never_mixes_versions() {
     p.set_pipeline("acme", spec(&one)).unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let cands: Vec<Candidate> = (0..8)
-        .map(|i| Candidate { backend: i, cached_prefix_tokens: i * 10, ..Candidate::default() })
+        .map(|i| Candidate {
+            backend: i,
+            cached_prefix_tokens: i * 10,
+            ..Candidate::default()
+        })
         .collect();
     let fleet = fleet(8);
     std::thread::scope(|s| {
@@ -288,7 +292,11 @@ fn swapping_under_concurrent_decisions_never_mixes_versions() {
                         let d = p.pipeline("acme").decide(&fleet, &request(), &cands);
                         assert!(d.fault.is_none(), "decision failed: {:?}", d.fault);
                         assert_eq!(d.placement, Placement::Single(7));
-                        let expected = if d.pipeline_version % 2 == 1 { &one } else { &two };
+                        let expected = if d.pipeline_version % 2 == 1 {
+                            &one
+                        } else {
+                            &two
+                        };
                         assert_eq!(d.policies, vec![expected.clone()], "mixed versions");
                         seen += 1;
                     }
@@ -297,7 +305,8 @@ fn swapping_under_concurrent_decisions_never_mixes_versions() {
             })
             .collect();
         for i in 0..100 {
-            p.set_pipeline("acme", spec(if i % 2 == 0 { &two } else { &one })).unwrap();
+            p.set_pipeline("acme", spec(if i % 2 == 0 { &two } else { &one }))
+                .unwrap();
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for d in deciders {

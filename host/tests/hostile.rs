@@ -1,0 +1,363 @@
+//! Hostile policies: each gets a clear error at upload or a failed call that yields the
+//! tenant's failure mode, with a counted fault; the host is never crashed or hung.
+//!
+//! The guests live in `tests/guests/` (their own workspace) and are built here once.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use switchyard::policy::{
+    BackendFacts, Candidate, Error, FailureMode, FleetFacts, Limits, Outcome, PipelineSpec,
+    Placement, Policies, PolicyFault, RequestFacts, StageSpec, WeightedStageSpec,
+};
+
+fn guests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/guests")
+}
+
+/// Builds every hostile guest once per test binary and returns one's component bytes.
+fn guest(name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--target",
+                "wasm32-wasip2",
+                "--profile",
+                "guest",
+            ])
+            .arg("--manifest-path")
+            .arg(guests_dir().join("Cargo.toml"))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("run cargo for the hostile guests");
+        assert!(status.success(), "building tests/guests failed");
+    });
+    let file = guests_dir()
+        .join("target/wasm32-wasip2/guest")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+fn fleet() -> FleetFacts {
+    FleetFacts {
+        generation: 1,
+        backends: (0..4)
+            .map(|i| BackendFacts {
+                name: format!("b{i}"),
+                vendor: "nvidia".into(),
+                ..BackendFacts::default()
+            })
+            .collect(),
+    }
+}
+
+fn candidates() -> Vec<Candidate> {
+    (0..3)
+        .map(|i| Candidate {
+            backend: i,
+            waiting: 3 - i,
+            ..Candidate::default()
+        })
+        .collect()
+}
+
+fn request() -> RequestFacts {
+    RequestFacts {
+        id: 9,
+        tenant: "t".into(),
+        model: "m".into(),
+        prompt_tokens: 64,
+        max_tokens: 8,
+        ..RequestFacts::default()
+    }
+}
+
+fn runtime(limits: Limits) -> Policies {
+    Policies::new(limits, None).expect("engine")
+}
+
+/// Uploads `name` without the smoke call and runs it once; returns the fault.
+fn run_fault(name: &str, limits: Limits) -> switchyard::policy::Fault {
+    let p = runtime(limits);
+    let v = p
+        .upload(name, &guest(name), false)
+        .expect("upload without smoke");
+    let stage = p
+        .stage(&v.label(), &serde_json::Value::Null)
+        .expect("stage");
+    let err = stage
+        .run(&fleet(), &request(), &candidates())
+        .expect_err("the call must fail");
+    assert_eq!(err.policy, v.label());
+    err
+}
+
+/// A tenant pipeline with `name` as its one scorer, failure mode `mode`.
+fn scorer_pipeline(p: &Policies, name: &str, mode: FailureMode) {
+    let v = p.upload(name, &guest(name), false).expect("upload");
+    p.set_pipeline(
+        "t",
+        PipelineSpec {
+            scorers: vec![WeightedStageSpec {
+                stage: StageSpec {
+                    policy: v.label(),
+                    config: serde_json::Value::Null,
+                },
+                weight: 1.0,
+            }],
+            failure_mode: mode,
+            ..PipelineSpec::default()
+        },
+    )
+    .expect("pipeline");
+}
+
+fn failures(p: &Policies, fault: &str) -> u64 {
+    let mut registry = prometheus_client::registry::Registry::default();
+    p.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("switchyard_policy_failures_total") && l.contains(fault))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_fuel() {
+    let f = run_fault("infinite-loop", Limits::default());
+    assert_eq!(f.kind, PolicyFault::OutOfFuel, "{f}");
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_the_deadline_when_fuel_is_unbounded() {
+    let limits = Limits {
+        fuel_per_call: u64::MAX / 2,
+        deadline: Duration::from_millis(30),
+        ..Limits::default()
+    };
+    let started = std::time::Instant::now();
+    let f = run_fault("infinite-loop", limits);
+    assert_eq!(f.kind, PolicyFault::Deadline, "{f}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn infinite_loop_upload_is_refused_by_the_smoke_call() {
+    let p = runtime(Limits::default());
+    match p.upload("infinite-loop", &guest("infinite-loop"), true) {
+        Err(Error::Smoke(f)) => assert_eq!(f.kind, PolicyFault::OutOfFuel),
+        other => panic!("expected a smoke failure, got {other:?}"),
+    }
+    assert!(
+        p.versions().is_empty(),
+        "a refused upload is not registered"
+    );
+}
+
+#[test]
+fn a_failing_scorer_falls_back_to_least_load_and_is_counted() {
+    let p = runtime(Limits::default());
+    scorer_pipeline(&p, "infinite-loop", FailureMode::Fallback);
+    let d = p.pipeline("t").decide(&fleet(), &request(), &candidates());
+    // The built-in picks the least waiting backend, index 2.
+    assert_eq!(d.placement, Placement::Single(2));
+    assert_eq!(
+        d.fault.as_ref().map(|f| f.kind),
+        Some(PolicyFault::OutOfFuel)
+    );
+    assert_eq!(failures(&p, "out_of_fuel"), 1);
+}
+
+#[test]
+fn reject_mode_refuses_with_503() {
+    let p = runtime(Limits::default());
+    scorer_pipeline(&p, "panics", FailureMode::Reject);
+    let d = p.pipeline("t").decide(&fleet(), &request(), &candidates());
+    assert!(
+        matches!(d.placement, Placement::Reject { status: 503, .. }),
+        "{:?}",
+        d.placement
+    );
+}
+
+#[test]
+fn a_policy_that_keeps_failing_is_parked() {
+    let p = runtime(Limits::default());
+    scorer_pipeline(&p, "panics", FailureMode::Fallback);
+    let t = p.pipeline("t");
+    let kinds: Vec<_> = (0..7)
+        .map(|_| {
+            t.decide(&fleet(), &request(), &candidates())
+                .fault
+                .unwrap()
+                .kind
+        })
+        .collect();
+    assert_eq!(kinds[..5], [PolicyFault::Trap; 5]);
+    assert_eq!(kinds[5..], [PolicyFault::Parked; 2]);
+}
+
+#[test]
+fn huge_allocation_hits_the_memory_limit() {
+    let f = run_fault("huge-alloc", Limits::default());
+    assert_eq!(f.kind, PolicyFault::Memory, "{f}");
+}
+
+#[test]
+fn deep_recursion_traps_on_stack_overflow() {
+    let f = run_fault("deep-recursion", Limits::default());
+    assert_eq!(f.kind, PolicyFault::Trap, "{f}");
+}
+
+#[test]
+fn panic_is_a_trap() {
+    let f = run_fault("panics", Limits::default());
+    assert_eq!(f.kind, PolicyFault::Trap, "{f}");
+    // std's panic handler reads the environment (RUST_BACKTRACE) before aborting; that
+    // WASI call is not granted and traps first.
+    assert!(
+        f.message.contains("unreachable") || f.message.contains("wasi:cli/environment"),
+        "{f}"
+    );
+}
+
+#[test]
+fn ten_million_scores_hit_the_memory_limit() {
+    let f = run_fault("huge-result", Limits::default());
+    assert_eq!(f.kind, PolicyFault::Memory, "{f}");
+}
+
+#[test]
+fn ten_million_scores_are_bad_output_when_memory_allows() {
+    let limits = Limits {
+        memory_bytes: 256 << 20,
+        fuel_per_call: 2_000_000_000,
+        deadline: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let f = run_fault("huge-result", limits);
+    assert_eq!(f.kind, PolicyFault::BadOutput, "{f}");
+    assert!(
+        f.message.contains("10000000 scores for 3 candidates"),
+        "{f}"
+    );
+}
+
+#[test]
+fn wrong_length_is_bad_output() {
+    let f = run_fault("wrong-length", Limits::default());
+    assert_eq!(f.kind, PolicyFault::BadOutput);
+    assert_eq!(f.message, "2 scores for 3 candidates");
+}
+
+#[test]
+fn nan_and_out_of_range_scores_are_bad_output() {
+    let f = run_fault("nan-scores", Limits::default());
+    assert_eq!(f.kind, PolicyFault::BadOutput);
+    assert!(f.message.contains("NaN"), "{f}");
+    let p = runtime(Limits::default());
+    let v = p.upload("nan-scores", &guest("nan-scores"), false).unwrap();
+    let stage = p.stage(&v.label(), &serde_json::json!(1.5)).unwrap();
+    let f = stage.run(&fleet(), &request(), &candidates()).unwrap_err();
+    assert_eq!(f.message, "score 1.5 is outside [0, 1]");
+}
+
+#[test]
+fn log_flood_is_capped_and_counted() {
+    let limits = Limits {
+        fuel_per_call: 100_000_000,
+        deadline: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let p = runtime(limits);
+    let v = p.upload("log-flood", &guest("log-flood"), false).unwrap();
+    let stage = p.stage(&v.label(), &serde_json::Value::Null).unwrap();
+    let (out, report) = stage
+        .run(&fleet(), &request(), &candidates())
+        .expect("succeeds");
+    assert_eq!(out, Outcome::Scores(vec![1.0; 3]));
+    assert_eq!(report.logs.len(), 32);
+    assert_eq!(report.dropped_logs, 1_000_000 - 32);
+}
+
+#[test]
+fn log_flood_under_the_default_fuel_budget_runs_out_of_fuel() {
+    let limits = Limits {
+        deadline: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let f = run_fault("log-flood", limits);
+    assert_eq!(f.kind, PolicyFault::OutOfFuel, "{f}");
+}
+
+#[test]
+fn wasi_filesystem_import_is_refused_at_upload() {
+    let p = runtime(Limits::default());
+    match p.upload("wasi-fs", &guest("wasi-fs"), true) {
+        Err(Error::ForbiddenImport(i)) => assert!(i.contains("wasi:filesystem/"), "{i}"),
+        other => panic!("expected a forbidden import, got {other:?}"),
+    }
+}
+
+#[test]
+fn wasi_sockets_import_is_refused_at_upload() {
+    let p = runtime(Limits::default());
+    match p.upload("wasi-socket", &guest("wasi-socket"), true) {
+        Err(Error::ForbiddenImport(i)) => assert!(i.contains("wasi:sockets/"), "{i}"),
+        other => panic!("expected a forbidden import, got {other:?}"),
+    }
+}
+
+#[test]
+fn placement_outside_the_candidates_is_bad_output() {
+    let f = run_fault("bad-placement", Limits::default());
+    assert_eq!(f.kind, PolicyFault::BadOutput);
+    assert!(f.message.contains("not a candidate"), "{f}");
+}
+
+#[test]
+fn core_module_random_bytes_and_oversize_uploads_are_refused() {
+    let p = runtime(Limits::default());
+    // The smallest valid core module: magic and version 1, no sections.
+    assert!(matches!(
+        p.upload("core", b"\0asm\x01\0\0\0", true),
+        Err(Error::CoreModule)
+    ));
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    assert!(matches!(
+        p.upload("noise", &noise, true),
+        Err(Error::NotWasm)
+    ));
+    let mut huge = vec![0u8; 100 << 20];
+    huge[..8].copy_from_slice(b"\0asm\x0d\0\x01\0");
+    match p.upload("huge", &huge, true) {
+        Err(Error::TooLarge { size, max }) => {
+            assert_eq!(size, 100 << 20);
+            assert_eq!(max, 4 << 20);
+        }
+        other => panic!("expected too large, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_host_keeps_deciding_after_every_hostile_call() {
+    let p = runtime(Limits::default());
+    for name in ["panics", "huge-alloc", "deep-recursion", "wrong-length"] {
+        scorer_pipeline(&p, name, FailureMode::Fallback);
+        let d = p.pipeline("t").decide(&fleet(), &request(), &candidates());
+        assert_eq!(d.placement, Placement::Single(2), "{name}");
+        assert!(d.fault.is_some(), "{name}");
+    }
+    p.set_pipeline("t", PipelineSpec::builtin()).unwrap();
+    let d = p.pipeline("t").decide(&fleet(), &request(), &candidates());
+    assert!(d.fault.is_none());
+}
