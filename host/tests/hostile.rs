@@ -78,6 +78,16 @@ fn request() -> RequestFacts {
     }
 }
 
+/// Default limits but a generous wall-clock deadline, so each outcome below comes from the
+/// deterministic mechanism under test (fuel, memory, stack, output checks), never from a
+/// loaded CI machine's scheduling.
+fn limits() -> Limits {
+    Limits {
+        deadline: Duration::from_secs(2),
+        ..Limits::default()
+    }
+}
+
 fn runtime(limits: Limits) -> Policies {
     Policies::new(limits, None).expect("engine")
 }
@@ -131,7 +141,7 @@ fn failures(p: &Policies, fault: &str) -> u64 {
 
 #[test]
 fn infinite_loop_is_stopped_by_fuel() {
-    let f = run_fault("infinite-loop", Limits::default());
+    let f = run_fault("infinite-loop", limits());
     assert_eq!(f.kind, PolicyFault::OutOfFuel, "{f}");
 }
 
@@ -140,7 +150,7 @@ fn infinite_loop_is_stopped_by_the_deadline_when_fuel_is_unbounded() {
     let limits = Limits {
         fuel_per_call: u64::MAX / 2,
         deadline: Duration::from_millis(30),
-        ..Limits::default()
+        ..limits()
     };
     let started = std::time::Instant::now();
     let f = run_fault("infinite-loop", limits);
@@ -150,7 +160,7 @@ fn infinite_loop_is_stopped_by_the_deadline_when_fuel_is_unbounded() {
 
 #[test]
 fn infinite_loop_upload_is_refused_by_the_smoke_call() {
-    let p = runtime(Limits::default());
+    let p = runtime(limits());
     match p.upload("infinite-loop", &guest("infinite-loop"), true) {
         Err(Error::Smoke(f)) => assert_eq!(f.kind, PolicyFault::OutOfFuel),
         other => panic!("expected a smoke failure, got {other:?}"),
@@ -163,7 +173,7 @@ fn infinite_loop_upload_is_refused_by_the_smoke_call() {
 
 #[test]
 fn a_failing_scorer_falls_back_to_least_load_and_is_counted() {
-    let p = runtime(Limits::default());
+    let p = runtime(limits());
     scorer_pipeline(&p, "infinite-loop", FailureMode::Fallback);
     let d = p.pipeline("t").decide(&fleet(), &request(), &candidates());
     // The built-in picks the least waiting backend, index 2.
@@ -177,7 +187,7 @@ fn a_failing_scorer_falls_back_to_least_load_and_is_counted() {
 
 #[test]
 fn reject_mode_refuses_with_503() {
-    let p = runtime(Limits::default());
+    let p = runtime(limits());
     scorer_pipeline(&p, "panics", FailureMode::Reject);
     let d = p.pipeline("t").decide(&fleet(), &request(), &candidates());
     assert!(
@@ -189,7 +199,7 @@ fn reject_mode_refuses_with_503() {
 
 #[test]
 fn a_policy_that_keeps_failing_is_parked() {
-    let p = runtime(Limits::default());
+    let p = runtime(limits());
     scorer_pipeline(&p, "panics", FailureMode::Fallback);
     let t = p.pipeline("t");
     let kinds: Vec<_> = (0..7)
@@ -206,19 +216,19 @@ fn a_policy_that_keeps_failing_is_parked() {
 
 #[test]
 fn huge_allocation_hits_the_memory_limit() {
-    let f = run_fault("huge-alloc", Limits::default());
+    let f = run_fault("huge-alloc", limits());
     assert_eq!(f.kind, PolicyFault::Memory, "{f}");
 }
 
 #[test]
 fn deep_recursion_traps_on_stack_overflow() {
-    let f = run_fault("deep-recursion", Limits::default());
+    let f = run_fault("deep-recursion", limits());
     assert_eq!(f.kind, PolicyFault::Trap, "{f}");
 }
 
 #[test]
 fn panic_is_a_trap() {
-    let f = run_fault("panics", Limits::default());
+    let f = run_fault("panics", limits());
     assert_eq!(f.kind, PolicyFault::Trap, "{f}");
     // std's panic handler reads the environment (RUST_BACKTRACE) before aborting; that
     // WASI call is not granted and traps first.
@@ -230,7 +240,7 @@ fn panic_is_a_trap() {
 
 #[test]
 fn ten_million_scores_hit_the_memory_limit() {
-    let f = run_fault("huge-result", Limits::default());
+    let f = run_fault("huge-result", limits());
     assert_eq!(f.kind, PolicyFault::Memory, "{f}");
 }
 
@@ -240,7 +250,7 @@ fn ten_million_scores_are_bad_output_when_memory_allows() {
         memory_bytes: 256 << 20,
         fuel_per_call: 2_000_000_000,
         deadline: Duration::from_secs(10),
-        ..Limits::default()
+        ..limits()
     };
     let f = run_fault("huge-result", limits);
     assert_eq!(f.kind, PolicyFault::BadOutput, "{f}");
@@ -252,17 +262,17 @@ fn ten_million_scores_are_bad_output_when_memory_allows() {
 
 #[test]
 fn wrong_length_is_bad_output() {
-    let f = run_fault("wrong-length", Limits::default());
+    let f = run_fault("wrong-length", limits());
     assert_eq!(f.kind, PolicyFault::BadOutput);
     assert_eq!(f.message, "2 scores for 3 candidates");
 }
 
 #[test]
 fn nan_and_out_of_range_scores_are_bad_output() {
-    let f = run_fault("nan-scores", Limits::default());
+    let f = run_fault("nan-scores", limits());
     assert_eq!(f.kind, PolicyFault::BadOutput);
     assert!(f.message.contains("NaN"), "{f}");
-    let p = runtime(Limits::default());
+    let p = runtime(limits());
     let v = p.upload("nan-scores", &guest("nan-scores"), false).unwrap();
     let stage = p.stage(&v.label(), &serde_json::json!(1.5)).unwrap();
     let f = stage.run(&fleet(), &request(), &candidates()).unwrap_err();
@@ -274,7 +284,7 @@ fn log_flood_is_capped_and_counted() {
     let limits = Limits {
         fuel_per_call: 100_000_000,
         deadline: Duration::from_secs(5),
-        ..Limits::default()
+        ..limits()
     };
     let p = runtime(limits);
     let v = p.upload("log-flood", &guest("log-flood"), false).unwrap();
@@ -289,17 +299,13 @@ fn log_flood_is_capped_and_counted() {
 
 #[test]
 fn log_flood_under_the_default_fuel_budget_runs_out_of_fuel() {
-    let limits = Limits {
-        deadline: Duration::from_secs(5),
-        ..Limits::default()
-    };
-    let f = run_fault("log-flood", limits);
+    let f = run_fault("log-flood", limits());
     assert_eq!(f.kind, PolicyFault::OutOfFuel, "{f}");
 }
 
 #[test]
 fn wasi_filesystem_import_is_refused_at_upload() {
-    let p = runtime(Limits::default());
+    let p = runtime(limits());
     match p.upload("wasi-fs", &guest("wasi-fs"), true) {
         Err(Error::ForbiddenImport(i)) => assert!(i.contains("wasi:filesystem/"), "{i}"),
         other => panic!("expected a forbidden import, got {other:?}"),
@@ -308,7 +314,7 @@ fn wasi_filesystem_import_is_refused_at_upload() {
 
 #[test]
 fn wasi_sockets_import_is_refused_at_upload() {
-    let p = runtime(Limits::default());
+    let p = runtime(limits());
     match p.upload("wasi-socket", &guest("wasi-socket"), true) {
         Err(Error::ForbiddenImport(i)) => assert!(i.contains("wasi:sockets/"), "{i}"),
         other => panic!("expected a forbidden import, got {other:?}"),
@@ -317,14 +323,14 @@ fn wasi_sockets_import_is_refused_at_upload() {
 
 #[test]
 fn placement_outside_the_candidates_is_bad_output() {
-    let f = run_fault("bad-placement", Limits::default());
+    let f = run_fault("bad-placement", limits());
     assert_eq!(f.kind, PolicyFault::BadOutput);
     assert!(f.message.contains("not a candidate"), "{f}");
 }
 
 #[test]
 fn core_module_random_bytes_and_oversize_uploads_are_refused() {
-    let p = runtime(Limits::default());
+    let p = runtime(limits());
     // The smallest valid core module: magic and version 1, no sections.
     assert!(matches!(
         p.upload("core", b"\0asm\x01\0\0\0", true),
@@ -350,7 +356,7 @@ fn core_module_random_bytes_and_oversize_uploads_are_refused() {
 
 #[test]
 fn the_host_keeps_deciding_after_every_hostile_call() {
-    let p = runtime(Limits::default());
+    let p = runtime(limits());
     for name in ["panics", "huge-alloc", "deep-recursion", "wrong-length"] {
         scorer_pipeline(&p, name, FailureMode::Fallback);
         let d = p.pipeline("t").decide(&fleet(), &request(), &candidates());
