@@ -35,10 +35,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure per-decision latency against the native built-in, in the same run.
+    /// Measure per-decision latency against the native built-in, in the same run. Without
+    /// a FILE, runs the suite over the shipped policies (one scorer, a full pipeline, 1000
+    /// candidates, upload to active).
     Bench {
-        /// The component (`.wasm`).
-        file: PathBuf,
+        /// The component (`.wasm`); omit it for the shipped-policy suite.
+        file: Option<PathBuf>,
         /// Candidates per decision.
         #[arg(long, default_value_t = 100)]
         candidates: u32,
@@ -87,7 +89,10 @@ pub fn run(command: Command) -> Result<()> {
             iterations,
             config,
             json,
-        } => bench(&file, candidates, iterations, &config, json),
+        } => match file {
+            Some(file) => bench(&file, candidates, iterations, &config, json),
+            None => suite(iterations, json),
+        },
         Command::New { name, kind, dir } => scaffold(&name, kind, &dir),
     }
 }
@@ -439,5 +444,187 @@ fn scaffold(name: &str, kind: Kind, dir: &Path) -> Result<()> {
     std::fs::write(root.join("src").join("lib.rs"), lib)?;
     std::fs::write(root.join("README.md"), readme)?;
     println!("created {}", root.display());
+    Ok(())
+}
+
+/// One row of the suite: a scenario timed beside the built-in on the same candidates.
+#[derive(Serialize)]
+struct SuiteRow {
+    scenario: String,
+    candidates: u32,
+    median_us: f64,
+    p99_us: f64,
+    baseline_median_us: f64,
+    baseline_p99_us: f64,
+    ratio_median: f64,
+}
+
+/// Upload-to-active time of one shipped policy.
+#[derive(Serialize)]
+struct UploadRow {
+    policy: String,
+    size_bytes: usize,
+    median_ms: f64,
+    max_ms: f64,
+}
+
+#[derive(Serialize)]
+struct SuiteReport {
+    decisions: Vec<SuiteRow>,
+    uploads: Vec<UploadRow>,
+}
+
+fn stage_spec(policy: &str, config: serde_json::Value) -> switchyard::policy::StageSpec {
+    switchyard::policy::StageSpec {
+        policy: policy.into(),
+        config,
+    }
+}
+
+fn scorers(names: &[&str]) -> Vec<switchyard::policy::WeightedStageSpec> {
+    names
+        .iter()
+        .map(|n| switchyard::policy::WeightedStageSpec {
+            stage: stage_spec(n, serde_json::Value::Null),
+            weight: 1.0 / names.len() as f32,
+        })
+        .collect()
+}
+
+/// The benchmark scenarios over the shipped policies, each beside the native
+/// built-in pipeline measured in the same run.
+fn suite(iterations: u32, json: bool) -> Result<()> {
+    use switchyard::policy::PipelineSpec;
+    let policies = Policies::new(Limits::default(), None)?;
+    let shipped = policies.install_shipped()?;
+    let allow_all = serde_json::json!({ "default": "allow" });
+    let scenarios: Vec<(&str, u32, PipelineSpec)> = vec![
+        (
+            "wasm scorer (prefix-affinity)",
+            100,
+            PipelineSpec {
+                scorers: scorers(&["prefix-affinity"]),
+                ..PipelineSpec::default()
+            },
+        ),
+        (
+            "pipeline: 1 filter + 3 scorers + max",
+            100,
+            PipelineSpec {
+                filters: vec![stage_spec("data-residency", allow_all)],
+                scorers: scorers(&["prefix-affinity", "least-load", "kv-headroom"]),
+                ..PipelineSpec::default()
+            },
+        ),
+        (
+            "wasm scorer (prefix-affinity)",
+            1000,
+            PipelineSpec {
+                scorers: scorers(&["prefix-affinity"]),
+                ..PipelineSpec::default()
+            },
+        ),
+    ];
+    let mut decisions = Vec::new();
+    for (i, (scenario, n, spec)) in scenarios.into_iter().enumerate() {
+        let tenant = format!("suite-{i}");
+        policies.set_pipeline(&tenant, spec)?;
+        let (fleet, req, cands) = synthetic(n);
+        let pipeline = policies.pipeline(&tenant);
+        let builtin = policies.pipeline("no-such-tenant");
+        let first = pipeline.decide(&fleet, &req, &cands);
+        if let Some(fault) = first.fault {
+            bail!("{scenario}: {fault}");
+        }
+        let wasm = time(iterations, || {
+            std::hint::black_box(pipeline.decide(&fleet, &req, &cands));
+        });
+        let native = time(iterations, || {
+            std::hint::black_box(builtin.decide(&fleet, &req, &cands));
+        });
+        decisions.push(SuiteRow {
+            scenario: scenario.to_string(),
+            candidates: n,
+            median_us: wasm.median_us,
+            p99_us: wasm.p99_us,
+            baseline_median_us: native.median_us,
+            baseline_p99_us: native.p99_us,
+            ratio_median: wasm.median_us / native.median_us.max(1e-3),
+        });
+    }
+    let mut uploads = Vec::new();
+    for v in shipped {
+        let bytes = switchyard::policy::shipped_component(&v.name).expect("listed as shipped");
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            // A fresh runtime each time: the registry would otherwise dedupe the upload.
+            let fresh = Policies::new(Limits::default(), None)?;
+            let started = Instant::now();
+            let up = fresh.upload(&v.name, bytes, true)?;
+            let spec = match up.kind {
+                PolicyKind::Filter => PipelineSpec {
+                    filters: vec![stage_spec(
+                        &up.label(),
+                        serde_json::json!({ "default": "allow" }),
+                    )],
+                    ..PipelineSpec::default()
+                },
+                PolicyKind::Scorer => PipelineSpec {
+                    scorers: scorers(&[&up.label()]),
+                    ..PipelineSpec::default()
+                },
+                PolicyKind::Placer => PipelineSpec {
+                    placer: Some(stage_spec(&up.label(), serde_json::Value::Null)),
+                    ..PipelineSpec::default()
+                },
+            };
+            fresh.set_pipeline("t", spec)?;
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        uploads.push(UploadRow {
+            policy: v.name,
+            size_bytes: v.size_bytes,
+            median_ms: times[times.len() / 2],
+            max_ms: times[times.len() - 1],
+        });
+    }
+    let report = SuiteReport { decisions, uploads };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!(
+        "per decision, {iterations} timed decisions each; baseline = native built-in least-load"
+    );
+    println!(
+        "{:<40} {:>5} {:>10} {:>10} {:>12} {:>12} {:>7}",
+        "scenario", "cands", "median us", "p99 us", "base med us", "base p99 us", "ratio"
+    );
+    for r in &report.decisions {
+        println!(
+            "{:<40} {:>5} {:>10.2} {:>10.2} {:>12.2} {:>12.2} {:>6.1}x",
+            r.scenario,
+            r.candidates,
+            r.median_us,
+            r.p99_us,
+            r.baseline_median_us,
+            r.baseline_p99_us,
+            r.ratio_median
+        );
+    }
+    println!(
+        "\nupload to active (size check, compile, type check, smoke call, pipeline swap), 5 runs"
+    );
+    println!(
+        "{:<22} {:>10} {:>10} {:>10}",
+        "policy", "bytes", "median ms", "max ms"
+    );
+    for u in &report.uploads {
+        println!(
+            "{:<22} {:>10} {:>10.1} {:>10.1}",
+            u.policy, u.size_bytes, u.median_ms, u.max_ms
+        );
+    }
     Ok(())
 }

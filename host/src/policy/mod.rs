@@ -31,6 +31,7 @@ pub use facts::{BackendFacts, Candidate, FleetFacts, Placement, RequestFacts, Ro
 pub use metrics::PolicyMetrics;
 pub use pipeline::{
     CanarySpec, DEFAULT_TENANT, Decision, PipelineInfo, Policies, TenantPipeline, Variant,
+    shipped_component,
 };
 pub use registry::PolicyVersion;
 pub use spec::{FailureMode, Picker, PipelineSpec, StageSpec, WeightedStageSpec};

@@ -353,6 +353,14 @@ fn pick(picker: Picker, id: u64, candidates: &[Candidate], totals: &[f32]) -> u3
     }
 }
 
+/// The component bytes of the shipped policy `name`, if there is one.
+pub fn shipped_component(name: &str) -> Option<&'static [u8]> {
+    shipped::COMPONENTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
+}
+
 /// Everything about policies: the engine, the registry and every tenant's pipelines.
 /// Cheap to clone; all clones share state.
 #[derive(Clone)]

@@ -48,11 +48,7 @@ fn prefix_pipeline() -> PipelineSpec {
 }
 
 fn prefix_bytes() -> &'static [u8] {
-    shipped::COMPONENTS
-        .iter()
-        .find(|(n, _)| *n == "prefix-affinity")
-        .map(|(_, b)| *b)
-        .expect("prefix-affinity ships")
+    shipped_component("prefix-affinity").expect("prefix-affinity ships")
 }
 
 #[test]
