@@ -59,6 +59,20 @@ fn scalar(s: &Sample) -> Option<f64> {
     }
 }
 
+/// `line` with `:` in its metric name (sample, `# HELP` or `# TYPE`) made `_`.
+///
+/// NB: `prometheus-parse` matches metric names with `\w+`, so the engines' `vllm:...`,
+/// `sglang:...` and `llamacpp:...` names would be skipped as unparsable; label values
+/// are left alone.
+fn colons_to_underscores(line: &str) -> String {
+    let (prefix, rest) = match line.strip_prefix("# HELP ").or_else(|| line.strip_prefix("# TYPE ")) {
+        Some(rest) => (&line[..7], rest),
+        None => ("", line),
+    };
+    let end = rest.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(rest.len());
+    format!("{prefix}{}{}", rest[..end].replace(':', "_"), &rest[end..])
+}
+
 /// Parses `text` as `kind`'s metrics. Series with several label sets (one per model)
 /// are summed; the KV usage is their maximum.
 ///
@@ -67,19 +81,24 @@ fn scalar(s: &Sample) -> Option<f64> {
 /// When the text does not parse or holds none of the engine's figures.
 pub fn parse(kind: EngineKind, text: &str) -> Result<EngineLoad, ScrapeError> {
     let (waiting, running, kv) = names(kind).ok_or(ScrapeError::NoFigures(kind))?;
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).map_err(ScrapeError::Parse)?;
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(colons_to_underscores(l)))).map_err(ScrapeError::Parse)?;
+    let (waiting, running, kv) = (
+        waiting.replace(':', "_"),
+        running.replace(':', "_"),
+        kv.replace(':', "_"),
+    );
     let mut load = EngineLoad::default();
     let mut seen = false;
     for s in &scrape.samples {
         let Some(v) = scalar(s) else { continue };
         let name = s.metric.as_str();
-        if name == waiting {
+        if name == waiting.as_str() {
             load.waiting = load.waiting.saturating_add(v.max(0.0) as u32);
-        } else if name == running {
+        } else if name == running.as_str() {
             load.running = load.running.saturating_add(v.max(0.0) as u32);
-        } else if name == kv {
+        } else if name == kv.as_str() {
             load.kv_usage = load.kv_usage.max(v.clamp(0.0, 1.0) as f32);
-        } else if name == "vllm:cache_config_info" {
+        } else if name == "vllm_cache_config_info" {
             let blocks = s.labels.get("num_gpu_blocks").and_then(|b| b.parse::<u64>().ok());
             let size = s.labels.get("block_size").and_then(|b| b.parse::<u64>().ok());
             if let (Some(blocks), Some(size)) = (blocks, size) {
