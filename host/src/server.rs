@@ -25,7 +25,7 @@ pub enum Error {
     State(#[from] crate::state::Error),
     /// The policy runtime failed to start.
     #[error("policy runtime")]
-    Policies(#[source] policy::Error),
+    Policies(#[source] Box<policy::Error>),
     /// A policy listed in the config cannot be loaded.
     #[error("{config}: policies: `{name}` from {file}")]
     Policy {
@@ -48,7 +48,7 @@ pub enum Error {
         tenant: String,
         /// Why.
         #[source]
-        source: policy::Error,
+        source: Box<policy::Error>,
     },
     /// A listener cannot be bound.
     #[error("cannot listen on {addr}")]
@@ -72,7 +72,7 @@ pub enum PolicyLoadError {
     Read(#[source] std::io::Error),
     /// The runtime refused it.
     #[error(transparent)]
-    Upload(policy::Error),
+    Upload(Box<policy::Error>),
 }
 
 /// A router with its listeners bound, ready to serve.
@@ -141,7 +141,10 @@ impl Server {
     /// # Errors
     ///
     /// When a listener fails.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -174,8 +177,8 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 async fn start_policies(config: &Config, state: Option<StateDir>) -> Result<Policies, Error> {
     let config = config.clone();
     let task = tokio::task::spawn_blocking(move || {
-        let policies = Policies::new(Limits::default(), state).map_err(Error::Policies)?;
-        policies.install_shipped().map_err(Error::Policies)?;
+        let policies = Policies::new(Limits::default(), state).map_err(|e| Error::Policies(Box::new(e)))?;
+        policies.install_shipped().map_err(|e| Error::Policies(Box::new(e)))?;
         let cfg = config.path.display().to_string();
         for (name, file) in &config.policies {
             let err = |source| Error::Policy {
@@ -187,7 +190,7 @@ async fn start_policies(config: &Config, state: Option<StateDir>) -> Result<Poli
             let bytes = std::fs::read(file).map_err(|e| err(PolicyLoadError::Read(e)))?;
             policies
                 .upload(name, &bytes, true)
-                .map_err(|e| err(PolicyLoadError::Upload(e)))?;
+                .map_err(|e| err(PolicyLoadError::Upload(Box::new(e))))?;
         }
         for t in &config.tenants {
             if let Some(spec) = &t.pipeline {
@@ -196,13 +199,14 @@ async fn start_policies(config: &Config, state: Option<StateDir>) -> Result<Poli
                     .map_err(|source| Error::Pipeline {
                         config: cfg.clone(),
                         tenant: t.name.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
             }
         }
         Ok(policies)
     });
-    task.await.map_err(|e| Error::Serve(std::io::Error::other(e)))?
+    task.await
+        .map_err(|e| Error::Serve(std::io::Error::other(e)))?
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -33,10 +33,16 @@ async fn chat_and_completions_stream_and_not() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-request-id"], "req-42");
-    let backend = r.headers()["x-switchyard-backend"].to_str().unwrap().to_owned();
+    let backend = r.headers()["x-switchyard-backend"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(backend == "a" || backend == "b", "{backend}");
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["choices"][0]["message"]["content"], "Hello from the backend");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from the backend"
+    );
 
     let r = c
         .post(format!("{}/v1/completions", sy.url))
@@ -68,16 +74,33 @@ async fn chat_and_completions_stream_and_not() {
     assert_eq!(events[4], "data: [DONE]");
     assert!(events[0].contains("\"Hello\""), "{}", events[0]);
 
-    let models: Value = c.get(format!("{}/v1/models", sy.url)).send().await.unwrap().json().await.unwrap();
+    let models: Value = c
+        .get(format!("{}/v1/models", sy.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(models["data"][0]["id"], MODEL);
     assert_eq!(models["data"].as_array().unwrap().len(), 1);
 
-    let metrics = c.get(format!("{}/metrics", sy.url)).send().await.unwrap().text().await.unwrap();
+    let metrics = c
+        .get(format!("{}/metrics", sy.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains("switchyard_requests_total{tenant=\"default\",backend=\""),
         "{metrics}"
     );
-    assert!(metrics.contains("switchyard_backend_healthy{backend=\"a\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("switchyard_backend_healthy{backend=\"a\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("switchyard_ttfb_seconds"), "{metrics}");
     assert_eq!(a.requests() + b.requests(), 3);
 }
@@ -92,42 +115,110 @@ async fn bad_input_gets_openai_errors() {
     let sy = Switchyard::start(dir.path(), &fleet.yaml()).await;
     let c = client();
     let url = format!("{}/v1/chat/completions", sy.url);
-    let post = |body: String| c.post(&url).bearer_auth("good-key").header("content-type", "application/json").body(body);
+    let post = |body: String| {
+        c.post(&url)
+            .bearer_auth("good-key")
+            .header("content-type", "application/json")
+            .body(body)
+    };
 
     let (s, b) = error_of(post("{not json".into()).send().await.unwrap()).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_json")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_json"))
+    );
 
-    let (s, b) = error_of(post(json!({"messages": []}).to_string()).send().await.unwrap()).await;
-    assert_eq!((s, b["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("model")));
+    let (s, b) = error_of(
+        post(json!({"messages": []}).to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["param"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("model"))
+    );
 
-    let (s, b) = error_of(post(json!({"model": MODEL}).to_string()).send().await.unwrap()).await;
-    assert_eq!((s, b["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("messages")));
+    let (s, b) = error_of(
+        post(json!({"model": MODEL}).to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["param"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("messages"))
+    );
 
     let mut other = chat(false);
     other["model"] = json!("no-such-model");
     let (s, b) = error_of(post(other.to_string()).send().await.unwrap()).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert!(b["error"]["message"].as_str().unwrap().contains("no-such-model"), "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-model"),
+        "{b}"
+    );
 
     let mut big = chat(false);
     big["messages"][0]["content"] = json!("x".repeat(5000));
     let (s, b) = error_of(post(big.to_string()).send().await.unwrap()).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
+    );
 
-    let (s, b) = error_of(c.post(&url).bearer_auth("wrong").json(&chat(false)).send().await.unwrap()).await;
-    assert_eq!((s, b["error"]["type"].as_str()), (StatusCode::UNAUTHORIZED, Some("authentication_error")));
+    let (s, b) = error_of(
+        c.post(&url)
+            .bearer_auth("wrong")
+            .json(&chat(false))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["type"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("authentication_error"))
+    );
     let (s, _) = error_of(c.post(&url).json(&chat(false)).send().await.unwrap()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     // Tenant `tiny` may make one request per second.
-    let ok = c.post(&url).bearer_auth("tiny-key").json(&chat(false)).send().await.unwrap();
+    let ok = c
+        .post(&url)
+        .bearer_auth("tiny-key")
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    let r = c.post(&url).bearer_auth("tiny-key").json(&chat(false)).send().await.unwrap();
-    assert!(r.headers().get("retry-after").is_some(), "429 carries Retry-After");
+    let r = c
+        .post(&url)
+        .bearer_auth("tiny-key")
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().get("retry-after").is_some(),
+        "429 carries Retry-After"
+    );
     let (s, b) = error_of(r).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limit_exceeded")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limit_exceeded"))
+    );
 
-    let r = c.get(format!("{}/v2/nothing", sy.url)).send().await.unwrap();
+    let r = c
+        .get(format!("{}/v2/nothing", sy.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_of(r).await.0, StatusCode::NOT_FOUND);
 }
 
@@ -145,8 +236,15 @@ async fn no_healthy_backend_is_503_with_retry_after() {
         .unwrap();
     assert_eq!(r.headers()["retry-after"], "1");
     let (s, b) = error_of(r).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("no_healthy_backend")));
-    let ready = client().get(format!("{}/ready", sy.url)).send().await.unwrap();
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("no_healthy_backend"))
+    );
+    let ready = client()
+        .get(format!("{}/ready", sy.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     assert_eq!(a.requests(), 0);
 }
@@ -168,8 +266,15 @@ async fn every_attempt_failed_is_502_naming_the_cause() {
     let (s, body) = error_of(r).await;
     assert_eq!(s, StatusCode::BAD_GATEWAY);
     let msg = body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("backend a returned 500") && msg.contains("backend b returned 500"), "{msg}");
-    assert_eq!((a.requests(), b.requests()), (1, 1), "one attempt per backend");
+    assert!(
+        msg.contains("backend a returned 500") && msg.contains("backend b returned 500"),
+        "{msg}"
+    );
+    assert_eq!(
+        (a.requests(), b.requests()),
+        (1, 1),
+        "one attempt per backend"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,7 +28,12 @@ async fn hot_swap_and_drain_under_load_lose_nothing() {
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let sy = Arc::new(Switchyard::start(dir.path(), &Fleet::new(&refs).yaml()).await);
     eventually(10, "all backends healthy", || async {
-        sy.admin_get("/admin/backends").await.as_array().unwrap().iter().all(|b| b["healthy"] == true)
+        sy.admin_get("/admin/backends")
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["healthy"] == true)
     })
     .await;
 
@@ -38,7 +43,10 @@ async fn hot_swap_and_drain_under_load_lose_nothing() {
     let swapper = {
         let sy = sy.clone();
         tokio::spawn(async move {
-            let specs = [json!({"scorers": [{"policy": "prefix-affinity", "weight": 0.6}]}), json!({})];
+            let specs = [
+                json!({"scorers": [{"policy": "prefix-affinity", "weight": 0.6}]}),
+                json!({}),
+            ];
             let mut swaps = 0u32;
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             for i in 0..(SECONDS * 10) {
@@ -63,15 +71,25 @@ async fn hot_swap_and_drain_under_load_lose_nothing() {
     for i in 0..total {
         tick.tick().await;
         if i == total / 2 {
-            let r = sy.admin_call(Method::POST, "/admin/backends/c/drain").send().await.unwrap();
+            let r = sy
+                .admin_call(Method::POST, "/admin/backends/c/drain")
+                .send()
+                .await
+                .unwrap();
             assert!(r.status().is_success());
             drained_at = Some(i);
         }
         let (c, url, failures) = (c.clone(), sy.url.clone(), failures.clone());
         tasks.spawn(async move {
-            let r = c.post(format!("{url}/v1/chat/completions")).json(&chat(i % 2 == 0)).send().await;
+            let r = c
+                .post(format!("{url}/v1/chat/completions"))
+                .json(&chat(i % 2 == 0))
+                .send()
+                .await;
             let ok = match r {
-                Ok(r) if r.status() == 200 => r.text().await.is_ok_and(|t| !t.contains("\"error\"")),
+                Ok(r) if r.status() == 200 => {
+                    r.text().await.is_ok_and(|t| !t.contains("\"error\""))
+                }
                 _ => false,
             };
             if !ok {
@@ -95,8 +113,16 @@ async fn hot_swap_and_drain_under_load_lose_nothing() {
 
     assert_eq!(failures.load(Ordering::SeqCst), 0, "failed requests");
     assert_eq!(swaps, (SECONDS * 10) as u32);
-    assert_eq!(backends[2].requests(), c_after_drain, "c got requests after its drain");
-    assert_eq!(backends[2].cancelled(), 0, "c's in-flight requests completed");
+    assert_eq!(
+        backends[2].requests(),
+        c_after_drain,
+        "c got requests after its drain"
+    );
+    assert_eq!(
+        backends[2].cancelled(),
+        0,
+        "c's in-flight requests completed"
+    );
     assert_eq!(backends[2].completed(), backends[2].requests());
     let served: u64 = backends.iter().map(TestBackend::completed).sum();
     assert_eq!(served, total);

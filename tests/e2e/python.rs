@@ -12,7 +12,11 @@ async fn openai_package_streams_and_not() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/openai_client.py");
     let url = sy.url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").arg(&script).arg(&url).arg(MODEL).output()
+        std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&url)
+            .arg(MODEL)
+            .output()
     })
     .await
     .unwrap()

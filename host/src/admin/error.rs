@@ -67,7 +67,11 @@ impl IntoResponse for Error {
         } else {
             self.to_string()
         };
-        let code = status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_");
+        let code = status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_lowercase()
+            .replace(' ', "_");
         let body = crate::proxy::error_body(&message, kind, &code, None);
         (status, Json(body)).into_response()
     }

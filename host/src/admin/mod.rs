@@ -45,15 +45,24 @@ pub fn router(admin: Admin) -> Router {
     Router::new()
         .route("/admin/openapi.json", get(openapi))
         .route("/admin/backends", get(list_backends).post(add_backend))
-        .route("/admin/backends/{name}", get(get_backend).delete(remove_backend))
+        .route(
+            "/admin/backends/{name}",
+            get(get_backend).delete(remove_backend),
+        )
         .route("/admin/backends/{name}/drain", post(drain))
         .route("/admin/backends/{name}/undrain", post(undrain))
         .route("/admin/policies", get(list_policies))
         .route("/admin/policies/{name}", put(upload_policy))
         .route("/admin/tenants", get(list_tenants))
         .route("/admin/tenants/{tenant}/pipeline", put(set_pipeline))
-        .route("/admin/tenants/{tenant}/canary", put(set_canary).delete(clear_canary))
-        .route("/admin/tenants/{tenant}/shadow", put(set_shadow).delete(clear_shadow))
+        .route(
+            "/admin/tenants/{tenant}/canary",
+            put(set_canary).delete(clear_canary),
+        )
+        .route(
+            "/admin/tenants/{tenant}/shadow",
+            put(set_shadow).delete(clear_shadow),
+        )
         .route("/admin/tenants/{tenant}/rollback", post(rollback))
         .route("/admin/decisions", get(decisions))
         .fallback(no_route)
@@ -79,7 +88,8 @@ async fn authorize(State(token): State<Arc<str>>, req: Request, next: Next) -> R
 
 fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| Error::BadBody(format!("{}: {}", e.path(), e.inner())))
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| Error::BadBody(format!("{}: {}", e.path(), e.inner())))
 }
 
 /// Runs a blocking policy-runtime call (compiles, instantiations) off the async threads.
@@ -107,7 +117,10 @@ async fn add_backend(State(a): State<Admin>, body: Bytes) -> Result<Response, Er
     Ok((StatusCode::CREATED, Json(status)).into_response())
 }
 
-async fn remove_backend(State(a): State<Admin>, Path(name): Path<String>) -> Result<Response, Error> {
+async fn remove_backend(
+    State(a): State<Admin>,
+    Path(name): Path<String>,
+) -> Result<Response, Error> {
     a.pool.remove(&name)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -153,30 +166,48 @@ async fn list_tenants(State(a): State<Admin>) -> Response {
     Json(a.policies.pipelines()).into_response()
 }
 
-async fn set_pipeline(State(a): State<Admin>, Path(tenant): Path<String>, body: Bytes) -> Result<Response, Error> {
+async fn set_pipeline(
+    State(a): State<Admin>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Result<Response, Error> {
     let spec: PipelineSpec = json(&body)?;
     let p = a.policies.clone();
     Ok(Json(blocking(move || p.set_pipeline(&tenant, spec)).await?).into_response())
 }
 
-async fn set_canary(State(a): State<Admin>, Path(tenant): Path<String>, body: Bytes) -> Result<Response, Error> {
+async fn set_canary(
+    State(a): State<Admin>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Result<Response, Error> {
     let spec: CanarySpec = json(&body)?;
     let p = a.policies.clone();
     Ok(Json(blocking(move || p.set_canary(&tenant, Some(spec))).await?).into_response())
 }
 
-async fn clear_canary(State(a): State<Admin>, Path(tenant): Path<String>) -> Result<Response, Error> {
+async fn clear_canary(
+    State(a): State<Admin>,
+    Path(tenant): Path<String>,
+) -> Result<Response, Error> {
     let p = a.policies.clone();
     Ok(Json(blocking(move || p.set_canary(&tenant, None)).await?).into_response())
 }
 
-async fn set_shadow(State(a): State<Admin>, Path(tenant): Path<String>, body: Bytes) -> Result<Response, Error> {
+async fn set_shadow(
+    State(a): State<Admin>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Result<Response, Error> {
     let spec: PipelineSpec = json(&body)?;
     let p = a.policies.clone();
     Ok(Json(blocking(move || p.set_shadow(&tenant, Some(spec))).await?).into_response())
 }
 
-async fn clear_shadow(State(a): State<Admin>, Path(tenant): Path<String>) -> Result<Response, Error> {
+async fn clear_shadow(
+    State(a): State<Admin>,
+    Path(tenant): Path<String>,
+) -> Result<Response, Error> {
     let p = a.policies.clone();
     Ok(Json(blocking(move || p.set_shadow(&tenant, None)).await?).into_response())
 }

@@ -227,7 +227,10 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         ("pool.health_interval_ms", raw.pool.health_interval_ms),
         ("pool.probe_timeout_ms", raw.pool.probe_timeout_ms),
         ("pool.unhealthy_after", u64::from(raw.pool.unhealthy_after)),
-        ("pool.breaker_failures", u64::from(raw.pool.breaker_failures)),
+        (
+            "pool.breaker_failures",
+            u64::from(raw.pool.breaker_failures),
+        ),
     ] {
         if value == 0 {
             problems.push(format!("{field}: must be at least 1"));
@@ -265,11 +268,10 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         }
         let positive = |field: &str, v: Option<u32>, problems: &mut Vec<String>| {
             v.and_then(|n| {
-                NonZeroU32::new(n)
-                    .or_else(|| {
-                        problems.push(format!("tenants.{name}.{field}: must be at least 1"));
-                        None
-                    })
+                NonZeroU32::new(n).or_else(|| {
+                    problems.push(format!("tenants.{name}.{field}: must be at least 1"));
+                    None
+                })
             })
         };
         tenants.push(TenantConfig {

@@ -66,5 +66,36 @@ tenants:
 fn admin_token_from_missing_env_is_a_problem() {
     let text = format!("{BACKEND}admin:\n  token_env: SWITCHYARD_TEST_UNSET_TOKEN_VAR\n");
     let err = parse(&text).unwrap_err().to_string();
-    assert!(err.contains("SWITCHYARD_TEST_UNSET_TOKEN_VAR is not set"), "{err}");
+    assert!(
+        err.contains("SWITCHYARD_TEST_UNSET_TOKEN_VAR is not set"),
+        "{err}"
+    );
+}
+
+/// Parses a file under `examples/`; the only problems allowed are those naming `allowed`.
+fn example(file: &str, allowed: &[&str]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(file);
+    match Config::load(&path) {
+        Ok(_) => {}
+        Err(ConfigError::Invalid { problems, .. }) => {
+            for p in &problems {
+                assert!(
+                    allowed.iter().any(|a| p.contains(a)),
+                    "{file}: unexpected problem {p}"
+                );
+            }
+        }
+        Err(e) => panic!("{file}: {e}"),
+    }
+}
+
+#[test]
+fn shipped_examples_parse() {
+    example("quickstart.yaml", &["SWITCHYARD_ADMIN_TOKEN"]);
+    example(
+        "config-reference.yaml",
+        &["SWITCHYARD_ADMIN_TOKEN", "policies[0].path"],
+    );
 }

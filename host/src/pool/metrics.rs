@@ -29,8 +29,16 @@ impl PoolCollector {
 type Read = fn(&super::BackendStatus) -> f64;
 
 const GAUGES: &[(&str, &str, Read)] = &[
-    ("switchyard_backend_healthy", "1 when the backend passes health checks", |s| f64::from(u8::from(s.healthy))),
-    ("switchyard_backend_draining", "1 when the backend is draining", |s| f64::from(u8::from(s.draining))),
+    (
+        "switchyard_backend_healthy",
+        "1 when the backend passes health checks",
+        |s| f64::from(u8::from(s.healthy)),
+    ),
+    (
+        "switchyard_backend_draining",
+        "1 when the backend is draining",
+        |s| f64::from(u8::from(s.draining)),
+    ),
     (
         "switchyard_backend_breaker_state",
         "Circuit breaker: 0 closed, 1 open, 2 half-open",
@@ -40,12 +48,36 @@ const GAUGES: &[(&str, &str, Read)] = &[
             _ => 2.0,
         },
     ),
-    ("switchyard_backend_in_flight_requests", "Requests the router has in flight to the backend", |s| f64::from(s.in_flight_requests)),
-    ("switchyard_backend_in_flight_prefill_tokens", "Prompt tokens in flight before their first byte", |s| f64::from(s.in_flight_prefill_tokens)),
-    ("switchyard_backend_waiting_requests", "Requests queued in the engine (scraped)", |s| s.load.map_or(0.0, |l| f64::from(l.waiting))),
-    ("switchyard_backend_running_requests", "Requests running in the engine (scraped)", |s| s.load.map_or(0.0, |l| f64::from(l.running))),
-    ("switchyard_backend_kv_usage_ratio", "Fraction of the engine's KV cache in use (scraped)", |s| s.load.map_or(0.0, |l| f64::from(l.kv_usage))),
-    ("switchyard_backend_metrics_stale", "1 when the engine's scraped figures are stale or missing", |s| f64::from(u8::from(s.metrics_stale))),
+    (
+        "switchyard_backend_in_flight_requests",
+        "Requests the router has in flight to the backend",
+        |s| f64::from(s.in_flight_requests),
+    ),
+    (
+        "switchyard_backend_in_flight_prefill_tokens",
+        "Prompt tokens in flight before their first byte",
+        |s| f64::from(s.in_flight_prefill_tokens),
+    ),
+    (
+        "switchyard_backend_waiting_requests",
+        "Requests queued in the engine (scraped)",
+        |s| s.load.map_or(0.0, |l| f64::from(l.waiting)),
+    ),
+    (
+        "switchyard_backend_running_requests",
+        "Requests running in the engine (scraped)",
+        |s| s.load.map_or(0.0, |l| f64::from(l.running)),
+    ),
+    (
+        "switchyard_backend_kv_usage_ratio",
+        "Fraction of the engine's KV cache in use (scraped)",
+        |s| s.load.map_or(0.0, |l| f64::from(l.kv_usage)),
+    ),
+    (
+        "switchyard_backend_metrics_stale",
+        "1 when the engine's scraped figures are stale or missing",
+        |s| f64::from(u8::from(s.metrics_stale)),
+    ),
 ];
 
 impl Collector for PoolCollector {

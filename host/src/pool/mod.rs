@@ -376,7 +376,11 @@ fn facts_of(s: &BackendSpec) -> BackendFacts {
         vendor: s.vendor.clone(),
         accelerator: s.accelerator.clone(),
         region: s.region.clone(),
-        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         role: s.role,
         cost_per_hour: s.cost_per_hour,
         prefill_tokens_per_s: s.capability.prefill_tokens_per_s,

@@ -38,7 +38,11 @@ async fn run(weak: Weak<Backend>, settings: PoolSettings, client: reqwest::Clien
     }
 }
 
-async fn check_health(client: &reqwest::Client, backend: &Backend, settings: &PoolSettings) -> bool {
+async fn check_health(
+    client: &reqwest::Client,
+    backend: &Backend,
+    settings: &PoolSettings,
+) -> bool {
     let res = client
         .get(backend.spec.health_url())
         .timeout(settings.probe_timeout)

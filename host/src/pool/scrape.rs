@@ -54,7 +54,9 @@ fn names(kind: EngineKind) -> Option<(&'static str, &'static str, &'static str)>
 
 fn scalar(s: &Sample) -> Option<f64> {
     match s.value {
-        Value::Gauge(v) | Value::Counter(v) | Value::Untyped(v) => Some(v).filter(|v| v.is_finite()),
+        Value::Gauge(v) | Value::Counter(v) | Value::Untyped(v) => {
+            Some(v).filter(|v| v.is_finite())
+        }
         _ => None,
     }
 }
@@ -65,11 +67,16 @@ fn scalar(s: &Sample) -> Option<f64> {
 /// `sglang:...` and `llamacpp:...` names would be skipped as unparsable; label values
 /// are left alone.
 fn colons_to_underscores(line: &str) -> String {
-    let (prefix, rest) = match line.strip_prefix("# HELP ").or_else(|| line.strip_prefix("# TYPE ")) {
+    let (prefix, rest) = match line
+        .strip_prefix("# HELP ")
+        .or_else(|| line.strip_prefix("# TYPE "))
+    {
         Some(rest) => (&line[..7], rest),
         None => ("", line),
     };
-    let end = rest.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| c == '{' || c.is_whitespace())
+        .unwrap_or(rest.len());
     format!("{prefix}{}{}", rest[..end].replace(':', "_"), &rest[end..])
 }
 
@@ -81,7 +88,8 @@ fn colons_to_underscores(line: &str) -> String {
 /// When the text does not parse or holds none of the engine's figures.
 pub fn parse(kind: EngineKind, text: &str) -> Result<EngineLoad, ScrapeError> {
     let (waiting, running, kv) = names(kind).ok_or(ScrapeError::NoFigures(kind))?;
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(colons_to_underscores(l)))).map_err(ScrapeError::Parse)?;
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(colons_to_underscores(l))))
+        .map_err(ScrapeError::Parse)?;
     let (waiting, running, kv) = (
         waiting.replace(':', "_"),
         running.replace(':', "_"),
@@ -99,8 +107,14 @@ pub fn parse(kind: EngineKind, text: &str) -> Result<EngineLoad, ScrapeError> {
         } else if name == kv.as_str() {
             load.kv_usage = load.kv_usage.max(v.clamp(0.0, 1.0) as f32);
         } else if name == "vllm_cache_config_info" {
-            let blocks = s.labels.get("num_gpu_blocks").and_then(|b| b.parse::<u64>().ok());
-            let size = s.labels.get("block_size").and_then(|b| b.parse::<u64>().ok());
+            let blocks = s
+                .labels
+                .get("num_gpu_blocks")
+                .and_then(|b| b.parse::<u64>().ok());
+            let size = s
+                .labels
+                .get("block_size")
+                .and_then(|b| b.parse::<u64>().ok());
             if let (Some(blocks), Some(size)) = (blocks, size) {
                 load.kv_capacity_tokens = Some(blocks.saturating_mul(size));
             }
@@ -110,7 +124,11 @@ pub fn parse(kind: EngineKind, text: &str) -> Result<EngineLoad, ScrapeError> {
         }
         seen = true;
     }
-    if seen { Ok(load) } else { Err(ScrapeError::NoFigures(kind)) }
+    if seen {
+        Ok(load)
+    } else {
+        Err(ScrapeError::NoFigures(kind))
+    }
 }
 
 #[cfg(test)]

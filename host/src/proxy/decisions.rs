@@ -85,7 +85,12 @@ pub struct RecordContext<'a> {
 
 impl DecisionRecord {
     /// Builds a record from a decision and the fleet it was made on.
-    pub fn new(ctx: RecordContext<'_>, fleet: &Fleet, candidates: &[Candidate], d: &Decision) -> Self {
+    pub fn new(
+        ctx: RecordContext<'_>,
+        fleet: &Fleet,
+        candidates: &[Candidate],
+        d: &Decision,
+    ) -> Self {
         let name = |i: u32| {
             fleet
                 .facts
@@ -95,8 +100,12 @@ impl DecisionRecord {
         };
         let (placement, backend, prefill_backend, reject) = match &d.placement {
             Placement::Single(i) => ("single", Some(name(*i)), None, None),
-            Placement::Split { prefill, decode } => ("split", Some(name(*decode)), Some(name(*prefill)), None),
-            Placement::Reject { status, message } => ("reject", None, None, Some((*status, message.clone()))),
+            Placement::Split { prefill, decode } => {
+                ("split", Some(name(*decode)), Some(name(*prefill)), None)
+            }
+            Placement::Reject { status, message } => {
+                ("reject", None, None, Some((*status, message.clone())))
+            }
         };
         DecisionRecord {
             request_id: ctx.request_id.into(),
@@ -118,7 +127,11 @@ impl DecisionRecord {
                 .map(|c| CandidateRecord {
                     backend: name(c.backend),
                     figures: *c,
-                    score: d.scores.iter().find(|(i, _)| *i == c.backend).map(|(_, s)| *s),
+                    score: d
+                        .scores
+                        .iter()
+                        .find(|(i, _)| *i == c.backend)
+                        .map(|(_, s)| *s),
                 })
                 .collect(),
             exclusions: d

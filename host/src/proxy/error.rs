@@ -79,7 +79,9 @@ impl ApiError {
             ApiError::MissingField(f) => ("invalid_request_error", "missing_field", Some(*f)),
             ApiError::TooLarge { .. } => ("invalid_request_error", "body_too_large", None),
             ApiError::Unauthorized => ("authentication_error", "invalid_api_key", None),
-            ApiError::UnknownModel(_) => ("invalid_request_error", "model_not_found", Some("model")),
+            ApiError::UnknownModel(_) => {
+                ("invalid_request_error", "model_not_found", Some("model"))
+            }
             ApiError::NoRoute(_) => ("invalid_request_error", "not_found", None),
             ApiError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded", None),
             ApiError::NoBackend(_) => ("server_error", "no_healthy_backend", None),
@@ -116,7 +118,9 @@ impl IntoResponse for ApiError {
             tracing::debug!(error = %self, "request refused");
         }
         let retry_after = match &self {
-            ApiError::RateLimited { retry_after, .. } => Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            ApiError::RateLimited { retry_after, .. } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
             ApiError::NoBackend(_) => Some(1),
             _ => None,
         };

@@ -61,7 +61,12 @@ impl App {
     ///
     /// [`ApiError::AllFailed`] naming each failed attempt; [`ApiError::NoBackend`] when
     /// none could even be tried.
-    pub(crate) async fn send(&self, out: Outgoing, fleet: &Fleet, order: &[u32]) -> Result<Response, ApiError> {
+    pub(crate) async fn send(
+        &self,
+        out: Outgoing,
+        fleet: &Fleet,
+        order: &[u32],
+    ) -> Result<Response, ApiError> {
         let settings = &self.inner.settings;
         let deadline = out.started + settings.request_timeout;
         let mut failures = Vec::new();
@@ -70,7 +75,9 @@ impl App {
             if attempt >= settings.max_attempts {
                 break;
             }
-            let Some(backend) = fleet.backend(index) else { continue };
+            let Some(backend) = fleet.backend(index) else {
+                continue;
+            };
             let Some(mut claim) = backend.try_claim(out.prompt_tokens) else {
                 continue;
             };
@@ -83,7 +90,9 @@ impl App {
                     self.inner
                         .metrics
                         .ttfb_seconds
-                        .get_or_create(&BackendLabels { backend: name.clone() })
+                        .get_or_create(&BackendLabels {
+                            backend: name.clone(),
+                        })
                         .observe(out.started.elapsed().as_secs_f64());
                     if !opened.status.is_client_error() {
                         claim.settle(true);
@@ -99,7 +108,9 @@ impl App {
                     self.inner
                         .metrics
                         .retries
-                        .get_or_create(&BackendLabels { backend: name.clone() })
+                        .get_or_create(&BackendLabels {
+                            backend: name.clone(),
+                        })
                         .inc();
                     failures.push(format!("backend {name} {e}"));
                 }
@@ -113,7 +124,12 @@ impl App {
     }
 
     /// One attempt, up to the first body byte.
-    async fn attempt(&self, out: &Outgoing, claim: &InFlight, deadline: Instant) -> Result<Opened, AttemptError> {
+    async fn attempt(
+        &self,
+        out: &Outgoing,
+        claim: &InFlight,
+        deadline: Instant,
+    ) -> Result<Opened, AttemptError> {
         let limit = self.inner.settings.attempt_timeout;
         let attempt_deadline = deadline.min(Instant::now() + limit);
         let url = claim.backend().spec.endpoint(out.req.endpoint.path());
@@ -134,7 +150,11 @@ impl App {
             }
             let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
             let mut rest = resp.bytes_stream().boxed();
-            let first = rest.next().await.transpose().map_err(AttemptError::Transport)?;
+            let first = rest
+                .next()
+                .await
+                .transpose()
+                .map_err(AttemptError::Transport)?;
             Ok(Opened {
                 status,
                 content_type,
@@ -204,7 +224,9 @@ fn respond(out: Outgoing, claim: InFlight, opened: Opened, deadline: Instant) ->
         done: false,
         _admission: out.admission,
     };
-    let stream = futures::stream::unfold(state, |mut s| async move { s.next().await.map(|item| (item, s)) });
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        s.next().await.map(|item| (item, s))
+    });
     let mut resp = Response::new(Body::from_stream(stream));
     *resp.status_mut() = opened.status;
     let headers = resp.headers_mut();

@@ -193,7 +193,8 @@ impl App {
         };
 
         let pipeline = self.inner.policies.pipeline(&tenant.name);
-        let decide = tracing::info_span!("decide", policy = Empty, version = pipeline.info().version);
+        let decide =
+            tracing::info_span!("decide", policy = Empty, version = pipeline.info().version);
         let decision = decide.in_scope(|| pipeline.decide(&fleet.facts, &facts, &candidates));
         decide.record("policy", decision.policies.join(",").as_str());
         self.inner.decisions.push(DecisionRecord::new(
@@ -245,7 +246,9 @@ fn attempt_order(d: &Decision, candidates: &[Candidate]) -> Result<Vec<u32>, Api
             .total_cmp(&score(a))
             .then(builtin_load(a).total_cmp(&builtin_load(b)))
     });
-    Ok(std::iter::once(first).chain(rest.iter().map(|c| c.backend)).collect())
+    Ok(std::iter::once(first)
+        .chain(rest.iter().map(|c| c.backend))
+        .collect())
 }
 
 /// Reads the body up to `max` bytes.

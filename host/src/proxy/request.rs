@@ -93,7 +93,9 @@ impl Parsed {
                 .iter()
                 .map(|m| text_bytes(&m.content))
                 .sum(),
-            Endpoint::Completions => text_bytes(&wire.prompt.ok_or(ApiError::MissingField("prompt"))?),
+            Endpoint::Completions => {
+                text_bytes(&wire.prompt.ok_or(ApiError::MissingField("prompt"))?)
+            }
         };
         Ok(Parsed {
             endpoint,
@@ -146,7 +148,10 @@ mod tests {
     fn missing_fields_are_named() {
         let e = Parsed::from_openai(Endpoint::Chat, Bytes::from_static(br#"{"model":"m"}"#));
         assert!(matches!(e, Err(ApiError::MissingField("messages"))));
-        let e = Parsed::from_openai(Endpoint::Completions, Bytes::from_static(br#"{"prompt":"x"}"#));
+        let e = Parsed::from_openai(
+            Endpoint::Completions,
+            Bytes::from_static(br#"{"prompt":"x"}"#),
+        );
         assert!(matches!(e, Err(ApiError::MissingField("model"))));
         let e = Parsed::from_openai(Endpoint::Chat, Bytes::from_static(b"{nope"));
         assert!(matches!(e, Err(ApiError::BadJson(_))));

@@ -72,7 +72,9 @@ impl Tenant {
         if let (Some(t), Some(n)) = (&self.tokens, NonZeroU32::new(tokens)) {
             match t.check_n(n) {
                 Ok(Ok(())) => {}
-                Ok(Err(n)) => return Err(limited("tokens per second", n.wait_time_from(clock.now()))),
+                Ok(Err(n)) => {
+                    return Err(limited("tokens per second", n.wait_time_from(clock.now())));
+                }
                 Err(_) => return Err(limited("tokens per second", Duration::from_secs(1))),
             }
         }

@@ -61,7 +61,11 @@ struct Tracker {
 impl Drop for Tracker {
     fn drop(&mut self) {
         self.knobs.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let counter = if self.finished { &self.knobs.completed } else { &self.knobs.cancelled };
+        let counter = if self.finished {
+            &self.knobs.completed
+        } else {
+            &self.knobs.cancelled
+        };
         counter.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -77,7 +81,9 @@ impl TestBackend {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/completions", post(completions))
             .with_state(knobs.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -97,7 +103,9 @@ impl TestBackend {
 
     /// Delay between streamed chunks (and before a non-streaming answer).
     pub fn set_chunk_delay(&self, d: Duration) {
-        self.knobs.chunk_delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.knobs
+            .chunk_delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Completion requests received so far.
@@ -133,7 +141,11 @@ fn mode(k: &Knobs) -> Mode {
 }
 
 async fn health(State(k): State<Arc<Knobs>>) -> StatusCode {
-    if mode(&k) == Mode::Down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }
+    if mode(&k) == Mode::Down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    }
 }
 
 async fn metrics(State(k): State<Arc<Knobs>>) -> Response {
@@ -168,7 +180,10 @@ const WORDS: [&str; 4] = ["Hello", " from", " the", " backend"];
 async fn serve(k: Arc<Knobs>, body: Bytes, is_chat: bool) -> Response {
     k.requests.fetch_add(1, Ordering::SeqCst);
     k.in_flight.fetch_add(1, Ordering::SeqCst);
-    let mut tracker = Tracker { knobs: k.clone(), finished: false };
+    let mut tracker = Tracker {
+        knobs: k.clone(),
+        finished: false,
+    };
     let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let stream = req["stream"].as_bool().unwrap_or(false);
     let delay = Duration::from_millis(k.chunk_delay_ms.load(Ordering::SeqCst));
@@ -210,29 +225,42 @@ async fn serve(k: Arc<Knobs>, body: Bytes, is_chat: bool) -> Response {
         } else {
             serde_json::json!({"index": 0, "text": WORDS[i], "finish_reason": null})
         };
-        let obj = if is_chat { "chat.completion.chunk" } else { "text_completion" };
+        let obj = if is_chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
         Bytes::from(format!(
             "data: {}\n\n",
             serde_json::json!({"id": "cmpl-test", "object": obj, "created": 0, "model": super::MODEL, "choices": [choice]})
         ))
     };
-    let stream = futures::stream::unfold((0usize, tracker, k), move |(i, mut tracker, k)| async move {
-        if i > 0 {
-            tokio::time::sleep(delay).await;
-        }
-        if die && i == 2 {
-            k.mode.store(Mode::Down as u8, Ordering::SeqCst);
-            return Some((Err(std::io::Error::other("backend killed")), (i + 1, tracker, k)));
-        }
-        match i {
-            _ if i < WORDS.len() => Some((Ok(chunk(i)), (i + 1, tracker, k))),
-            _ if i == WORDS.len() => {
-                tracker.finished = true;
-                Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (i + 1, tracker, k)))
+    let stream = futures::stream::unfold(
+        (0usize, tracker, k),
+        move |(i, mut tracker, k)| async move {
+            if i > 0 {
+                tokio::time::sleep(delay).await;
             }
-            _ => None,
-        }
-    });
+            if die && i == 2 {
+                k.mode.store(Mode::Down as u8, Ordering::SeqCst);
+                return Some((
+                    Err(std::io::Error::other("backend killed")),
+                    (i + 1, tracker, k),
+                ));
+            }
+            match i {
+                _ if i < WORDS.len() => Some((Ok(chunk(i)), (i + 1, tracker, k))),
+                _ if i == WORDS.len() => {
+                    tracker.finished = true;
+                    Some((
+                        Ok(Bytes::from_static(b"data: [DONE]\n\n")),
+                        (i + 1, tracker, k),
+                    ))
+                }
+                _ => None,
+            }
+        },
+    );
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(stream))

@@ -25,7 +25,14 @@ pub fn switchyard_binary() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(&root)
-            .args(["build", "--quiet", "-p", "switchyard", "--bin", "switchyard"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "switchyard",
+                "--bin",
+                "switchyard",
+            ])
             .status()
             .expect("run cargo build");
         assert!(status.success(), "cargo build -p switchyard failed");
@@ -72,7 +79,10 @@ impl Switchyard {
             .arg(&path)
             .output()
             .expect("spawn switchyard");
-        assert!(!out.status.success(), "switchyard started with a bad config:\n{config}");
+        assert!(
+            !out.status.success(),
+            "switchyard started with a bad config:\n{config}"
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -83,7 +93,10 @@ impl Switchyard {
         let mut child = Command::new(&bin)
             .args(["serve", "--config"])
             .arg(&path)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -98,7 +111,9 @@ impl Switchyard {
                 if n == 0 {
                     break;
                 }
-                sink.lock().expect("output").push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .expect("output")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let stdout = child.stdout.take().expect("piped stdout");
@@ -157,7 +172,15 @@ impl Switchyard {
     /// Panics with the command, config and stderr tail.
     pub fn fail(&self, why: &str) -> ! {
         let out = self.stderr();
-        let tail: String = out.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let tail: String = out
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
         panic!(
             "switchyard: {why}\ncommand: {} serve --config {}\nconfig:\n{}\nstderr tail:\n{tail}",
             switchyard_binary().display(),
