@@ -177,8 +177,11 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 async fn start_policies(config: &Config, state: Option<StateDir>) -> Result<Policies, Error> {
     let config = config.clone();
     let task = tokio::task::spawn_blocking(move || {
-        let policies = Policies::new(Limits::default(), state).map_err(|e| Error::Policies(Box::new(e)))?;
-        policies.install_shipped().map_err(|e| Error::Policies(Box::new(e)))?;
+        let policies =
+            Policies::new(Limits::default(), state).map_err(|e| Error::Policies(Box::new(e)))?;
+        policies
+            .install_shipped()
+            .map_err(|e| Error::Policies(Box::new(e)))?;
         let cfg = config.path.display().to_string();
         for (name, file) in &config.policies {
             let err = |source| Error::Policy {

@@ -426,3 +426,6 @@ fn restore(state: &StateDir, entries: &mut Vec<(BackendSpec, bool)>) {
         Err(e) => skip(REMOVED_DIR, &e),
     }
 }
+
+#[cfg(test)]
+mod tests;

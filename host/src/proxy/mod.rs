@@ -197,6 +197,7 @@ impl App {
             tracing::info_span!("decide", policy = Empty, version = pipeline.info().version);
         let decision = decide.in_scope(|| pipeline.decide(&fleet.facts, &facts, &candidates));
         decide.record("policy", decision.policies.join(",").as_str());
+        decide.record("elapsed_us", decision.elapsed.as_micros() as u64);
         self.inner.decisions.push(DecisionRecord::new(
             RecordContext {
                 request_id,
@@ -337,3 +338,6 @@ async fn metrics(State(app): State<App>) -> Response {
 async fn no_route(uri: Uri) -> ApiError {
     ApiError::NoRoute(uri.path().to_owned())
 }
+
+#[cfg(test)]
+mod tests;
