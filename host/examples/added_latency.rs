@@ -27,7 +27,11 @@ fn runtime(threads: usize) -> tokio::runtime::Runtime {
 }
 
 fn main() -> anyhow::Result<()> {
-    let requests: usize = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(5000);
+    let requests: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(5000);
     let backend_rt = runtime(1);
     let backend_url = backend_rt.block_on(async {
         let app = Router::new()
@@ -51,7 +55,9 @@ fn main() -> anyhow::Result<()> {
     let router_rt = runtime(1);
     let router_url = router_rt.block_on(async {
         let server = switchyard::Server::bind(config).await?;
-        let addr = server.local_addr().ok_or_else(|| anyhow::anyhow!("no address"))?;
+        let addr = server
+            .local_addr()
+            .ok_or_else(|| anyhow::anyhow!("no address"))?;
         tokio::spawn(server.serve(std::future::pending()));
         anyhow::Ok(format!("http://{addr}"))
     })?;
@@ -61,7 +67,12 @@ fn main() -> anyhow::Result<()> {
         let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
         let ready = format!("{router_url}/ready");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !client.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) {
+        while !client
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             anyhow::ensure!(Instant::now() < deadline, "router never became ready");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -70,7 +81,10 @@ fn main() -> anyhow::Result<()> {
             ("switchyard, built-in", router_url.clone(), "default"),
             ("switchyard, wasm pipeline", router_url.clone(), "wasm"),
         ];
-        let mut hists: Vec<Histogram<u64>> = targets.iter().map(|_| Histogram::new(3).expect("histogram")).collect();
+        let mut hists: Vec<Histogram<u64>> = targets
+            .iter()
+            .map(|_| Histogram::new(3).expect("histogram"))
+            .collect();
         // Warm-up: connections, the policy's warm instance.
         for (_, url, tenant) in &targets {
             for _ in 0..200 {
@@ -86,9 +100,18 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        let base = (hists[0].value_at_quantile(0.5), hists[0].value_at_quantile(0.99));
-        println!("{} requests each, one at a time (microseconds)", hists[0].len());
-        println!("{:<28} {:>8} {:>8} {:>14} {:>14}", "path", "median", "p99", "added median", "added p99");
+        let base = (
+            hists[0].value_at_quantile(0.5),
+            hists[0].value_at_quantile(0.99),
+        );
+        println!(
+            "{} requests each, one at a time (microseconds)",
+            hists[0].len()
+        );
+        println!(
+            "{:<28} {:>8} {:>8} {:>14} {:>14}",
+            "path", "median", "p99", "added median", "added p99"
+        );
         for ((name, _, _), h) in targets.iter().zip(&hists) {
             let (p50, p99) = (h.value_at_quantile(0.5), h.value_at_quantile(0.99));
             println!(

@@ -59,6 +59,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A start-up task died.
+    #[error("start-up task failed")]
+    Task(#[from] tokio::task::JoinError),
     /// Serving failed.
     #[error("serving failed")]
     Serve(#[source] std::io::Error),

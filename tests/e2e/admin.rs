@@ -145,6 +145,46 @@ async fn upload_set_pipeline_and_read_decisions() {
         r.headers()["x-switchyard-backend"].to_str().unwrap()
     );
 
+    let canary = json!({"pipeline": {}, "share": 0.25});
+    let r = sy
+        .admin_call(Method::PUT, "/admin/tenants/default/canary")
+        .json(&canary)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = sy
+        .admin_call(Method::PUT, "/admin/tenants/default/shadow")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let info = &sy.admin_get("/admin/tenants").await[0];
+    assert_eq!(info["canary"]["share"], 0.25);
+    assert!(info["shadow"].is_object(), "{info}");
+    let bad_share = json!({"pipeline": {}, "share": 1.5});
+    let r = sy
+        .admin_call(Method::PUT, "/admin/tenants/default/canary")
+        .json(&bad_share)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    for route in ["canary", "shadow"] {
+        let r = sy
+            .admin_call(Method::DELETE, &format!("/admin/tenants/default/{route}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let info = &sy.admin_get("/admin/tenants").await[0];
+    assert!(
+        info["canary"].is_null() && info["shadow"].is_null(),
+        "{info}"
+    );
+
     let back = sy
         .admin_call(Method::POST, "/admin/tenants/default/rollback")
         .send()

@@ -4,7 +4,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Fleet, MODEL, Mode, Switchyard, TestBackend, chat, client};
+use crate::harness::{
+    ExternalBackend, Fleet, MODEL, Mode, Switchyard, TestBackend, chat, client, free_port,
+};
 
 async fn error_of(r: reqwest::Response) -> (StatusCode, Value) {
     let status = r.status();
@@ -286,4 +288,48 @@ async fn bad_config_names_file_and_field() {
     );
     assert!(err.contains("config.yaml: backends[0].engine"), "{err}");
     assert!(err.contains("tgi"), "{err}");
+}
+
+/// Any OpenAI-compatible server can be a backend (`engine: openai`, health via
+/// `/v1/models`, no scraping): here a second router, started as an external command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_openai_server_is_a_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestBackend::start("a").await;
+    let port = free_port();
+    let inner_config = dir.path().join("inner.yaml");
+    std::fs::write(
+        &inner_config,
+        format!("listen: 127.0.0.1:{port}\nbackends:\n  - {{name: a, url: \"{}\", models: [{MODEL}], engine: vllm}}\n", a.url),
+    )
+    .unwrap();
+    let config_arg = inner_config.display().to_string();
+    let inner = ExternalBackend::start(
+        "inner",
+        port,
+        &crate::harness::switchyard_binary(),
+        &["serve", "--config", &config_arg],
+        "/ready",
+    )
+    .await;
+    let mut fleet = Fleet::new(&[]);
+    fleet
+        .backends
+        .push((inner.name.clone(), inner.url.clone(), "openai"));
+    let outer_dir = tempfile::tempdir().unwrap();
+    let sy = Switchyard::start(outer_dir.path(), &fleet.yaml()).await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", sy.url))
+        .json(&chat(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-switchyard-backend"], "inner");
+    assert!(r.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    assert_eq!(a.requests(), 1);
+    assert_eq!(
+        sy.backend("inner").await["metrics_stale"],
+        false,
+        "openai backends are not scraped"
+    );
 }

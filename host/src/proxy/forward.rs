@@ -94,9 +94,9 @@ impl App {
                             backend: name.clone(),
                         })
                         .observe(out.started.elapsed().as_secs_f64());
-                    if !opened.status.is_client_error() {
-                        claim.settle(true);
-                    }
+                    // A 4xx is the client's fault; the backend answered, so it counts
+                    // as a success for the breaker and is passed through.
+                    claim.settle(true);
                     return Ok(respond(out, claim, opened, deadline));
                 }
                 Err(e) => {

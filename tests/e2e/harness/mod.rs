@@ -3,9 +3,11 @@
 //! building).
 
 mod backend;
+mod external;
 mod process;
 
 pub use backend::{Mode, TestBackend};
+pub use external::{ExternalBackend, free_port};
 pub use process::{Switchyard, switchyard_binary};
 
 /// The admin token every test config uses.
@@ -17,8 +19,8 @@ pub const MODEL: &str = "test-model";
 /// A test config: backends plus sections to add or override. Listens on port 0.
 #[derive(Debug, Clone)]
 pub struct Fleet {
-    /// `(name, url)` of each backend, all serving [`MODEL`] as vLLM.
-    pub backends: Vec<(String, String)>,
+    /// `(name, url, engine)` of each backend, all serving [`MODEL`].
+    pub backends: Vec<(String, String, &'static str)>,
     /// YAML lines for the `pool:` section (indented by 2).
     pub pool: String,
     /// YAML lines for the `proxy:` section (indented by 2).
@@ -33,7 +35,7 @@ impl Fleet {
         Fleet {
             backends: backends
                 .iter()
-                .map(|b| (b.name.clone(), b.url.clone()))
+                .map(|b| (b.name.clone(), b.url.clone(), "vllm"))
                 .collect(),
             pool: "  health_interval_ms: 100\n  scrape_interval_ms: 50\n  unhealthy_after: 1\n"
                 .into(),
@@ -48,9 +50,9 @@ impl Fleet {
             "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {TOKEN}\npool:\n{}proxy:\n{}backends:\n",
             self.pool, self.proxy
         );
-        for (name, url) in &self.backends {
+        for (name, url, engine) in &self.backends {
             y.push_str(&format!(
-                "  - name: {name}\n    url: {url}\n    models: [{MODEL}]\n    engine: vllm\n    vendor: nvidia\n"
+                "  - name: {name}\n    url: {url}\n    models: [{MODEL}]\n    engine: {engine}\n    vendor: nvidia\n"
             ));
         }
         y.push_str(&self.extra);

@@ -55,11 +55,23 @@ pub struct Switchyard {
 }
 
 impl Switchyard {
-    /// Starts the router with `config` in `dir` and waits until `/ready` answers 200.
+    /// Starts the router with `config` in `dir` and waits until `/ready` answers 200
+    /// and every backend passes its health checks.
     pub async fn start(dir: &Path, config: &str) -> Switchyard {
         let s = Switchyard::spawn(dir, config);
         s.wait_for("/ready").await;
-        s
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let backends = s.admin_get("/admin/backends").await;
+            let all = backends.as_array().expect("backend list");
+            if all.iter().all(|b| b["healthy"] == true) {
+                return s;
+            }
+            if tokio::time::Instant::now() > deadline {
+                s.fail(&format!("backends never all healthy: {backends}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Starts the router and waits only for `/health` (for fleets with no healthy
