@@ -94,8 +94,8 @@ impl App {
                             backend: name.clone(),
                         })
                         .observe(out.started.elapsed().as_secs_f64());
-                    // A 4xx is the client's fault; the backend answered, so it counts
-                    // as a success for the breaker and is passed through.
+                    // Any non-5xx answer is a success for the breaker; a 4xx is the
+                    // client's fault and is passed through as it is.
                     claim.settle(true);
                     return Ok(respond(out, claim, opened, deadline));
                 }
