@@ -128,6 +128,17 @@ async fn upload_set_pipeline_and_read_decisions() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let bad_query = sy
+        .admin_call(Method::GET, "/admin/decisions?limit=many")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_query.status(), StatusCode::BAD_REQUEST);
+    let body: Value = bad_query.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("limit"),
+        "{body}"
+    );
     let decisions = sy.admin_get("/admin/decisions?limit=1").await;
     let d = &decisions[0];
     assert_eq!(

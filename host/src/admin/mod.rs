@@ -8,6 +8,7 @@ mod error;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
@@ -153,9 +154,10 @@ fn yes() -> bool {
 async fn upload_policy(
     State(a): State<Admin>,
     Path(name): Path<String>,
-    Query(q): Query<UploadQuery>,
+    q: Result<Query<UploadQuery>, QueryRejection>,
     body: Bytes,
 ) -> Result<Response, Error> {
+    let Query(q) = q.map_err(|e| Error::BadBody(e.body_text()))?;
     let policies = a.policies.clone();
     let version = blocking(move || policies.upload(&name, &body, q.smoke)).await?;
     tracing::info!(policy = %version.label(), compile_ms = version.compile_ms, "policy uploaded");
@@ -230,10 +232,14 @@ fn default_limit() -> usize {
     100
 }
 
-async fn decisions(State(a): State<Admin>, Query(q): Query<DecisionsQuery>) -> Response {
+async fn decisions(
+    State(a): State<Admin>,
+    q: Result<Query<DecisionsQuery>, QueryRejection>,
+) -> Result<Response, Error> {
+    let Query(q) = q.map_err(|e| Error::BadBody(e.body_text()))?;
     let recent = a.decisions.recent(q.limit);
     let records: Vec<&crate::proxy::DecisionRecord> = recent.iter().map(|r| &**r).collect();
-    Json(records).into_response()
+    Ok(Json(records).into_response())
 }
 
 async fn no_route(uri: Uri) -> Error {
