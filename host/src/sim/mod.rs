@@ -1,1 +1,5 @@
-//! TODO(sim): owned by its issue; replaced as the module lands.
+//! A simulated vLLM-like backend.
+pub mod cache;
+pub mod latency;
+pub mod profile;
+pub mod scheduler;
