@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use serde::Serialize;
 
 use super::scheduler::Stats;
 
@@ -55,8 +56,46 @@ pub struct Metrics {
     itl: Histogram,
     e2e: Histogram,
     lag: Histogram,
-    lag_max_us: AtomicU64,
     lag_max: Gauge<f64, AtomicU64>,
+    lag_steps: AtomicU64,
+    lag_sum_us: AtomicU64,
+    lag_max_us: AtomicU64,
+    lag_over_1ms: AtomicU64,
+    lag_over_10ms: AtomicU64,
+}
+
+/// How far behind its simulated schedule an engine (or a fleet) ran, in wall time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LagSummary {
+    /// Engine steps taken.
+    pub steps: u64,
+    /// Mean lag per step, ms.
+    pub mean_ms: f64,
+    /// Largest lag, ms.
+    pub max_ms: f64,
+    /// Steps that completed more than 1 ms late.
+    pub over_1ms: u64,
+    /// Steps that completed more than 10 ms late.
+    pub over_10ms: u64,
+}
+
+impl LagSummary {
+    /// The summary of several engines together.
+    pub fn merge(parts: impl IntoIterator<Item = LagSummary>) -> Self {
+        let mut out = LagSummary::default();
+        let mut total_ms = 0.0;
+        for p in parts {
+            out.steps += p.steps;
+            total_ms += p.mean_ms * p.steps as f64;
+            out.max_ms = out.max_ms.max(p.max_ms);
+            out.over_1ms += p.over_1ms;
+            out.over_10ms += p.over_10ms;
+        }
+        if out.steps > 0 {
+            out.mean_ms = total_ms / out.steps as f64;
+        }
+        out
+    }
 }
 
 impl Metrics {
@@ -79,8 +118,12 @@ impl Metrics {
             itl: Histogram::new(ITL_BUCKETS),
             e2e: Histogram::new(E2E_BUCKETS),
             lag: Histogram::new(LAG_BUCKETS),
-            lag_max_us: AtomicU64::new(0),
             lag_max: Gauge::default(),
+            lag_steps: AtomicU64::new(0),
+            lag_sum_us: AtomicU64::new(0),
+            lag_max_us: AtomicU64::new(0),
+            lag_over_1ms: AtomicU64::new(0),
+            lag_over_10ms: AtomicU64::new(0),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -153,8 +196,29 @@ impl Metrics {
     pub fn observe_lag(&self, lag_s: f64) {
         self.lag.observe(lag_s);
         let us = (lag_s * 1e6) as u64;
+        self.lag_steps.fetch_add(1, Ordering::Relaxed);
+        self.lag_sum_us.fetch_add(us, Ordering::Relaxed);
+        if us > 1_000 {
+            self.lag_over_1ms.fetch_add(1, Ordering::Relaxed);
+        }
+        if us > 10_000 {
+            self.lag_over_10ms.fetch_add(1, Ordering::Relaxed);
+        }
         if self.lag_max_us.fetch_max(us, Ordering::Relaxed) < us {
             self.lag_max.set(lag_s);
+        }
+    }
+
+    /// Lag of this engine so far.
+    pub fn lag_summary(&self) -> LagSummary {
+        let steps = self.lag_steps.load(Ordering::Relaxed);
+        let sum_us = self.lag_sum_us.load(Ordering::Relaxed);
+        LagSummary {
+            steps,
+            mean_ms: if steps == 0 { 0.0 } else { sum_us as f64 / steps as f64 / 1e3 },
+            max_ms: self.lag_max_us.load(Ordering::Relaxed) as f64 / 1e3,
+            over_1ms: self.lag_over_1ms.load(Ordering::Relaxed),
+            over_10ms: self.lag_over_10ms.load(Ordering::Relaxed),
         }
     }
 

@@ -50,7 +50,7 @@ pub use cache::{BlockCache, CacheEvent};
 pub use engine::CacheSnapshot;
 pub use events::{EventsSpec, encode_batch};
 pub use latency::{KV_BYTES_PER_TOKEN, LatencyModel, StepWork, transfer_ms};
-pub use metrics::LAG_METRIC;
+pub use metrics::{LAG_METRIC, LagSummary};
 pub use profile::{BUILTIN as BUILTIN_PROFILES, CustomProfile, Profile};
 pub use scheduler::{Limits, Scheduler, Stats, Submission, Usage};
 pub use spec::{BackendFile, BackendSpec, EventsFile, Faults, FleetFile, FleetSpec};
@@ -122,6 +122,7 @@ pub struct BackendInfo {
 pub struct Backend {
     info: BackendInfo,
     engine: engine::EngineHandle,
+    metrics: Arc<metrics::Metrics>,
     crash: watch::Sender<bool>,
     /// Server, engine and crash-watcher tasks.
     tasks: Vec<AbortHandle>,
@@ -167,7 +168,7 @@ impl Backend {
             model: spec.model.clone(),
             engine: engine.clone(),
             tokenizer: spec.tokenizer.clone(),
-            metrics,
+            metrics: metrics.clone(),
             faults: spec.faults.clone(),
             speed: spec.speed,
             seed: spec.seed,
@@ -196,7 +197,7 @@ impl Backend {
         let mut tasks = tasks;
         tasks.push(watcher.abort_handle());
         tracing::debug!(backend = %info.name, url = %info.base_url, "sim backend listening");
-        Ok(Self { info, engine, crash, tasks })
+        Ok(Self { info, engine, metrics, crash, tasks })
     }
 
     /// Where and what this backend is.
@@ -207,6 +208,11 @@ impl Backend {
     /// The KV cache's contents as of the last completed step, or `None` once crashed.
     pub async fn cache_snapshot(&self) -> Option<CacheSnapshot> {
         self.engine.snapshot().await
+    }
+
+    /// How far behind its simulated schedule the engine has run.
+    pub fn lag(&self) -> LagSummary {
+        self.metrics.lag_summary()
     }
 
     /// Crashes the backend now: it stops listening and every open stream breaks.
@@ -252,6 +258,11 @@ impl Fleet {
     /// The backends, in spec order.
     pub fn backends(&self) -> &[Backend] {
         &self.backends
+    }
+
+    /// Scheduling lag over every backend.
+    pub fn lag(&self) -> LagSummary {
+        LagSummary::merge(self.backends.iter().map(Backend::lag))
     }
 
     /// Base URLs (`http://127.0.0.1:PORT`) of every backend, in spec order.

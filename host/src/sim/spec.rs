@@ -124,6 +124,41 @@ pub struct Faults {
     pub crash_after: Option<u64>,
 }
 
+impl FleetFile {
+    /// A fleet of `backends` with every other field at its default.
+    pub fn new(backends: Vec<BackendFile>) -> Self {
+        Self {
+            model: default_model(),
+            speed: default_speed(),
+            seed: 0,
+            tokenizer: None,
+            profiles: Vec::new(),
+            backends,
+        }
+    }
+}
+
+impl BackendFile {
+    /// One backend of `profile` with every other field at its default.
+    pub fn new(profile: impl Into<String>) -> Self {
+        Self {
+            name: None,
+            profile: profile.into(),
+            replicas: default_replicas(),
+            host: default_host(),
+            port: 0,
+            max_num_seqs: default_max_num_seqs(),
+            max_num_batched_tokens: default_max_num_batched_tokens(),
+            block_size: default_block_size(),
+            num_gpu_blocks: None,
+            kv_transfer_gb_per_s: default_link(),
+            default_max_tokens: default_max_tokens(),
+            kv_events: None,
+            faults: Faults::default(),
+        }
+    }
+}
+
 fn default_model() -> String {
     "meta-llama/Llama-3.1-8B-Instruct".to_owned()
 }
