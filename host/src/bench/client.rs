@@ -84,8 +84,10 @@ pub fn body(api: Api, model: &str, messages: &[Message], max_tokens: usize) -> V
     });
     match api {
         Api::Chat => {
-            body["messages"] =
-                messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+            body["messages"] = messages
+                .iter()
+                .map(|m| json!({"role": m.role, "content": m.content}))
+                .collect();
         }
         Api::Completions => {
             let prompt: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
@@ -100,7 +102,8 @@ pub fn body(api: Api, model: &str, messages: &[Message], max_tokens: usize) -> V
 pub async fn send(client: &reqwest::Client, url: &str, body: &Value, timeout: Duration) -> Sample {
     let start = Instant::now();
     let mut sample = Sample::default();
-    let outcome = tokio::time::timeout(timeout, stream(client, url, body, start, &mut sample)).await;
+    let outcome =
+        tokio::time::timeout(timeout, stream(client, url, body, start, &mut sample)).await;
     sample.e2e = start.elapsed();
     match outcome {
         Ok(Ok(())) => {}
@@ -117,8 +120,17 @@ async fn stream(
     start: Instant,
     sample: &mut Sample,
 ) -> Result<(), String> {
-    let resp = client.post(url).json(body).send().await.map_err(|e| format!("connect: {e}"))?;
-    sample.backend = resp.headers().get(BACKEND_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let resp = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    sample.backend = resp
+        .headers()
+        .get(BACKEND_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     if !resp.status().is_success() {
         return Err(format!("http {}", resp.status().as_u16()));
     }
@@ -137,18 +149,24 @@ async fn stream(
             let event = &buf[consumed..consumed + end];
             consumed += end + 2;
             for line in event.split(|b| *b == b'\n') {
-                let Some(data) = line.strip_prefix(b"data:") else { continue };
+                let Some(data) = line.strip_prefix(b"data:") else {
+                    continue;
+                };
                 let data = data.trim_ascii();
                 if data == b"[DONE]" {
                     finish(sample, usage, chunks);
                     return Ok(());
                 }
-                let chunk: Chunk<'_> = serde_json::from_slice(data).map_err(|e| format!("bad chunk: {e}"))?;
+                let chunk: Chunk<'_> =
+                    serde_json::from_slice(data).map_err(|e| format!("bad chunk: {e}"))?;
                 if let Some(u) = chunk.usage {
                     usage = Some(u);
                 }
                 let content = chunk.choices.first().and_then(|c| {
-                    c.delta.as_ref().and_then(|d| d.content.as_deref()).or(c.text.as_deref())
+                    c.delta
+                        .as_ref()
+                        .and_then(|d| d.content.as_deref())
+                        .or(c.text.as_deref())
                 });
                 if let Some(text) = content.filter(|t| !t.is_empty()) {
                     match last {

@@ -145,7 +145,10 @@ impl BenchConfig {
         if self.max_concurrency == Some(0) {
             return bad("max concurrency must be at least 1");
         }
-        if self.arrival == Arrival::Immediate && self.duration.is_some() && self.max_concurrency.is_none() {
+        if self.arrival == Arrival::Immediate
+            && self.duration.is_some()
+            && self.max_concurrency.is_none()
+        {
             return bad("a timed run with immediate arrivals needs a max concurrency");
         }
         Ok(())
@@ -168,7 +171,10 @@ struct Run {
 impl Run {
     /// Whether another request may start now.
     fn may_issue(&self) -> bool {
-        let within_time = self.config.duration.is_none_or(|d| self.started.elapsed() < d);
+        let within_time = self
+            .config
+            .duration
+            .is_none_or(|d| self.started.elapsed() < d);
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
         within_time && self.config.max_requests.is_none_or(|m| n < m as u64)
     }
@@ -181,7 +187,12 @@ impl Run {
                 return;
             }
             history.extend(turn.messages);
-            let body = client::body(self.config.api, &self.config.model, &history, turn.max_tokens);
+            let body = client::body(
+                self.config.api,
+                &self.config.model,
+                &history,
+                turn.max_tokens,
+            );
             let sample = client::send(&self.client, &self.url, &body, self.config.timeout).await;
             let failed = sample.error.is_some();
             {
@@ -193,7 +204,10 @@ impl Run {
             if failed {
                 return;
             }
-            history.push(Message { role: "assistant", content: sample.text });
+            history.push(Message {
+                role: "assistant",
+                content: sample.text,
+            });
         }
     }
 }
@@ -264,10 +278,17 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
                 }
             };
             // Trace timestamps restart with each pass.
-            let offset = if run.config.arrival == Arrival::Trace { pass as f64 * trace_span(&sessions) } else { 0.0 };
+            let offset = if run.config.arrival == Arrival::Trace {
+                pass as f64 * trace_span(&sessions)
+            } else {
+                0.0
+            };
             let when = run.started + Duration::from_secs_f64((start + offset) / 1e3);
             if run.config.duration.is_some_and(|d| when > run.started + d)
-                || run.config.max_requests.is_some_and(|m| run.issued.load(Ordering::Relaxed) >= m as u64)
+                || run
+                    .config
+                    .max_requests
+                    .is_some_and(|m| run.issued.load(Ordering::Relaxed) >= m as u64)
             {
                 break 'passes;
             }
@@ -276,7 +297,11 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
                 Some(s) => s.clone().acquire_owned().await.ok(),
                 None => None,
             };
-            if run.config.duration.is_some_and(|d| run.started.elapsed() >= d) {
+            if run
+                .config
+                .duration
+                .is_some_and(|d| run.started.elapsed() >= d)
+            {
                 break 'passes;
             }
             // Reap finished sessions so the set does not grow with the run.
@@ -284,14 +309,22 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
             tasks.spawn(run.clone().session(session.clone(), permit));
         }
         pass += 1;
-        if run.config.duration.is_none_or(|d| run.started.elapsed() >= d) {
+        if run
+            .config
+            .duration
+            .is_none_or(|d| run.started.elapsed() >= d)
+        {
             break;
         }
     }
     while tasks.join_next().await.is_some() {}
     run.bar.finish_and_clear();
     let elapsed = run.started.elapsed();
-    let report = run.collector.lock().unwrap_or_else(|e| e.into_inner()).finish(elapsed);
+    let report = run
+        .collector
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .finish(elapsed);
     Ok(report)
 }
 
@@ -308,8 +341,9 @@ fn progress_bar(wanted: bool, len: Option<usize>) -> ProgressBar {
         Some(n) => ProgressBar::new(n as u64),
         None => ProgressBar::new_spinner(),
     };
-    let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.with_style(style)
 }
 

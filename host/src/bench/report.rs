@@ -70,7 +70,8 @@ const MAX_MICROS: u64 = 3_600_000_000;
 
 fn histogram() -> Histogram<u64> {
     // NB: microseconds with 3 significant figures; these bounds are valid constants.
-    Histogram::new_with_bounds(1, MAX_MICROS, 3).unwrap_or_else(|_| unreachable!("valid histogram bounds"))
+    Histogram::new_with_bounds(1, MAX_MICROS, 3)
+        .unwrap_or_else(|_| unreachable!("valid histogram bounds"))
 }
 
 fn micros(d: Duration) -> u64 {
@@ -93,7 +94,12 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
 
 impl Default for Collector {
     fn default() -> Self {
-        Self { ttft: histogram(), itl: histogram(), e2e: histogram(), report: BenchReport::default() }
+        Self {
+            ttft: histogram(),
+            itl: histogram(),
+            e2e: histogram(),
+            report: BenchReport::default(),
+        }
     }
 }
 
@@ -164,7 +170,10 @@ mod tests {
                 ..Sample::default()
             });
         }
-        c.add(&Sample { error: Some("http 500".into()), ..Sample::default() });
+        c.add(&Sample {
+            error: Some("http 500".into()),
+            ..Sample::default()
+        });
         let r = c.finish(Duration::from_secs(2));
         assert_eq!((r.requests, r.errors), (101, 1));
         assert!((r.ttft_ms.p50 - 50.0).abs() < 0.1, "{}", r.ttft_ms.p50);
@@ -174,7 +183,13 @@ mod tests {
         assert_eq!(r.prefix_cache_hit_rate, 0.5);
         assert_eq!(r.backends.get("b"), Some(&25));
         let json = serde_json::to_value(&r).expect("serializes");
-        for key in ["requests", "errors", "ttft_ms", "itl_ms", "output_tokens_per_s"] {
+        for key in [
+            "requests",
+            "errors",
+            "ttft_ms",
+            "itl_ms",
+            "output_tokens_per_s",
+        ] {
             assert!(json.get(key).is_some(), "{key}");
         }
         assert!(json["ttft_ms"].get("p90").is_some());

@@ -25,7 +25,10 @@ fn small_shared_prefix() -> Workload {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_prefix_run_measures_every_request_and_sees_cache_hits() {
     let b = sim(Faults::default()).await;
-    let config = BenchConfig { max_concurrency: Some(1), ..BenchConfig::new(&b.info().base_url, small_shared_prefix()) };
+    let config = BenchConfig {
+        max_concurrency: Some(1),
+        ..BenchConfig::new(&b.info().base_url, small_shared_prefix())
+    };
     let r = run(config).await.expect("runs");
     assert_eq!((r.requests, r.errors), (8, 0));
     assert_eq!(r.output_tokens, 8 * 6);
@@ -37,8 +40,14 @@ async fn shared_prefix_run_measures_every_request_and_sees_cache_hits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_counted_by_kind() {
-    let b = sim(Faults { error_rate: 1.0, ..Faults::default() }).await;
-    let r = run(BenchConfig::new(&b.info().base_url, small_shared_prefix())).await.expect("runs");
+    let b = sim(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    })
+    .await;
+    let r = run(BenchConfig::new(&b.info().base_url, small_shared_prefix()))
+        .await
+        .expect("runs");
     assert_eq!((r.requests, r.errors), (8, 8));
     assert_eq!(r.error_kinds.get("http 500"), Some(&8));
 }
@@ -53,10 +62,20 @@ async fn multi_turn_history_hits_the_cache_and_limits_hold() {
         question_len: 8,
         output_len: 20,
     });
-    let r = run(BenchConfig::new(&b.info().base_url, w.clone())).await.expect("runs");
+    let r = run(BenchConfig::new(&b.info().base_url, w.clone()))
+        .await
+        .expect("runs");
     assert_eq!((r.requests, r.errors), (6, 0));
-    assert!(r.cached_tokens >= 4 * 64, "later turns reuse the history: {}", r.cached_tokens);
-    let limited = BenchConfig { max_requests: Some(3), api: Api::Completions, ..BenchConfig::new(&b.info().base_url, w) };
+    assert!(
+        r.cached_tokens >= 4 * 64,
+        "later turns reuse the history: {}",
+        r.cached_tokens
+    );
+    let limited = BenchConfig {
+        max_requests: Some(3),
+        api: Api::Completions,
+        ..BenchConfig::new(&b.info().base_url, w)
+    };
     assert_eq!(run(limited).await.expect("runs").requests, 3);
 }
 
@@ -68,13 +87,27 @@ async fn backend_header_is_counted() {
         axum::routing::post(|| async {
             let body = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
                         data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\ndata: [DONE]\n\n";
-            ([(BACKEND_HEADER, "gpu-7"), ("content-type", "text/event-stream")], body).into_response()
+            (
+                [
+                    (BACKEND_HEADER, "gpu-7"),
+                    ("content-type", "text/event-stream"),
+                ],
+                body,
+            )
+                .into_response()
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let r = run(BenchConfig::new(format!("http://{addr}"), small_shared_prefix())).await.expect("runs");
+    let r = run(BenchConfig::new(
+        format!("http://{addr}"),
+        small_shared_prefix(),
+    ))
+    .await
+    .expect("runs");
     server.abort();
     assert_eq!(r.backends.get("gpu-7"), Some(&8));
     assert_eq!(r.output_tokens, 16, "counted chunks without usage");
@@ -82,6 +115,9 @@ async fn backend_header_is_counted() {
 
 #[test]
 fn a_timed_immediate_run_needs_a_concurrency_bound() {
-    let c = BenchConfig { duration: Some(Duration::from_secs(1)), ..BenchConfig::new("http://x", small_shared_prefix()) };
+    let c = BenchConfig {
+        duration: Some(Duration::from_secs(1)),
+        ..BenchConfig::new("http://x", small_shared_prefix())
+    };
     assert!(matches!(c.validate(), Err(Error::Config(_))));
 }

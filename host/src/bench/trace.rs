@@ -60,8 +60,11 @@ const DEFAULT_OUTPUT_LEN: usize = 128;
 ///
 /// [`Error::Trace`] naming the file and line of the first problem.
 pub fn load(path: &Path, block_tokens: usize, seed: u64) -> Result<Vec<TraceEntry>, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Trace { path: path.display().to_string(), line: 0, reason: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Trace {
+        path: path.display().to_string(),
+        line: 0,
+        reason: e.to_string(),
+    })?;
     parse(&text, block_tokens, seed).map_err(|(line, reason)| Error::Trace {
         path: path.display().to_string(),
         line,
@@ -70,10 +73,18 @@ pub fn load(path: &Path, block_tokens: usize, seed: u64) -> Result<Vec<TraceEntr
 }
 
 /// Parses JSONL trace text; errors carry the 1-based line number.
-pub fn parse(text: &str, block_tokens: usize, seed: u64) -> Result<Vec<TraceEntry>, (usize, String)> {
+pub fn parse(
+    text: &str,
+    block_tokens: usize,
+    seed: u64,
+) -> Result<Vec<TraceEntry>, (usize, String)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, raw) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let line: Line = serde_json::from_str(raw).map_err(|e| (i + 1, e.to_string()))?;
         let prompt = match (line.prompt, line.hash_ids, line.input_length) {
             (Some(p), _, _) => p,
@@ -81,14 +92,21 @@ pub fn parse(text: &str, block_tokens: usize, seed: u64) -> Result<Vec<TraceEntr
                 let mut all: Vec<String> = Vec::with_capacity(ids.len() * block_tokens);
                 for id in ids {
                     let mut block_rng = ChaCha8Rng::seed_from_u64(id);
-                    all.extend(words(&mut block_rng, block_tokens).split(' ').map(str::to_owned));
+                    all.extend(
+                        words(&mut block_rng, block_tokens)
+                            .split(' ')
+                            .map(str::to_owned),
+                    );
                 }
                 all.truncate(len.unwrap_or(usize::MAX));
                 all.join(" ")
             }
             (None, None, Some(len)) => words(&mut rng, len),
             (None, None, None) => {
-                return Err((i + 1, "needs one of `prompt`, `hash_ids`, `input_length`".to_owned()));
+                return Err((
+                    i + 1,
+                    "needs one of `prompt`, `hash_ids`, `input_length`".to_owned(),
+                ));
             }
         };
         out.push(TraceEntry {

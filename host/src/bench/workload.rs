@@ -31,8 +31,13 @@ pub struct SharedPrefix {
 impl SharedPrefix {
     /// llm-d's prefix-cache benchmark shape: 150 groups × 5 users, a 6000-token system
     /// prompt, 1200-token questions, 1000-token answers.
-    pub const LLM_D: Self =
-        Self { groups: 150, prompts_per_group: 5, system_prompt_len: 6000, question_len: 1200, output_len: 1000 };
+    pub const LLM_D: Self = Self {
+        groups: 150,
+        prompts_per_group: 5,
+        system_prompt_len: 6000,
+        question_len: 1200,
+        output_len: 1000,
+    };
 }
 
 /// Conversations that grow turn by turn: each turn resends the whole history plus a new
@@ -122,7 +127,9 @@ impl Workload {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         match self {
             Workload::SharedPrefix(w) => {
-                let systems: Vec<String> = (0..w.groups).map(|_| words(&mut rng, w.system_prompt_len)).collect();
+                let systems: Vec<String> = (0..w.groups)
+                    .map(|_| words(&mut rng, w.system_prompt_len))
+                    .collect();
                 let mut sessions: Vec<Session> = systems
                     .iter()
                     .flat_map(|system| (0..w.prompts_per_group).map(move |_| system))
@@ -130,8 +137,14 @@ impl Workload {
                         at_ms: None,
                         turns: vec![Turn {
                             messages: vec![
-                                Message { role: "system", content: system.clone() },
-                                Message { role: "user", content: words(&mut rng, w.question_len) },
+                                Message {
+                                    role: "system",
+                                    content: system.clone(),
+                                },
+                                Message {
+                                    role: "user",
+                                    content: words(&mut rng, w.question_len),
+                                },
                             ],
                             max_tokens: w.output_len,
                         }],
@@ -147,10 +160,19 @@ impl Workload {
                         .map(|t| {
                             let mut messages = Vec::new();
                             if t == 0 {
-                                messages.push(Message { role: "system", content: words(&mut rng, w.system_prompt_len) });
+                                messages.push(Message {
+                                    role: "system",
+                                    content: words(&mut rng, w.system_prompt_len),
+                                });
                             }
-                            messages.push(Message { role: "user", content: words(&mut rng, w.question_len) });
-                            Turn { messages, max_tokens: w.output_len }
+                            messages.push(Message {
+                                role: "user",
+                                content: words(&mut rng, w.question_len),
+                            });
+                            Turn {
+                                messages,
+                                max_tokens: w.output_len,
+                            }
                         })
                         .collect(),
                 })
@@ -160,7 +182,10 @@ impl Workload {
                 .map(|e| Session {
                     at_ms: e.timestamp_ms,
                     turns: vec![Turn {
-                        messages: vec![Message { role: "user", content: e.prompt.clone() }],
+                        messages: vec![Message {
+                            role: "user",
+                            content: e.prompt.clone(),
+                        }],
                         max_tokens: e.output_len,
                     }],
                 })
@@ -184,8 +209,10 @@ mod tests {
         });
         let sessions = w.sessions(1);
         assert_eq!(sessions.len(), 12);
-        let mut systems: Vec<&str> =
-            sessions.iter().map(|s| s.turns[0].messages[0].content.as_str()).collect();
+        let mut systems: Vec<&str> = sessions
+            .iter()
+            .map(|s| s.turns[0].messages[0].content.as_str())
+            .collect();
         assert!(systems.iter().all(|s| s.split(' ').count() == 50));
         systems.sort_unstable();
         systems.dedup();

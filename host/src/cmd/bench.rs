@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use switchyard::bench::{self, Api, Arrival, BenchConfig, BenchReport, MultiTurn, SharedPrefix, Workload};
+use switchyard::bench::{
+    self, Api, Arrival, BenchConfig, BenchReport, MultiTurn, SharedPrefix, Workload,
+};
 
 /// Workload kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -108,7 +110,9 @@ pub struct Args {
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once(':').ok_or_else(|| format!("{s:?} is not name:value"))?;
+    let (k, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not name:value"))?;
     Ok((k.trim().to_owned(), v.trim().to_owned()))
 }
 
@@ -116,7 +120,13 @@ impl Args {
     fn workload(&self) -> anyhow::Result<Workload> {
         let base = match self.preset.as_deref() {
             Some(_) => SharedPrefix::LLM_D,
-            None => SharedPrefix { groups: 16, prompts_per_group: 8, system_prompt_len: 2048, question_len: 128, output_len: 128 },
+            None => SharedPrefix {
+                groups: 16,
+                prompts_per_group: 8,
+                system_prompt_len: 2048,
+                question_len: 128,
+                output_len: 128,
+            },
         };
         Ok(match self.workload {
             Kind::SharedPrefix => Workload::SharedPrefix(SharedPrefix {
@@ -134,8 +144,15 @@ impl Args {
                 output_len: self.output_len.unwrap_or(128),
             }),
             Kind::Trace => {
-                let path = self.trace.as_ref().context("--workload trace needs --trace FILE")?;
-                Workload::Trace(bench::trace::load(path, self.trace_block_tokens, self.seed)?)
+                let path = self
+                    .trace
+                    .as_ref()
+                    .context("--workload trace needs --trace FILE")?;
+                Workload::Trace(bench::trace::load(
+                    path,
+                    self.trace_block_tokens,
+                    self.seed,
+                )?)
             }
         })
     }
@@ -171,7 +188,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress: !args.json,
         ..BenchConfig::new(args.url.clone(), args.workload()?)
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let report = runtime.block_on(bench::run(config))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -187,15 +206,24 @@ fn print_table(r: &BenchReport) {
         println!("  {kind}: {n}");
     }
     println!("duration        {:>10.2} s", r.duration_s);
-    println!("{:<15} {:>10} {:>10} {:>10} {:>10}", "ms", "p50", "p90", "p99", "mean");
+    println!(
+        "{:<15} {:>10} {:>10} {:>10} {:>10}",
+        "ms", "p50", "p90", "p99", "mean"
+    );
     for (name, p) in [("ttft", r.ttft_ms), ("itl", r.itl_ms), ("e2e", r.e2e_ms)] {
-        println!("{name:<15} {:>10.1} {:>10.1} {:>10.1} {:>10.1}", p.p50, p.p90, p.p99, p.mean);
+        println!(
+            "{name:<15} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+            p.p50, p.p90, p.p99, p.mean
+        );
     }
     println!("output tok/s    {:>10.1}", r.output_tokens_per_s);
     println!("requests/s      {:>10.2}", r.requests_per_s);
     println!("prefix hit rate {:>10.3}", r.prefix_cache_hit_rate);
     let total: u64 = r.backends.values().sum();
     for (backend, n) in &r.backends {
-        println!("  {backend:<20} {n:>8} ({:.1}%)", 100.0 * *n as f64 / total.max(1) as f64);
+        println!(
+            "  {backend:<20} {n:>8} ({:.1}%)",
+            100.0 * *n as f64 / total.max(1) as f64
+        );
     }
 }

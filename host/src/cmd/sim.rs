@@ -74,8 +74,10 @@ impl Args {
     fn fleet_file(&self) -> anyhow::Result<FleetFile> {
         let mut file = match &self.fleet {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                serde_yaml_ng::from_str(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?
             }
             None => {
                 let backend = BackendFile {
@@ -121,7 +123,9 @@ impl Args {
 /// Runs `switchyard sim`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let spec = FleetSpec::from_file(args.fleet_file()?)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let fleet = Fleet::start(spec).await?;
         for b in fleet.backends() {

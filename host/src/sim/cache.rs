@@ -136,7 +136,10 @@ impl BlockCache {
 
     /// How many leading `hashes` are cached.
     pub fn count_hits(&self, hashes: &[u64]) -> usize {
-        hashes.iter().take_while(|h| self.by_hash.contains_key(h)).count()
+        hashes
+            .iter()
+            .take_while(|h| self.by_hash.contains_key(h))
+            .count()
     }
 
     /// Takes a reference on a cached block for each of the leading cached `hashes` and
@@ -155,7 +158,11 @@ impl BlockCache {
 
     /// Takes `n` blocks from the head of the free queue, evicting what they held, or
     /// `None` (taking nothing) if fewer than `n` are free.
-    pub fn allocate(&mut self, n: usize, events: Option<&mut Vec<CacheEvent>>) -> Option<Vec<BlockId>> {
+    pub fn allocate(
+        &mut self,
+        n: usize,
+        events: Option<&mut Vec<CacheEvent>>,
+    ) -> Option<Vec<BlockId>> {
         if n > self.num_free {
             return None;
         }
@@ -212,7 +219,10 @@ impl BlockCache {
 
     /// Every cached hash with the number of physical blocks holding it.
     pub fn cached_hashes(&self) -> HashMap<u64, usize> {
-        self.by_hash.iter().map(|(h, ids)| (*h, ids.len())).collect()
+        self.by_hash
+            .iter()
+            .map(|(h, ids)| (*h, ids.len()))
+            .collect()
     }
 
     fn forget(&mut self, hash: u64, id: BlockId) {
@@ -267,7 +277,11 @@ mod tests {
     }
 
     /// Allocates, commits and releases a sequence, as a finished request would.
-    fn cache_sequence(cache: &mut BlockCache, toks: &[u32], events: &mut Vec<CacheEvent>) -> Vec<u64> {
+    fn cache_sequence(
+        cache: &mut BlockCache,
+        toks: &[u32],
+        events: &mut Vec<CacheEvent>,
+    ) -> Vec<u64> {
         let hashes = cache.hash_chain(toks, 0, None);
         let ids = cache.allocate(hashes.len(), Some(events)).expect("room");
         for (id, h) in ids.iter().zip(&hashes) {
@@ -295,7 +309,10 @@ mod tests {
         let a = cache.hash_chain(&[1, 2, 3, 4, 5, 6, 7, 8], 0, None);
         let b = cache.hash_chain(&[9, 9, 9, 9, 5, 6, 7, 8], 0, None);
         assert_ne!(a[1], b[1]);
-        assert_eq!(cache.hash_chain(&[1, 2, 3, 4, 5, 6, 7, 8], 1, Some(a[0])), vec![a[1]]);
+        assert_eq!(
+            cache.hash_chain(&[1, 2, 3, 4, 5, 6, 7, 8], 1, Some(a[0])),
+            vec![a[1]]
+        );
     }
 
     #[test]

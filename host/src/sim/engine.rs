@@ -49,7 +49,11 @@ pub struct CacheSnapshot {
 }
 
 enum Command {
-    Submit { sub: Submission, arrived: Instant, tx: mpsc::UnboundedSender<StreamEvent> },
+    Submit {
+        sub: Submission,
+        arrived: Instant,
+        tx: mpsc::UnboundedSender<StreamEvent>,
+    },
     Abort(SeqId),
     Snapshot(oneshot::Sender<CacheSnapshot>),
     ResetPrefixCache,
@@ -77,7 +81,11 @@ impl EngineHandle {
     /// if the engine stops. Dropping the receiver aborts the request at the next token.
     pub fn submit(&self, sub: Submission) -> mpsc::UnboundedReceiver<StreamEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let _ = self.tx.send(Command::Submit { sub, arrived: Instant::now(), tx });
+        let _ = self.tx.send(Command::Submit {
+            sub,
+            arrived: Instant::now(),
+            tx,
+        });
         rx
     }
 
@@ -143,7 +151,10 @@ pub fn spawn(
     let (tx, rx) = mpsc::unbounded_channel();
     let engine = Engine {
         scheduler,
-        clock: Clock { origin: Instant::now(), speed },
+        clock: Clock {
+            origin: Instant::now(),
+            speed,
+        },
         now_ms: 0.0,
         metrics,
         publisher,
@@ -176,14 +187,21 @@ impl Engine {
                     // A transfer completed: resume at its simulated deadline, not at the
                     // (slightly later) instant the timer fired.
                     Some(None) => {
-                        self.now_ms = self.now_ms.max(self.scheduler.next_transfer_ms().unwrap_or(self.now_ms));
+                        self.now_ms = self
+                            .now_ms
+                            .max(self.scheduler.next_transfer_ms().unwrap_or(self.now_ms));
                     }
                 }
             }
             while let Ok(c) = rx.try_recv() {
                 self.handle(c);
             }
-            if !self.scheduler.has_runnable() && self.scheduler.next_transfer_ms().is_none_or(|t| t > self.now_ms) {
+            if !self.scheduler.has_runnable()
+                && self
+                    .scheduler
+                    .next_transfer_ms()
+                    .is_none_or(|t| t > self.now_ms)
+            {
                 continue;
             }
             let out = self.scheduler.step(self.now_ms);
@@ -206,7 +224,14 @@ impl Engine {
         match command {
             Command::Submit { sub, arrived, tx } => {
                 let arrival_ms = self.clock.sim_ms(arrived);
-                self.streams.insert(sub.id, Stream { tx, arrival_ms, last_ms: arrival_ms });
+                self.streams.insert(
+                    sub.id,
+                    Stream {
+                        tx,
+                        arrival_ms,
+                        last_ms: arrival_ms,
+                    },
+                );
                 self.scheduler.submit(sub);
             }
             Command::Abort(id) => {
@@ -234,9 +259,12 @@ impl Engine {
         for e in emissions {
             match e {
                 Emission::Token { seq, index, .. } => {
-                    let Some(stream) = self.streams.get_mut(&seq) else { continue };
+                    let Some(stream) = self.streams.get_mut(&seq) else {
+                        continue;
+                    };
                     if index == 0 {
-                        self.metrics.observe_first_token((now - stream.arrival_ms).max(0.0) / 1e3);
+                        self.metrics
+                            .observe_first_token((now - stream.arrival_ms).max(0.0) / 1e3);
                     } else {
                         self.metrics.observe_token((now - stream.last_ms) / 1e3);
                     }
@@ -245,10 +273,22 @@ impl Engine {
                         gone.push(seq);
                     }
                 }
-                Emission::Finished { seq, usage, prompt_blocks } => {
-                    let Some(stream) = self.streams.remove(&seq) else { continue };
-                    self.metrics.observe_finished((now - stream.arrival_ms).max(0.0) / 1e3, usage.prompt_tokens);
-                    let _ = stream.tx.send(StreamEvent::Finished { usage, prompt_blocks });
+                Emission::Finished {
+                    seq,
+                    usage,
+                    prompt_blocks,
+                } => {
+                    let Some(stream) = self.streams.remove(&seq) else {
+                        continue;
+                    };
+                    self.metrics.observe_finished(
+                        (now - stream.arrival_ms).max(0.0) / 1e3,
+                        usage.prompt_tokens,
+                    );
+                    let _ = stream.tx.send(StreamEvent::Finished {
+                        usage,
+                        prompt_blocks,
+                    });
                 }
             }
         }

@@ -70,9 +70,16 @@ fn context() -> &'static zmq::Context {
 }
 
 fn bind(kind: zmq::SocketType, host: &str, port: u16) -> Result<(zmq::Socket, String), Error> {
-    let port_part = if port == 0 { "*".to_owned() } else { port.to_string() };
+    let port_part = if port == 0 {
+        "*".to_owned()
+    } else {
+        port.to_string()
+    };
     let endpoint = format!("tcp://{host}:{port_part}");
-    let err = |source| Error::Bind { endpoint: endpoint.clone(), source };
+    let err = |source| Error::Bind {
+        endpoint: endpoint.clone(),
+        source,
+    };
     let socket = context().socket(kind).map_err(err)?;
     socket.set_linger(0).map_err(err)?;
     if kind == zmq::PUB {
@@ -114,7 +121,12 @@ impl Publisher {
             .name("sim-kv-events".into())
             .spawn(move || state.run(&rx))
             .map_err(Error::Thread)?;
-        Ok(Self { tx: Some(tx), thread: Some(thread), endpoint, replay_endpoint })
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            endpoint,
+            replay_endpoint,
+        })
     }
 
     /// The bound PUB endpoint, e.g. `tcp://127.0.0.1:41234`.
@@ -173,7 +185,9 @@ impl Thread {
     }
 
     fn send(&mut self, events: &[CacheEvent]) {
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         let payload = encode_batch(ts, events, Some(0));
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -190,11 +204,21 @@ impl Thread {
         let Some(replay) = &self.replay else { return };
         while let Ok(frames) = replay.recv_multipart(zmq::DONTWAIT) {
             // `[identity, "", start_seq]`; anything else is ignored, as in vLLM.
-            let [identity, delimiter, start] = frames.as_slice() else { continue };
-            let Ok(start) = <[u8; 8]>::try_from(start.as_slice()) else { continue };
+            let [identity, delimiter, start] = frames.as_slice() else {
+                continue;
+            };
+            let Ok(start) = <[u8; 8]>::try_from(start.as_slice()) else {
+                continue;
+            };
             let start = u64::from_be_bytes(start);
             for (seq, payload) in self.buffer.iter().filter(|(s, _)| *s >= start) {
-                let frames: [&[u8]; 5] = [identity, delimiter, &self.topic, &seq.to_be_bytes(), payload];
+                let frames: [&[u8]; 5] = [
+                    identity,
+                    delimiter,
+                    &self.topic,
+                    &seq.to_be_bytes(),
+                    payload,
+                ];
                 let _ = replay.send_multipart(frames, 0);
             }
             let end: [&[u8]; 5] = [identity, delimiter, b"", &END_OF_REPLAY, b""];
@@ -213,8 +237,16 @@ pub fn encode_batch(ts: f64, events: &[CacheEvent], data_parallel_rank: Option<u
     let events = events
         .iter()
         .map(|e| match e {
-            CacheEvent::Stored { hashes: hs, parent, token_ids } => {
-                let block_size = if hs.is_empty() { 0 } else { token_ids.len() / hs.len() };
+            CacheEvent::Stored {
+                hashes: hs,
+                parent,
+                token_ids,
+            } => {
+                let block_size = if hs.is_empty() {
+                    0
+                } else {
+                    token_ids.len() / hs.len()
+                };
                 Value::Array(vec![
                     Value::from("BlockStored"),
                     hashes(hs),
@@ -254,7 +286,11 @@ mod tests {
     #[test]
     fn golden_g3_block_stored_batch() {
         // kv-events.md §7 G3, except block_size: ours is derived from the tokens.
-        let e = CacheEvent::Stored { hashes: vec![1, 2], parent: None, token_ids: vec![1, 2, 3, 4] };
+        let e = CacheEvent::Stored {
+            hashes: vec![1, 2],
+            parent: None,
+            token_ids: vec![1, 2, 3, 4],
+        };
         let hex = hex::encode(encode_batch(1.5, &[e], Some(0)));
         assert_eq!(
             hex,
@@ -274,7 +310,9 @@ mod tests {
 
     #[test]
     fn hashes_at_or_above_2_pow_63_are_uint64() {
-        let e = CacheEvent::Removed { hashes: vec![u64::MAX] };
+        let e = CacheEvent::Removed {
+            hashes: vec![u64::MAX],
+        };
         let bytes = encode_batch(0.0, &[e], None);
         let needle = hex::decode("cfffffffffffffffff").expect("hex");
         assert!(bytes.windows(needle.len()).any(|w| w == needle.as_slice()));
@@ -307,9 +345,13 @@ mod tests {
         let first_seq = u64::from_be_bytes(first[1].as_slice().try_into().expect("8 bytes"));
 
         let dealer = context().socket(zmq::DEALER).expect("dealer");
-        dealer.connect(publisher.replay_endpoint().expect("replay on")).expect("connect");
+        dealer
+            .connect(publisher.replay_endpoint().expect("replay on"))
+            .expect("connect");
         dealer.set_rcvtimeo(2000).expect("timeout");
-        dealer.send_multipart([&b""[..], &0u64.to_be_bytes()], 0).expect("send");
+        dealer
+            .send_multipart([&b""[..], &0u64.to_be_bytes()], 0)
+            .expect("send");
         let mut seqs = Vec::new();
         loop {
             let frames = dealer.recv_multipart(0).expect("replay reply");
@@ -319,7 +361,9 @@ mod tests {
                 break;
             }
             assert_eq!(frames[1], b"kv@test@m");
-            seqs.push(u64::from_be_bytes(frames[2].as_slice().try_into().expect("8 bytes")));
+            seqs.push(u64::from_be_bytes(
+                frames[2].as_slice().try_into().expect("8 bytes"),
+            ));
         }
         // Only the last `buffer_steps` batches are kept, in order, and include the first
         // one received live or later ones.

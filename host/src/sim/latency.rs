@@ -115,7 +115,9 @@ impl LatencyModel {
     /// Milliseconds of one decode step for `batch` sequences holding `context` tokens in
     /// total.
     pub fn decode_step_ms(&self, batch: usize, context: usize) -> f64 {
-        self.decode_base_ms + self.decode_seq_ms * batch as f64 + self.decode_context_ms * context as f64
+        self.decode_base_ms
+            + self.decode_seq_ms * batch as f64
+            + self.decode_context_ms * context as f64
     }
 
     /// Milliseconds of one mixed step.
@@ -156,8 +158,16 @@ mod tests {
     #[test]
     fn h100_fit_reproduces_the_calibration_examples() {
         let m = LatencyModel::H100;
-        assert!(close(m.prefill_ms(8192, 0), 266.15, 0.01), "{}", m.prefill_ms(8192, 0));
-        assert!(close(m.prefill_ms(256, 7936), 13.1, 0.02), "{}", m.prefill_ms(256, 7936));
+        assert!(
+            close(m.prefill_ms(8192, 0), 266.15, 0.01),
+            "{}",
+            m.prefill_ms(8192, 0)
+        );
+        assert!(
+            close(m.prefill_ms(256, 7936), 13.1, 0.02),
+            "{}",
+            m.prefill_ms(256, 7936)
+        );
         assert!(close(m.decode_step_ms(32, 32 * 1024), 7.0, 0.01));
     }
 
@@ -181,6 +191,10 @@ mod tests {
 
     #[test]
     fn transfer_of_4096_tokens_over_45_gb_per_s_is_about_12_ms() {
-        assert!(close(transfer_ms(4096, KV_BYTES_PER_TOKEN, 45.0), 11.93, 0.01));
+        assert!(close(
+            transfer_ms(4096, KV_BYTES_PER_TOKEN, 45.0),
+            11.93,
+            0.01
+        ));
     }
 }

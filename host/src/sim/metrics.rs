@@ -29,11 +29,12 @@ const ITL_BUCKETS: [f64; 19] = [
     40.0, 80.0,
 ];
 const E2E_BUCKETS: [f64; 21] = [
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
-    240.0, 480.0, 960.0, 1920.0, 7680.0,
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
 ];
-const LAG_BUCKETS: [f64; 12] =
-    [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0];
+const LAG_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+];
 
 /// The metrics of one backend.
 ///
@@ -102,7 +103,10 @@ impl Metrics {
     /// Metrics labelled with `model_name`, announcing the cache geometry in
     /// `vllm:cache_config_info`.
     pub fn new(model_name: &str, num_gpu_blocks: usize, block_size: usize) -> Self {
-        let labels = [("model_name".into(), model_name.to_owned().into()), ("engine".into(), "0".into())];
+        let labels = [
+            ("model_name".into(), model_name.to_owned().into()),
+            ("engine".into(), "0".into()),
+        ];
         let mut registry = Registry::with_labels(labels.into_iter());
         let m = Self {
             running: Gauge::default(),
@@ -127,9 +131,21 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register("vllm:num_requests_running", "Number of requests in model execution batches", m.running.clone());
-        r.register("vllm:num_requests_waiting", "Number of requests waiting to be processed", m.waiting.clone());
-        r.register("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage", m.kv_usage.clone());
+        r.register(
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches",
+            m.running.clone(),
+        );
+        r.register(
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed",
+            m.waiting.clone(),
+        );
+        r.register(
+            "vllm:kv_cache_usage_perc",
+            "KV-cache usage. 1 means 100 percent usage",
+            m.kv_usage.clone(),
+        );
         r.register(
             "vllm:prefix_cache_queries",
             "Prefix cache queries, in terms of number of queried tokens",
@@ -140,14 +156,46 @@ impl Metrics {
             "Prefix cache hits, in terms of number of cached tokens",
             m.prefix_hits.clone(),
         );
-        r.register("vllm:num_preemptions", "Cumulative number of preemptions", m.preemptions.clone());
-        r.register("vllm:prompt_tokens", "Number of prefill tokens processed", m.prompt_tokens.clone());
-        r.register("vllm:generation_tokens", "Number of generation tokens processed", m.generation_tokens.clone());
-        r.register("vllm:request_success", "Count of successfully processed requests", m.request_success.clone());
-        r.register("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds", m.ttft.clone());
-        r.register("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds", m.itl.clone());
-        r.register("vllm:e2e_request_latency_seconds", "Histogram of end to end request latency in seconds", m.e2e.clone());
-        r.register(LAG_METRIC, "How late engine steps complete against the simulated schedule, wall seconds", m.lag.clone());
+        r.register(
+            "vllm:num_preemptions",
+            "Cumulative number of preemptions",
+            m.preemptions.clone(),
+        );
+        r.register(
+            "vllm:prompt_tokens",
+            "Number of prefill tokens processed",
+            m.prompt_tokens.clone(),
+        );
+        r.register(
+            "vllm:generation_tokens",
+            "Number of generation tokens processed",
+            m.generation_tokens.clone(),
+        );
+        r.register(
+            "vllm:request_success",
+            "Count of successfully processed requests",
+            m.request_success.clone(),
+        );
+        r.register(
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds",
+            m.ttft.clone(),
+        );
+        r.register(
+            "vllm:inter_token_latency_seconds",
+            "Histogram of inter-token latency in seconds",
+            m.itl.clone(),
+        );
+        r.register(
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of end to end request latency in seconds",
+            m.e2e.clone(),
+        );
+        r.register(
+            LAG_METRIC,
+            "How late engine steps complete against the simulated schedule, wall seconds",
+            m.lag.clone(),
+        );
         r.register(
             "switchyard_sim_step_lag_max_seconds",
             "Largest step lag seen, wall seconds",
@@ -159,7 +207,11 @@ impl Metrics {
             ("num_gpu_blocks".to_owned(), num_gpu_blocks.to_string()),
         ])
         .set(1);
-        r.register("vllm:cache_config_info", "Information of the LLMEngine CacheConfig", info);
+        r.register(
+            "vllm:cache_config_info",
+            "Information of the LLMEngine CacheConfig",
+            info,
+        );
         Self { registry, ..m }
     }
 
@@ -168,9 +220,15 @@ impl Metrics {
         self.running.set(stats.running as i64);
         self.waiting.set(stats.waiting as i64);
         self.kv_usage.set(stats.kv_usage);
-        self.prefix_queries.inner().store(stats.prefix_queries, Ordering::Relaxed);
-        self.prefix_hits.inner().store(stats.prefix_hits, Ordering::Relaxed);
-        self.preemptions.inner().store(stats.preemptions, Ordering::Relaxed);
+        self.prefix_queries
+            .inner()
+            .store(stats.prefix_queries, Ordering::Relaxed);
+        self.prefix_hits
+            .inner()
+            .store(stats.prefix_hits, Ordering::Relaxed);
+        self.preemptions
+            .inner()
+            .store(stats.preemptions, Ordering::Relaxed);
     }
 
     /// Records a first token `ttft_s` simulated seconds after arrival.
@@ -215,7 +273,11 @@ impl Metrics {
         let sum_us = self.lag_sum_us.load(Ordering::Relaxed);
         LagSummary {
             steps,
-            mean_ms: if steps == 0 { 0.0 } else { sum_us as f64 / steps as f64 / 1e3 },
+            mean_ms: if steps == 0 {
+                0.0
+            } else {
+                sum_us as f64 / steps as f64 / 1e3
+            },
             max_ms: self.lag_max_us.load(Ordering::Relaxed) as f64 / 1e3,
             over_1ms: self.lag_over_1ms.load(Ordering::Relaxed),
             over_10ms: self.lag_over_10ms.load(Ordering::Relaxed),
@@ -238,7 +300,14 @@ mod tests {
     #[test]
     fn exposition_uses_vllm_names() {
         let m = Metrics::new("m", 1234, 16);
-        m.record_stats(&Stats { running: 3, waiting: 2, kv_usage: 0.5, prefix_queries: 100, prefix_hits: 64, preemptions: 0 });
+        m.record_stats(&Stats {
+            running: 3,
+            waiting: 2,
+            kv_usage: 0.5,
+            prefix_queries: 100,
+            prefix_hits: 64,
+            preemptions: 0,
+        });
         m.observe_first_token(0.2);
         let text = m.encode();
         for needle in [

@@ -135,8 +135,14 @@ impl Backend {
     ///
     /// [`Error::Listen`] or [`Error::Events`] when a socket cannot be bound.
     pub async fn start(spec: BackendSpec) -> Result<Self, Error> {
-        let listen_err = |source| Error::Listen { backend: spec.name.clone(), addr: spec.addr, source };
-        let listener = tokio::net::TcpListener::bind(spec.addr).await.map_err(listen_err)?;
+        let listen_err = |source| Error::Listen {
+            backend: spec.name.clone(),
+            addr: spec.addr,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(spec.addr)
+            .await
+            .map_err(listen_err)?;
         let addr = listener.local_addr().map_err(listen_err)?;
         let num_blocks = spec.num_blocks();
         let events_spec = spec.events_spec(addr);
@@ -144,7 +150,10 @@ impl Backend {
             .as_ref()
             .map(events::Publisher::start)
             .transpose()
-            .map_err(|source| Error::Events { backend: spec.name.clone(), source })?;
+            .map_err(|source| Error::Events {
+                backend: spec.name.clone(),
+                source,
+            })?;
         let info = BackendInfo {
             name: spec.name.clone(),
             profile: spec.profile.name.clone(),
@@ -155,13 +164,25 @@ impl Backend {
             num_gpu_blocks: num_blocks,
             block_size: spec.block_size,
             kv_events_endpoint: publisher.as_ref().map(|p| p.endpoint().to_owned()),
-            kv_replay_endpoint: publisher.as_ref().and_then(|p| p.replay_endpoint().map(str::to_owned)),
+            kv_replay_endpoint: publisher
+                .as_ref()
+                .and_then(|p| p.replay_endpoint().map(str::to_owned)),
             kv_topic: events_spec.map(|e| e.topic),
         };
-        let metrics = Arc::new(metrics::Metrics::new(&spec.model, num_blocks, spec.block_size));
+        let metrics = Arc::new(metrics::Metrics::new(
+            &spec.model,
+            num_blocks,
+            spec.block_size,
+        ));
         let cache = BlockCache::new(num_blocks, spec.block_size, spec.seed);
-        let scheduler = Scheduler::new(spec.limits, spec.profile.latency, cache, publisher.is_some());
-        let (engine, engine_task) = engine::spawn(scheduler, spec.speed, metrics.clone(), publisher);
+        let scheduler = Scheduler::new(
+            spec.limits,
+            spec.profile.latency,
+            cache,
+            publisher.is_some(),
+        );
+        let (engine, engine_task) =
+            engine::spawn(scheduler, spec.speed, metrics.clone(), publisher);
         let (crash, mut crashed) = watch::channel(false);
         let shared = Arc::new(server::Shared {
             name: spec.name.clone(),
@@ -197,7 +218,13 @@ impl Backend {
         let mut tasks = tasks;
         tasks.push(watcher.abort_handle());
         tracing::debug!(backend = %info.name, url = %info.base_url, "sim backend listening");
-        Ok(Self { info, engine, metrics, crash, tasks })
+        Ok(Self {
+            info,
+            engine,
+            metrics,
+            crash,
+            tasks,
+        })
     }
 
     /// Where and what this backend is.
@@ -267,7 +294,10 @@ impl Fleet {
 
     /// Base URLs (`http://127.0.0.1:PORT`) of every backend, in spec order.
     pub fn base_urls(&self) -> Vec<String> {
-        self.backends.iter().map(|b| b.info.base_url.clone()).collect()
+        self.backends
+            .iter()
+            .map(|b| b.info.base_url.clone())
+            .collect()
     }
 }
 

@@ -79,7 +79,12 @@ impl Profile {
             "gaudi3" => ("intel", h100.scaled(0.90, 1.00), 128.0),
             _ => return None,
         };
-        Some(Self { name: name.to_owned(), vendor: vendor.to_owned(), latency, memory_gb })
+        Some(Self {
+            name: name.to_owned(),
+            vendor: vendor.to_owned(),
+            latency,
+            memory_gb,
+        })
     }
 
     /// Builds a custom profile, or `None` if its base is not a built-in profile.

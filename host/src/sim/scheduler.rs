@@ -30,7 +30,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_num_seqs: 256, max_num_batched_tokens: 8192, kv_transfer_gb_per_s: 45.0 }
+        Self {
+            max_num_seqs: 256,
+            max_num_batched_tokens: 8192,
+            kv_transfer_gb_per_s: 45.0,
+        }
     }
 }
 
@@ -112,6 +116,16 @@ pub struct Stats {
     pub preemptions: u64,
 }
 
+/// What admitting the head of the queue did.
+enum Admission {
+    /// Running, with this many tokens scheduled in the step.
+    Running(usize),
+    /// Waiting for its remote KV transfer.
+    Transferring,
+    /// Not enough blocks (or nothing queued).
+    NoRoom,
+}
+
 #[derive(Debug)]
 struct Seq {
     id: SeqId,
@@ -154,7 +168,12 @@ pub struct Scheduler {
 impl Scheduler {
     /// An idle engine with `cache`, pricing steps with `model`; KV events are collected
     /// only when `record_events` is set.
-    pub fn new(limits: Limits, model: LatencyModel, cache: BlockCache, record_events: bool) -> Self {
+    pub fn new(
+        limits: Limits,
+        model: LatencyModel,
+        cache: BlockCache,
+        record_events: bool,
+    ) -> Self {
         Self {
             limits,
             model,
@@ -226,7 +245,10 @@ impl Scheduler {
 
     /// The simulated time the earliest remote KV transfer completes, if one is under way.
     pub fn next_transfer_ms(&self) -> Option<f64> {
-        self.transferring.iter().map(|s| s.transfer_until_ms).min_by(f64::total_cmp)
+        self.transferring
+            .iter()
+            .map(|s| s.transfer_until_ms)
+            .min_by(f64::total_cmp)
     }
 
     /// Current gauges and cumulative counters.
@@ -285,18 +307,14 @@ impl Scheduler {
         while !preempted
             && budget > 0
             && self.running.len() + self.transferring.len() < self.limits.max_num_seqs
-            && let Some(seq) = self.waiting.pop_front()
         {
-            match self.admit(seq, budget, now_ms, &mut out.events) {
-                Ok(Some(n)) => {
+            match self.admit_next(budget, now_ms, &mut out.events) {
+                Admission::Running(n) => {
                     batch.push((self.running.len() - 1, n));
                     budget -= n;
                 }
-                Ok(None) => {}
-                Err(seq) => {
-                    self.waiting.push_front(seq);
-                    break;
-                }
+                Admission::Transferring => {}
+                Admission::NoRoom => break,
             }
         }
 
@@ -333,16 +351,17 @@ impl Scheduler {
         }
     }
 
-    /// Tries to admit `seq` with at most `budget` tokens this step. `Ok(Some(n))`: running
-    /// with `n` tokens scheduled; `Ok(None)`: admitted into a remote transfer; `Err`: no
-    /// room, the sequence is handed back untouched.
-    fn admit(
+    /// Tries to admit the head of the queue with at most `budget` tokens this step; on
+    /// [`Admission::NoRoom`] it stays at the head, untouched.
+    fn admit_next(
         &mut self,
-        mut seq: Seq,
         budget: usize,
         now_ms: f64,
         events: &mut Vec<CacheEvent>,
-    ) -> Result<Option<usize>, Seq> {
+    ) -> Admission {
+        let Some(mut seq) = self.waiting.pop_front() else {
+            return Admission::NoRoom;
+        };
         let bs = self.cache.block_size();
         // NB: at least the last prompt token is always computed, so a full hit still
         // samples a fresh first token (vLLM caps hits at `num_tokens - 1`).
@@ -360,7 +379,8 @@ impl Scheduler {
         let events_sink = self.record_events.then_some(&mut *events);
         let Some(fresh) = self.cache.allocate(extra, events_sink) else {
             self.cache.release(&hits);
-            return Err(seq);
+            self.waiting.push_front(seq);
+            return Admission::NoRoom;
         };
         if !seq.admitted_once {
             self.stats.prefix_queries += seq.prompt_len as u64;
@@ -374,14 +394,18 @@ impl Scheduler {
         if seq.remote_prefill && !seq.admitted_once {
             seq.admitted_once = true;
             let uncached = seq.prompt_len.saturating_sub(1).saturating_sub(hit_tokens);
-            let ms = transfer_ms(uncached, KV_BYTES_PER_TOKEN, self.limits.kv_transfer_gb_per_s);
+            let ms = transfer_ms(
+                uncached,
+                KV_BYTES_PER_TOKEN,
+                self.limits.kv_transfer_gb_per_s,
+            );
             seq.transfer_until_ms = now_ms + ms;
             self.transferring.push(seq);
-            return Ok(None);
+            return Admission::Transferring;
         }
         seq.admitted_once = true;
         self.running.push(seq);
-        Ok(Some(n))
+        Admission::Running(n)
     }
 
     /// Makes running sequence `idx` hold enough blocks for `tokens` tokens.
@@ -420,7 +444,11 @@ impl Scheduler {
         commit_full_blocks(&mut self.cache, self.record_events, seq, &mut out.events);
         if seq.computed == seq.tokens.len() && seq.emitted < seq.output.len() {
             let token = seq.output[seq.emitted];
-            out.emissions.push(Emission::Token { seq: seq.id, token, index: seq.emitted });
+            out.emissions.push(Emission::Token {
+                seq: seq.id,
+                token,
+                index: seq.emitted,
+            });
             seq.emitted += 1;
             if seq.emitted < seq.output.len() {
                 seq.tokens.push(token);
@@ -436,7 +464,8 @@ impl Scheduler {
             if seq.emitted < seq.output.len() {
                 return true;
             }
-            let prompt_blocks = seq.blocks[..seq.prompt_len.div_ceil(bs).min(seq.blocks.len())].to_vec();
+            let prompt_blocks =
+                seq.blocks[..seq.prompt_len.div_ceil(bs).min(seq.blocks.len())].to_vec();
             cache.release(&seq.blocks);
             emissions.push(Emission::Finished {
                 seq: seq.id,
@@ -453,7 +482,12 @@ impl Scheduler {
 }
 
 /// Hashes and commits the newly full blocks of `seq`, reporting them as one event.
-fn commit_full_blocks(cache: &mut BlockCache, record: bool, seq: &mut Seq, events: &mut Vec<CacheEvent>) {
+fn commit_full_blocks(
+    cache: &mut BlockCache,
+    record: bool,
+    seq: &mut Seq,
+    events: &mut Vec<CacheEvent>,
+) {
     let bs = cache.block_size();
     let full = (seq.computed / bs).min(seq.blocks.len());
     if full <= seq.committed {

@@ -54,7 +54,8 @@ impl IntoResponse for ApiError {
             ApiError::Injected => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
             ApiError::EngineStopped => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailableError"),
         };
-        let body = json!({"error": {"message": self.to_string(), "type": kind, "code": status.as_u16()}});
+        let body =
+            json!({"error": {"message": self.to_string(), "type": kind, "code": status.as_u16()}});
         (status, axum::Json(body)).into_response()
     }
 }
@@ -189,7 +190,13 @@ async fn models(State(app): State<Arc<Shared>>) -> axum::Json<Value> {
 }
 
 async fn metrics(State(app): State<Arc<Shared>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.encode())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
 }
 
 async fn reset_prefix_cache(State(app): State<Arc<Shared>>) -> StatusCode {
@@ -198,8 +205,8 @@ async fn reset_prefix_cache(State(app): State<Arc<Shared>>) -> StatusCode {
 }
 
 async fn generate(app: Arc<Shared>, api: Api, body: Bytes) -> Result<Response, ApiError> {
-    let req: WireRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    let req: WireRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     app.inject_faults().await?;
     let job = app.parse(api, req)?;
     let rx = app.engine.submit(Submission {
@@ -208,7 +215,11 @@ async fn generate(app: Arc<Shared>, api: Api, body: Bytes) -> Result<Response, A
         output: job.output_ids.clone(),
         remote_prefill: job.remote_prefill,
     });
-    let guard = AbortGuard { engine: app.engine.clone(), id: job.id, armed: true };
+    let guard = AbortGuard {
+        engine: app.engine.clone(),
+        id: job.id,
+        armed: true,
+    };
     if job.stream {
         Ok(Sse::new(sse_stream(app, job, rx, guard)).into_response())
     } else {
@@ -241,7 +252,10 @@ impl Shared {
         }
         let (error, hang) = {
             let mut rng = self.fault_rng.lock().unwrap_or_else(|e| e.into_inner());
-            (rng.random_bool(self.faults.error_rate), rng.random_bool(self.faults.hang_rate))
+            (
+                rng.random_bool(self.faults.error_rate),
+                rng.random_bool(self.faults.hang_rate),
+            )
         };
         if error {
             return Err(ApiError::Injected);
@@ -250,7 +264,10 @@ impl Shared {
             futures::future::pending::<()>().await;
         }
         if self.faults.added_latency_ms > 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(self.faults.added_latency_ms / 1e3 / self.speed)).await;
+            tokio::time::sleep(Duration::from_secs_f64(
+                self.faults.added_latency_ms / 1e3 / self.speed,
+            ))
+            .await;
         }
         Ok(())
     }
@@ -258,7 +275,11 @@ impl Shared {
     /// Tokenizes the prompt and draws the output.
     fn parse(&self, api: Api, req: WireRequest) -> Result<Job, ApiError> {
         let bad = |m: &str| ApiError::BadRequest(m.to_owned());
-        let encode = |text: &str| self.tokenizer.encode(text).map_err(|e| ApiError::BadRequest(format!("{e:#}")));
+        let encode = |text: &str| {
+            self.tokenizer
+                .encode(text)
+                .map_err(|e| ApiError::BadRequest(format!("{e:#}")))
+        };
         let prompt = match (api, req.messages, req.prompt) {
             (Api::Chat, Some(messages), _) => {
                 let messages: Vec<ChatMessage> = messages
@@ -268,9 +289,11 @@ impl Shared {
                         content: match m.content {
                             None => String::new(),
                             Some(WireContent::Text(t)) => t,
-                            Some(WireContent::Parts(parts)) => {
-                                parts.into_iter().filter_map(|p| p.text).collect::<Vec<_>>().join("\n")
-                            }
+                            Some(WireContent::Parts(parts)) => parts
+                                .into_iter()
+                                .filter_map(|p| p.text)
+                                .collect::<Vec<_>>()
+                                .join("\n"),
                         },
                     })
                     .collect();
@@ -285,7 +308,11 @@ impl Shared {
         if prompt.is_empty() {
             return Err(bad("the prompt is empty"));
         }
-        let max_tokens = req.max_completion_tokens.or(req.max_tokens).unwrap_or(self.default_max_tokens).max(1);
+        let max_tokens = req
+            .max_completion_tokens
+            .or(req.max_tokens)
+            .unwrap_or(self.default_max_tokens)
+            .max(1);
         let total = prompt.len() + max_tokens as usize;
         let limit = self.max_tokens_total.min(MAX_MODEL_LEN);
         if total > limit {
@@ -293,7 +320,12 @@ impl Shared {
                 "this model's maximum context length is {limit} tokens; the request asks for {total}"
             )));
         }
-        let prompt_hash = xxh3_64(&prompt.iter().flat_map(|t| t.to_le_bytes()).collect::<Vec<u8>>());
+        let prompt_hash = xxh3_64(
+            &prompt
+                .iter()
+                .flat_map(|t| t.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ prompt_hash ^ req.seed.unwrap_or(0));
         let (output_ids, output_text) = (0..max_tokens)
             .map(|_| {
@@ -346,7 +378,9 @@ impl Shared {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn usage_json(u: &Usage) -> Value {
@@ -368,12 +402,16 @@ async fn complete(
     let (usage, prompt_blocks) = loop {
         match rx.recv().await {
             Some(StreamEvent::Token { .. }) => {}
-            Some(StreamEvent::Finished { usage, prompt_blocks }) => break (usage, prompt_blocks),
+            Some(StreamEvent::Finished {
+                usage,
+                prompt_blocks,
+            }) => break (usage, prompt_blocks),
             None => return Err(ApiError::EngineStopped),
         }
     };
     guard.armed = false;
-    let text: String = job.output_text[..usage.completion_tokens.min(job.output_text.len())].concat();
+    let text: String =
+        job.output_text[..usage.completion_tokens.min(job.output_text.len())].concat();
     let choice = match job.api {
         Api::Chat => json!({
             "index": 0,
@@ -411,7 +449,15 @@ fn sse_stream(
         unix_now(),
         serde_json::Value::from(app.model.as_str()),
     );
-    let state = SseState { app, job, rx, guard, head, pending: Vec::new(), done: false };
+    let state = SseState {
+        app,
+        job,
+        rx,
+        guard,
+        head,
+        pending: Vec::new(),
+        done: false,
+    };
     futures::stream::unfold(state, |mut st| async move {
         if let Some(event) = st.pending.pop() {
             return Some((Ok(event), st));
@@ -423,12 +469,21 @@ fn sse_stream(
             Some(StreamEvent::Token { index }) => {
                 let text = st.job.output_text.get(index).map_or("", String::as_str);
                 let text = serde_json::Value::from(text);
-                let role = if index == 0 && st.job.api == Api::Chat { r#""role":"assistant","# } else { "" };
+                let role = if index == 0 && st.job.api == Api::Chat {
+                    r#""role":"assistant","#
+                } else {
+                    ""
+                };
                 let data = match st.job.api {
                     Api::Chat => {
-                        format!(r#"{}"delta":{{{role}"content":{text}}},"finish_reason":null}}]}}"#, st.head)
+                        format!(
+                            r#"{}"delta":{{{role}"content":{text}}},"finish_reason":null}}]}}"#,
+                            st.head
+                        )
                     }
-                    Api::Completion => format!(r#"{}"text":{text},"finish_reason":null}}]}}"#, st.head),
+                    Api::Completion => {
+                        format!(r#"{}"text":{text},"finish_reason":null}}]}}"#, st.head)
+                    }
                 };
                 Some((Ok(Event::default().data(data)), st))
             }
@@ -438,16 +493,24 @@ fn sse_stream(
                 // Events are popped from the back.
                 st.pending.push(Event::default().data("[DONE]"));
                 if st.job.include_usage {
-                    st.pending.push(Event::default().data(st.usage_chunk(&usage)));
+                    st.pending
+                        .push(Event::default().data(st.usage_chunk(&usage)));
                 }
                 let last = match st.job.api {
-                    Api::Chat => format!(r#"{}"delta":{{}},"finish_reason":"length"}}]}}"#, st.head),
-                    Api::Completion => format!(r#"{}"text":"","finish_reason":"length"}}]}}"#, st.head),
+                    Api::Chat => {
+                        format!(r#"{}"delta":{{}},"finish_reason":"length"}}]}}"#, st.head)
+                    }
+                    Api::Completion => {
+                        format!(r#"{}"text":"","finish_reason":"length"}}]}}"#, st.head)
+                    }
                 };
                 Some((Ok(Event::default().data(last)), st))
             }
             // The engine stopped: fail the body so the client sees a broken stream.
-            None => Some((Err(std::io::Error::other("engine stopped")), SseState { done: true, ..st })),
+            None => Some((
+                Err(std::io::Error::other("engine stopped")),
+                SseState { done: true, ..st },
+            )),
         }
     })
 }

@@ -247,7 +247,8 @@ impl BackendSpec {
 
     /// The KV blocks this backend has.
     pub fn num_blocks(&self) -> usize {
-        self.num_gpu_blocks.unwrap_or_else(|| self.profile.num_gpu_blocks(self.block_size))
+        self.num_gpu_blocks
+            .unwrap_or_else(|| self.profile.num_gpu_blocks(self.block_size))
     }
 
     /// The event sockets to open once the HTTP port is known.
@@ -256,7 +257,10 @@ impl BackendSpec {
             host: http.ip().to_string(),
             port: e.port,
             replay_port: e.replay_port,
-            topic: e.topic.clone().unwrap_or_else(|| format!("kv@{http}@{}", self.model)),
+            topic: e
+                .topic
+                .clone()
+                .unwrap_or_else(|| format!("kv@{http}@{}", self.model)),
             buffer_steps: e.buffer_steps,
         })
     }
@@ -277,7 +281,8 @@ impl FleetSpec {
     /// [`Error::Fleet`] listing every problem, each with its path; [`Error::Tokenizer`] if
     /// the tokenizer cannot be loaded.
     pub fn from_yaml(text: &str) -> Result<Self, Error> {
-        let file: FleetFile = serde_yaml_ng::from_str(text).map_err(|e| Error::Fleet(vec![e.to_string()]))?;
+        let file: FleetFile =
+            serde_yaml_ng::from_str(text).map_err(|e| Error::Fleet(vec![e.to_string()]))?;
         Self::from_file(file)
     }
 
@@ -294,7 +299,9 @@ impl FleetSpec {
         let mut customs = Vec::new();
         for (i, p) in file.profiles.iter().enumerate() {
             match Profile::custom(p) {
-                Some(profile) if p.prefill_speed > 0.0 && p.decode_speed > 0.0 => customs.push(profile),
+                Some(profile) if p.prefill_speed > 0.0 && p.decode_speed > 0.0 => {
+                    customs.push(profile)
+                }
                 Some(_) => problems.push(format!("profiles[{i}]: speeds must be positive")),
                 None => problems.push(format!("profiles[{i}].base: unknown profile {:?}", p.base)),
             }
@@ -311,12 +318,20 @@ impl FleetSpec {
                 .cloned()
                 .or_else(|| Profile::builtin(&b.profile));
             let Some(profile) = profile else {
-                problems.push(format!("backends[{i}].profile: unknown profile {:?}", b.profile));
+                problems.push(format!(
+                    "backends[{i}].profile: unknown profile {:?}",
+                    b.profile
+                ));
                 continue;
             };
-            for (field, rate) in [("error_rate", b.faults.error_rate), ("hang_rate", b.faults.hang_rate)] {
+            for (field, rate) in [
+                ("error_rate", b.faults.error_rate),
+                ("hang_rate", b.faults.hang_rate),
+            ] {
                 if !(0.0..=1.0).contains(&rate) {
-                    problems.push(format!("backends[{i}].faults.{field}: {rate} is outside [0, 1]"));
+                    problems.push(format!(
+                        "backends[{i}].faults.{field}: {rate} is outside [0, 1]"
+                    ));
                 }
             }
             if b.block_size == 0 || b.max_num_seqs == 0 || b.max_num_batched_tokens == 0 {
@@ -324,15 +339,36 @@ impl FleetSpec {
                     "backends[{i}]: block_size, max_num_seqs and max_num_batched_tokens must be positive"
                 ));
             }
-            let base_name = b.name.clone().unwrap_or_else(|| format!("{}-{i}", b.profile));
+            let base_name = b
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}-{i}", b.profile));
             for r in 0..b.replicas {
-                let name = if b.replicas == 1 { base_name.clone() } else { format!("{base_name}-{r}") };
-                let port = if b.port == 0 { 0 } else { b.port.saturating_add(r as u16) };
+                let name = if b.replicas == 1 {
+                    base_name.clone()
+                } else {
+                    format!("{base_name}-{r}")
+                };
+                let port = if b.port == 0 {
+                    0
+                } else {
+                    b.port.saturating_add(r as u16)
+                };
                 let mut kv_events = b.kv_events.clone();
                 if let Some(e) = kv_events.as_mut().filter(|_| r > 0) {
                     // Replicas shift fixed event ports like their HTTP port.
-                    e.port = if e.port == 0 { 0 } else { e.port.saturating_add(2 * r as u16) };
-                    e.replay_port = e.replay_port.map(|p| if p == 0 { 0 } else { p.saturating_add(2 * r as u16) });
+                    e.port = if e.port == 0 {
+                        0
+                    } else {
+                        e.port.saturating_add(2 * r as u16)
+                    };
+                    e.replay_port = e.replay_port.map(|p| {
+                        if p == 0 {
+                            0
+                        } else {
+                            p.saturating_add(2 * r as u16)
+                        }
+                    });
                 }
                 backends.push(BackendSpec {
                     name,
@@ -363,7 +399,11 @@ impl FleetSpec {
         if backends.is_empty() && problems.is_empty() {
             problems.push("backends: the fleet is empty".to_owned());
         }
-        if problems.is_empty() { Ok(Self { backends }) } else { Err(Error::Fleet(problems)) }
+        if problems.is_empty() {
+            Ok(Self { backends })
+        } else {
+            Err(Error::Fleet(problems))
+        }
     }
 }
 
@@ -377,7 +417,11 @@ mod tests {
             "backends:\n  - { name: a, profile: h100, port: 9001, replicas: 2 }\n  - { profile: gaudi3 }\n",
         )
         .expect("valid");
-        let names: Vec<_> = spec.backends.iter().map(|b| (b.name.as_str(), b.addr.port())).collect();
+        let names: Vec<_> = spec
+            .backends
+            .iter()
+            .map(|b| (b.name.as_str(), b.addr.port()))
+            .collect();
         assert_eq!(names, vec![("a-0", 9001), ("a-1", 9002), ("gaudi3-1", 0)]);
     }
 
@@ -387,7 +431,9 @@ mod tests {
             "speed: 0\nbackends:\n  - { profile: tpu }\n  - { profile: h100, faults: { error_rate: 2 } }\n",
         )
         .expect_err("invalid");
-        let Error::Fleet(problems) = err else { panic!("{err}") };
+        let Error::Fleet(problems) = err else {
+            panic!("{err}")
+        };
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[1].starts_with("backends[0].profile"));
         assert!(problems[2].starts_with("backends[1].faults.error_rate"));

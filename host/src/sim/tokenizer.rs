@@ -74,8 +74,10 @@ pub fn render_chat(messages: &[ChatMessage]) -> String {
 
 /// A pronounceable pseudo-word for output text, unique per `i`.
 fn pseudo_word(mut i: usize) -> String {
-    const SYLLABLES: [&str; 16] =
-        ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ba", "de", "fi", "go", "hu", "ja", "pe", "zo"];
+    const SYLLABLES: [&str; 16] = [
+        "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ba", "de", "fi", "go", "hu", "ja", "pe",
+        "zo",
+    ];
     let mut w = String::new();
     loop {
         w.push_str(SYLLABLES[i % 16]);
@@ -104,8 +106,10 @@ impl Tokenizer {
     ///
     /// [`Error::Load`] if the file cannot be read or parsed.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        let hf = tokenizers::Tokenizer::from_file(path)
-            .map_err(|source| Error::Load { path: path.display().to_string(), source })?;
+        let hf = tokenizers::Tokenizer::from_file(path).map_err(|source| Error::Load {
+            path: path.display().to_string(),
+            source,
+        })?;
         let vocab = hf.get_vocab_size(false).max(1);
         // Sample output ids spread over the vocabulary, skipping ones that decode to
         // nothing.
@@ -119,7 +123,10 @@ impl Tokenizer {
             })
             .take(OUTPUT_TOKENS)
             .collect();
-        Ok(Self { hf: Some(Box::new(hf)), outputs })
+        Ok(Self {
+            hf: Some(Box::new(hf)),
+            outputs,
+        })
     }
 
     /// Token ids of `text`.
@@ -129,7 +136,11 @@ impl Tokenizer {
     /// [`Error::Encode`] if the Hugging Face tokenizer fails.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, Error> {
         match &self.hf {
-            Some(hf) => Ok(hf.encode(text, false).map_err(Error::Encode)?.get_ids().to_vec()),
+            Some(hf) => Ok(hf
+                .encode(text, false)
+                .map_err(Error::Encode)?
+                .get_ids()
+                .to_vec()),
             None => Ok(text.split_whitespace().map(builtin_token_id).collect()),
         }
     }
@@ -158,7 +169,10 @@ mod tests {
         let a = t.encode("the  quick\nbrown fox").expect("builtin");
         assert_eq!(a.len(), 4);
         assert_eq!(a[0], builtin_token_id("the"));
-        assert_eq!(t.encode("the quick brown fox jumps").expect("builtin")[..4], a[..]);
+        assert_eq!(
+            t.encode("the quick brown fox jumps").expect("builtin")[..4],
+            a[..]
+        );
     }
 
     #[test]
@@ -173,11 +187,29 @@ mod tests {
 
     #[test]
     fn chat_rendering_keeps_a_shared_system_prompt_a_shared_prefix() {
-        let sys = ChatMessage { role: "system".into(), content: "you are helpful".into() };
-        let a = render_chat(&[sys.clone(), ChatMessage { role: "user".into(), content: "hi".into() }]);
-        let b = render_chat(&[sys, ChatMessage { role: "user".into(), content: "bye".into() }]);
+        let sys = ChatMessage {
+            role: "system".into(),
+            content: "you are helpful".into(),
+        };
+        let a = render_chat(&[
+            sys.clone(),
+            ChatMessage {
+                role: "user".into(),
+                content: "hi".into(),
+            },
+        ]);
+        let b = render_chat(&[
+            sys,
+            ChatMessage {
+                role: "user".into(),
+                content: "bye".into(),
+            },
+        ]);
         let t = Tokenizer::builtin();
-        let (a, b) = (t.encode(&a).expect("builtin"), t.encode(&b).expect("builtin"));
+        let (a, b) = (
+            t.encode(&a).expect("builtin"),
+            t.encode(&b).expect("builtin"),
+        );
         assert_eq!(a[..5], b[..5]);
         assert_ne!(a, b);
     }

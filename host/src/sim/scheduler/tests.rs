@@ -6,11 +6,21 @@ use super::*;
 const BS: usize = 16;
 
 fn scheduler(num_blocks: usize, limits: Limits) -> Scheduler {
-    Scheduler::new(limits, LatencyModel::H100, BlockCache::new(num_blocks, BS, 7), true)
+    Scheduler::new(
+        limits,
+        LatencyModel::H100,
+        BlockCache::new(num_blocks, BS, 7),
+        true,
+    )
 }
 
 fn submission(id: SeqId, prompt: Vec<u32>, output_len: usize) -> Submission {
-    Submission { id, prompt, output: (0..output_len as u32).collect(), remote_prefill: false }
+    Submission {
+        id,
+        prompt,
+        output: (0..output_len as u32).collect(),
+        remote_prefill: false,
+    }
 }
 
 fn tokens(start: u32, n: usize) -> Vec<u32> {
@@ -36,7 +46,9 @@ fn run_to_idle(s: &mut Scheduler, mut now: f64) -> Vec<(f64, Emission)> {
 
 fn first_token_ms(seen: &[(f64, Emission)], id: SeqId) -> f64 {
     seen.iter()
-        .find_map(|(t, e)| matches!(e, Emission::Token { seq, index: 0, .. } if *seq == id).then_some(*t))
+        .find_map(|(t, e)| {
+            matches!(e, Emission::Token { seq, index: 0, .. } if *seq == id).then_some(*t)
+        })
         .expect("first token")
 }
 
@@ -51,7 +63,10 @@ fn pin_prefill_of_8192_tokens_from_scratch() {
     let seen = run_to_idle(&mut s, 0.0);
     let ttft = first_token_ms(&seen, 1);
     let fitted = 3.9 + 0.02779 * 8192.0 + 5.16e-7 * 8192.0 * 8192.0;
-    assert!(within_5_percent(ttft, fitted), "ttft {ttft} ms vs fit {fitted} ms");
+    assert!(
+        within_5_percent(ttft, fitted),
+        "ttft {ttft} ms vs fit {fitted} ms"
+    );
 }
 
 #[test]
@@ -59,14 +74,20 @@ fn pin_prefill_of_256_new_tokens_after_a_7936_token_cached_prefix() {
     let mut s = scheduler(10_000, Limits::default());
     let prefix = tokens(0, 7936);
     s.submit(submission(1, prefix.clone(), 1));
-    let t0 = run_to_idle(&mut s, 0.0).last().map(|(t, _)| *t).expect("ran");
+    let t0 = run_to_idle(&mut s, 0.0)
+        .last()
+        .map(|(t, _)| *t)
+        .expect("ran");
     let mut prompt = prefix;
     prompt.extend(tokens(50_000, 256));
     s.submit(submission(2, prompt, 1));
     let seen = run_to_idle(&mut s, t0);
     let ttft = first_token_ms(&seen, 2) - t0;
     let fitted = 3.9 + 0.02779 * 256.0 + 5.16e-7 * (256.0 * 256.0 + 2.0 * 256.0 * 7936.0);
-    assert!(within_5_percent(ttft, fitted), "ttft {ttft} ms vs fit {fitted} ms");
+    assert!(
+        within_5_percent(ttft, fitted),
+        "ttft {ttft} ms vs fit {fitted} ms"
+    );
     let usage = seen.iter().find_map(|(_, e)| match e {
         Emission::Finished { seq: 2, usage, .. } => Some(*usage),
         _ => None,
@@ -86,7 +107,10 @@ fn pin_one_decode_step_at_batch_32() {
         let out = s.step(now);
         now += out.duration_ms;
         let all_decode = out.batch_size == 32
-            && out.emissions.iter().all(|e| !matches!(e, Emission::Token { index: 0, .. }));
+            && out
+                .emissions
+                .iter()
+                .all(|e| !matches!(e, Emission::Token { index: 0, .. }));
         if all_decode {
             decode_step = Some(out.duration_ms);
             break;
@@ -94,12 +118,18 @@ fn pin_one_decode_step_at_batch_32() {
     }
     let step = decode_step.expect("a step decoding all 32 sequences");
     let fitted = 5.35 + 0.0056 * 32.0 + 4.4e-5 * 32.0 * 1024.0;
-    assert!(within_5_percent(step, fitted), "step {step} ms vs fit {fitted} ms");
+    assert!(
+        within_5_percent(step, fitted),
+        "step {step} ms vs fit {fitted} ms"
+    );
 }
 
 #[test]
 fn long_prompts_are_chunked_to_the_token_budget() {
-    let limits = Limits { max_num_batched_tokens: 1000, ..Limits::default() };
+    let limits = Limits {
+        max_num_batched_tokens: 1000,
+        ..Limits::default()
+    };
     let mut s = scheduler(10_000, limits);
     s.submit(submission(1, tokens(0, 2500), 1));
     let mut steps = 0;
@@ -113,7 +143,10 @@ fn long_prompts_are_chunked_to_the_token_budget() {
 
 #[test]
 fn the_running_cap_queues_the_rest() {
-    let limits = Limits { max_num_seqs: 2, ..Limits::default() };
+    let limits = Limits {
+        max_num_seqs: 2,
+        ..Limits::default()
+    };
     let mut s = scheduler(10_000, limits);
     for id in 0..5 {
         s.submit(submission(id, tokens(id as u32 * 100, 32), 4));
