@@ -84,8 +84,9 @@ pub enum Arrival {
 /// One benchmark run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// Base URL of the server, e.g. `http://127.0.0.1:8080`.
-    pub url: String,
+    /// Base URLs, e.g. `http://127.0.0.1:8080`: one for a router; with several, sessions
+    /// go round-robin across them (a fleet without a router).
+    pub urls: Vec<String>,
     /// `model` field of every request.
     pub model: String,
     /// Endpoint.
@@ -117,7 +118,7 @@ impl BenchConfig {
     /// seed 0, 10-minute timeout, no progress bar.
     pub fn new(url: impl Into<String>, workload: Workload) -> Self {
         Self {
-            url: url.into(),
+            urls: vec![url.into()],
             model: "meta-llama/Llama-3.1-8B-Instruct".to_owned(),
             api: Api::Chat,
             workload,
@@ -134,6 +135,9 @@ impl BenchConfig {
 
     fn validate(&self) -> Result<(), Error> {
         let bad = |m: &str| Err(Error::Config(m.to_owned()));
+        if self.urls.is_empty() {
+            return bad("no URL to send to");
+        }
         if self.workload.is_empty() {
             return bad("the workload sends no requests");
         }
@@ -158,7 +162,8 @@ impl BenchConfig {
 /// State shared by the session tasks of a run.
 struct Run {
     client: reqwest::Client,
-    url: String,
+    /// Endpoint URLs, one per base URL.
+    endpoints: Vec<String>,
     config: BenchConfig,
     started: Instant,
     issued: AtomicU64,
@@ -180,7 +185,12 @@ impl Run {
     }
 
     /// Runs a session's turns in order; `_permit` holds its concurrency slot until done.
-    async fn session(self: Arc<Self>, session: Session, _permit: Option<OwnedSemaphorePermit>) {
+    async fn session(
+        self: Arc<Self>,
+        session: Session,
+        endpoint: usize,
+        _permit: Option<OwnedSemaphorePermit>,
+    ) {
         let mut history: Vec<Message> = Vec::new();
         for turn in session.turns {
             if !self.may_issue() {
@@ -193,7 +203,13 @@ impl Run {
                 &history,
                 turn.max_tokens,
             );
-            let sample = client::send(&self.client, &self.url, &body, self.config.timeout).await;
+            let sample = client::send(
+                &self.client,
+                &self.endpoints[endpoint],
+                &body,
+                self.config.timeout,
+            )
+            .await;
             let failed = sample.error.is_some();
             {
                 let mut c = self.collector.lock().unwrap_or_else(|e| e.into_inner());
@@ -238,7 +254,11 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
         Api::Chat => "/v1/chat/completions",
         Api::Completions => "/v1/completions",
     };
-    let url = format!("{}{path}", config.url.trim_end_matches('/'));
+    let endpoints = config
+        .urls
+        .iter()
+        .map(|u| format!("{}{path}", u.trim_end_matches('/')))
+        .collect();
     let expected = match (config.duration, config.max_requests) {
         (None, Some(m)) => Some(m.min(config.workload.len())),
         (None, None) => Some(config.workload.len()),
@@ -249,7 +269,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed);
     let run = Arc::new(Run {
         client,
-        url,
+        endpoints,
         limit: config.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
         started: Instant::now(),
         issued: AtomicU64::new(0),
@@ -260,6 +280,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     let mut tasks = JoinSet::new();
     let mut at_ms = 0.0;
     let mut pass = 0usize;
+    let mut next_endpoint = 0usize;
     'passes: loop {
         for session in &sessions {
             let start = match run.config.arrival {
@@ -306,7 +327,8 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
             }
             // Reap finished sessions so the set does not grow with the run.
             while tasks.try_join_next().is_some() {}
-            tasks.spawn(run.clone().session(session.clone(), permit));
+            tasks.spawn(run.clone().session(session.clone(), next_endpoint, permit));
+            next_endpoint = (next_endpoint + 1) % run.endpoints.len();
         }
         pass += 1;
         if run

@@ -121,3 +121,27 @@ fn a_timed_immediate_run_needs_a_concurrency_bound() {
     };
     assert!(matches!(c.validate(), Err(Error::Config(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_urls_share_the_sessions_round_robin() {
+    let (a, b) = (sim(Faults::default()).await, sim(Faults::default()).await);
+    let config = BenchConfig {
+        urls: vec![a.info().base_url.clone(), b.info().base_url.clone()],
+        ..BenchConfig::new("", small_shared_prefix())
+    };
+    assert_eq!(run(config).await.expect("runs").errors, 0);
+    for backend in [&a, &b] {
+        let text = reqwest::get(format!("{}/metrics", backend.info().base_url))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body");
+        let served = text
+            .lines()
+            .find(|l| l.starts_with("vllm:request_success_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        assert_eq!(served, Some(4.0), "{}", backend.info().name);
+    }
+}

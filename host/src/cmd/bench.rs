@@ -36,9 +36,10 @@ enum ArrivalKind {
 /// Arguments of `switchyard bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Base URL of the server, e.g. http://127.0.0.1:8080.
-    #[arg(long)]
-    url: String,
+    /// Base URL of the server, e.g. http://127.0.0.1:8080; repeat it to spread sessions
+    /// round-robin over several servers.
+    #[arg(long = "url", required = true)]
+    urls: Vec<String>,
     /// Model name sent in every request.
     #[arg(long, default_value = "meta-llama/Llama-3.1-8B-Instruct")]
     model: String,
@@ -186,7 +187,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         timeout: Duration::from_secs_f64(args.timeout),
         headers: args.headers.clone(),
         progress: !args.json,
-        ..BenchConfig::new(args.url.clone(), args.workload()?)
+        urls: args.urls.clone(),
+        ..BenchConfig::new(String::new(), args.workload()?)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

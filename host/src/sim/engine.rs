@@ -9,9 +9,10 @@
 //! rather than shifted, so lag never accumulates into the simulated latencies.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
@@ -140,14 +141,39 @@ struct Engine {
     streams: HashMap<SeqId, Stream>,
 }
 
-/// Starts an engine loop on the current tokio runtime; it runs until every handle is
+/// The runtime every engine loop of the process runs on: one dedicated thread.
+///
+/// NB: engine steps must not queue behind the thousands of HTTP stream tasks of the
+/// caller's runtime; on their own thread they get an OS share of the CPU and keep their
+/// schedule even when token delivery falls behind.
+fn engine_runtime() -> std::io::Result<&'static Handle> {
+    static RUNTIME: OnceLock<Handle> = OnceLock::new();
+    if let Some(handle) = RUNTIME.get() {
+        return Ok(handle);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("sim-engines".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    // A racing caller may have set it first; its thread then serves both.
+    Ok(RUNTIME.get_or_init(|| handle))
+}
+
+/// Starts an engine loop on the engines' runtime thread; it runs until every handle is
 /// dropped (or the task is aborted).
+///
+/// # Errors
+///
+/// When the engines' runtime thread cannot be started.
 pub fn spawn(
     scheduler: Scheduler,
     speed: f64,
     metrics: Arc<Metrics>,
     publisher: Option<Publisher>,
-) -> (EngineHandle, tokio::task::JoinHandle<()>) {
+) -> std::io::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
     let (tx, rx) = mpsc::unbounded_channel();
     let engine = Engine {
         scheduler,
@@ -160,7 +186,7 @@ pub fn spawn(
         publisher,
         streams: HashMap::new(),
     };
-    (EngineHandle { tx }, tokio::spawn(engine.run(rx)))
+    Ok((EngineHandle { tx }, engine_runtime()?.spawn(engine.run(rx))))
 }
 
 impl Engine {

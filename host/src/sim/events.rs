@@ -10,7 +10,6 @@
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rmpv::Value;
@@ -55,11 +54,11 @@ pub struct EventsSpec {
     pub buffer_steps: usize,
 }
 
-/// A running publisher; dropping it stops its thread.
+/// A running publisher; dropping it stops its thread (which closes the sockets within
+/// one replay poll, without the dropper waiting for it).
 #[derive(Debug)]
 pub struct Publisher {
-    tx: Option<mpsc::Sender<Vec<CacheEvent>>>,
-    thread: Option<JoinHandle<()>>,
+    tx: mpsc::Sender<Vec<CacheEvent>>,
     endpoint: String,
     replay_endpoint: Option<String>,
 }
@@ -117,13 +116,12 @@ impl Publisher {
             buffer: VecDeque::new(),
             buffer_steps: spec.buffer_steps.max(1),
         };
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("sim-kv-events".into())
             .spawn(move || state.run(&rx))
             .map_err(Error::Thread)?;
         Ok(Self {
-            tx: Some(tx),
-            thread: Some(thread),
+            tx,
             endpoint,
             replay_endpoint,
         })
@@ -145,20 +143,9 @@ impl Publisher {
         if events.is_empty() {
             return;
         }
-        if let Some(tx) = &self.tx {
-            // NB: the thread only exits when this sender is dropped, so a send error
-            // cannot happen while `self` is alive.
-            let _ = tx.send(events);
-        }
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.tx.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        // NB: the thread only exits once this sender is dropped, so a send cannot fail
+        // while `self` is alive.
+        let _ = self.tx.send(events);
     }
 }
 

@@ -76,6 +76,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The engines' runtime thread could not be started.
+    #[error("cannot start the engine runtime")]
+    Runtime(#[source] std::io::Error),
     /// The KV-event sockets could not be opened.
     #[error("backend {backend}: kv events")]
     Events {
@@ -182,7 +185,8 @@ impl Backend {
             publisher.is_some(),
         );
         let (engine, engine_task) =
-            engine::spawn(scheduler, spec.speed, metrics.clone(), publisher);
+            engine::spawn(scheduler, spec.speed, metrics.clone(), publisher)
+                .map_err(Error::Runtime)?;
         let (crash, mut crashed) = watch::channel(false);
         let shared = Arc::new(server::Shared {
             name: spec.name.clone(),
