@@ -107,8 +107,8 @@ impl Metrics {
             ("model_name".into(), model_name.to_owned().into()),
             ("engine".into(), "0".into()),
         ];
-        let mut registry = Registry::with_labels(labels.into_iter());
-        let m = Self {
+        let mut m = Self {
+            registry: Registry::with_labels(labels.into_iter()),
             running: Gauge::default(),
             waiting: Gauge::default(),
             kv_usage: Gauge::default(),
@@ -128,9 +128,8 @@ impl Metrics {
             lag_max_us: AtomicU64::new(0),
             lag_over_1ms: AtomicU64::new(0),
             lag_over_10ms: AtomicU64::new(0),
-            registry: Registry::default(),
         };
-        let r = &mut registry;
+        let r = &mut m.registry;
         r.register(
             "vllm:num_requests_running",
             "Number of requests in model execution batches",
@@ -212,7 +211,7 @@ impl Metrics {
             "Information of the LLMEngine CacheConfig",
             info,
         );
-        Self { registry, ..m }
+        m
     }
 
     /// Mirrors the scheduler's gauges and counters.
