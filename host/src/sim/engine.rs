@@ -206,9 +206,13 @@ impl Engine {
                 match command {
                     None => return,
                     Some(Some(c)) => {
-                        // Idle: simulated time catches up with the wall clock.
-                        self.now_ms = self.now_ms.max(self.clock.sim_ms(Instant::now()));
-                        self.handle(c);
+                        // Idle: simulated time catches up with the request's arrival (not
+                        // with the later instant this task woke up, which would charge
+                        // the wake-up delay to the request), or with the wall clock.
+                        let arrival_ms = self.handle(c);
+                        let caught_up =
+                            arrival_ms.unwrap_or_else(|| self.clock.sim_ms(Instant::now()));
+                        self.now_ms = self.now_ms.max(caught_up);
                     }
                     // A transfer completed: resume at its simulated deadline, not at the
                     // (slightly later) instant the timer fired.
@@ -246,7 +250,8 @@ impl Engine {
         }
     }
 
-    fn handle(&mut self, command: Command) {
+    /// Applies a command; a submission returns its simulated arrival time.
+    fn handle(&mut self, command: Command) -> Option<f64> {
         match command {
             Command::Submit { sub, arrived, tx } => {
                 let arrival_ms = self.clock.sim_ms(arrived);
@@ -259,6 +264,7 @@ impl Engine {
                     },
                 );
                 self.scheduler.submit(sub);
+                return Some(arrival_ms);
             }
             Command::Abort(id) => {
                 self.streams.remove(&id);
@@ -277,6 +283,7 @@ impl Engine {
                 self.publish(events);
             }
         }
+        None
     }
 
     fn deliver(&mut self, emissions: Vec<Emission>) {

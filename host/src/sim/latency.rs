@@ -63,11 +63,6 @@ impl StepWork {
         self.decode_seqs += 1;
         self.decode_context += context as f64;
     }
-
-    /// Whether the step does nothing.
-    pub fn is_empty(&self) -> bool {
-        self.prefill_chunks == 0 && self.decode_seqs == 0
-    }
 }
 
 impl LatencyModel {

@@ -346,7 +346,15 @@ async fn injected_errors_and_crash() {
         .send()
         .await;
     crashing.crashed().await;
-    assert!(crashing.cache_snapshot().await.is_none(), "engine stopped");
+    // The engine is aborted right after the crash is signalled: poll until it is gone.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while crashing.cache_snapshot().await.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "engine still running after the crash"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
