@@ -52,6 +52,9 @@ pub struct Args {
     /// vLLM --max-num-batched-tokens.
     #[arg(long, default_value_t = 8192)]
     max_num_batched_tokens: usize,
+    /// Tokens per streamed chunk after the first (vLLM's --stream-interval).
+    #[arg(long, default_value_t = 1)]
+    stream_interval: usize,
     /// KV blocks (default: from the profile's memory).
     #[arg(long)]
     num_gpu_blocks: Option<usize>,
@@ -87,6 +90,7 @@ impl Args {
                     max_num_seqs: self.max_num_seqs,
                     max_num_batched_tokens: self.max_num_batched_tokens,
                     num_gpu_blocks: self.num_gpu_blocks,
+                    stream_interval: self.stream_interval,
                     kv_events: self.kv_events_port.map(|port| EventsFile {
                         port,
                         replay_port: Some(self.kv_replay_port.unwrap_or(0)),

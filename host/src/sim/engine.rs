@@ -24,10 +24,11 @@ use super::scheduler::{Emission, Scheduler, SeqId, Submission, Usage};
 /// What a request's stream receives from the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
-    /// The token at `index` of the output (0 = first) was generated.
-    Token {
-        /// Position in the output.
-        index: usize,
+    /// Every output token up to and including `through` (0 = the first) is generated.
+    /// With a stream interval of k, this comes for the first token and then every k-th.
+    Tokens {
+        /// Position in the output of the last token released.
+        through: usize,
     },
     /// The request completed.
     Finished {
@@ -139,6 +140,8 @@ struct Engine {
     metrics: Arc<Metrics>,
     publisher: Option<Publisher>,
     streams: HashMap<SeqId, Stream>,
+    /// Tokens per stream release (vLLM's `--stream-interval`), at least 1.
+    stream_interval: usize,
 }
 
 /// The runtime every engine loop of the process runs on: one dedicated thread.
@@ -163,7 +166,8 @@ fn engine_runtime() -> std::io::Result<&'static Handle> {
 }
 
 /// Starts an engine loop on the engines' runtime thread; it runs until every handle is
-/// dropped (or the task is aborted).
+/// dropped (or the task is aborted). Streams get their tokens `stream_interval` at a time
+/// (after the first, which is released at once).
 ///
 /// # Errors
 ///
@@ -173,6 +177,7 @@ pub fn spawn(
     speed: f64,
     metrics: Arc<Metrics>,
     publisher: Option<Publisher>,
+    stream_interval: usize,
 ) -> std::io::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
     let (tx, rx) = mpsc::unbounded_channel();
     let engine = Engine {
@@ -185,6 +190,7 @@ pub fn spawn(
         metrics,
         publisher,
         streams: HashMap::new(),
+        stream_interval: stream_interval.max(1),
     };
     Ok((EngineHandle { tx }, engine_runtime()?.spawn(engine.run(rx))))
 }
@@ -302,7 +308,13 @@ impl Engine {
                         self.metrics.observe_token((now - stream.last_ms) / 1e3);
                     }
                     stream.last_ms = now;
-                    if stream.tx.send(StreamEvent::Token { index }).is_err() {
+                    let release = index == 0 || (index + 1) % self.stream_interval == 0;
+                    if release
+                        && stream
+                            .tx
+                            .send(StreamEvent::Tokens { through: index })
+                            .is_err()
+                    {
                         gone.push(seq);
                     }
                 }

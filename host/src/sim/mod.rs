@@ -184,9 +184,14 @@ impl Backend {
             cache,
             publisher.is_some(),
         );
-        let (engine, engine_task) =
-            engine::spawn(scheduler, spec.speed, metrics.clone(), publisher)
-                .map_err(Error::Runtime)?;
+        let (engine, engine_task) = engine::spawn(
+            scheduler,
+            spec.speed,
+            metrics.clone(),
+            publisher,
+            spec.stream_interval,
+        )
+        .map_err(Error::Runtime)?;
         let (crash, mut crashed) = watch::channel(false);
         let shared = Arc::new(server::Shared {
             name: spec.name.clone(),

@@ -401,7 +401,7 @@ async fn complete(
 ) -> Result<Response, ApiError> {
     let (usage, prompt_blocks) = loop {
         match rx.recv().await {
-            Some(StreamEvent::Token { .. }) => {}
+            Some(StreamEvent::Tokens { .. }) => {}
             Some(StreamEvent::Finished {
                 usage,
                 prompt_blocks,
@@ -455,6 +455,7 @@ fn sse_stream(
         rx,
         guard,
         head,
+        sent: 0,
         pending: Vec::new(),
         done: false,
     };
@@ -466,25 +467,8 @@ fn sse_stream(
             return None;
         }
         match st.rx.recv().await {
-            Some(StreamEvent::Token { index }) => {
-                let text = st.job.output_text.get(index).map_or("", String::as_str);
-                let text = serde_json::Value::from(text);
-                let role = if index == 0 && st.job.api == Api::Chat {
-                    r#""role":"assistant","#
-                } else {
-                    ""
-                };
-                let data = match st.job.api {
-                    Api::Chat => {
-                        format!(
-                            r#"{}"delta":{{{role}"content":{text}}},"finish_reason":null}}]}}"#,
-                            st.head
-                        )
-                    }
-                    Api::Completion => {
-                        format!(r#"{}"text":{text},"finish_reason":null}}]}}"#, st.head)
-                    }
-                };
+            Some(StreamEvent::Tokens { through }) => {
+                let data = st.content_chunk(through + 1);
                 Some((Ok(Event::default().data(data)), st))
             }
             Some(StreamEvent::Finished { usage, .. }) => {
@@ -496,6 +480,7 @@ fn sse_stream(
                     st.pending
                         .push(Event::default().data(st.usage_chunk(&usage)));
                 }
+                let unsent = st.sent < usage.completion_tokens;
                 let last = match st.job.api {
                     Api::Chat => {
                         format!(r#"{}"delta":{{}},"finish_reason":"length"}}]}}"#, st.head)
@@ -504,6 +489,12 @@ fn sse_stream(
                         format!(r#"{}"text":"","finish_reason":"length"}}]}}"#, st.head)
                     }
                 };
+                if unsent {
+                    // Tokens held back by the stream interval go out before the end.
+                    st.pending.push(Event::default().data(last));
+                    let data = st.content_chunk(usage.completion_tokens);
+                    return Some((Ok(Event::default().data(data)), st));
+                }
                 Some((Ok(Event::default().data(last)), st))
             }
             // The engine stopped: fail the body so the client sees a broken stream.
@@ -522,11 +513,32 @@ struct SseState {
     guard: AbortGuard,
     /// The chunk JSON up to the choice's fields.
     head: String,
+    /// Output tokens already sent.
+    sent: usize,
     pending: Vec<Event>,
     done: bool,
 }
 
 impl SseState {
+    /// A chunk carrying the output tokens from the last one sent up to `end` (exclusive).
+    fn content_chunk(&mut self, end: usize) -> String {
+        let end = end.min(self.job.output_text.len()).max(self.sent);
+        let text = serde_json::Value::from(self.job.output_text[self.sent..end].concat());
+        let role = if self.sent == 0 && self.job.api == Api::Chat {
+            r#""role":"assistant","#
+        } else {
+            ""
+        };
+        self.sent = end;
+        match self.job.api {
+            Api::Chat => format!(
+                r#"{}"delta":{{{role}"content":{text}}},"finish_reason":null}}]}}"#,
+                self.head
+            ),
+            Api::Completion => format!(r#"{}"text":{text},"finish_reason":null}}]}}"#, self.head),
+        }
+    }
+
     fn usage_chunk(&self, usage: &Usage) -> String {
         json!({
             "id": Shared::response_id(&self.job),

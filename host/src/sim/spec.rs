@@ -80,6 +80,9 @@ pub struct BackendFile {
     /// Output length when a request gives no `max_tokens`. Default 128.
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u32,
+    /// Tokens per streamed chunk after the first (vLLM's `--stream-interval`). Default 1.
+    #[serde(default = "default_stream_interval")]
+    pub stream_interval: usize,
     /// KV events; off when absent. Example `kv_events: { port: 0, replay_port: 0 }`.
     #[serde(default)]
     pub kv_events: Option<EventsFile>,
@@ -153,6 +156,7 @@ impl BackendFile {
             num_gpu_blocks: None,
             kv_transfer_gb_per_s: default_link(),
             default_max_tokens: default_max_tokens(),
+            stream_interval: default_stream_interval(),
             kv_events: None,
             faults: Faults::default(),
         }
@@ -186,6 +190,9 @@ fn default_link() -> f64 {
 fn default_max_tokens() -> u32 {
     128
 }
+fn default_stream_interval() -> usize {
+    1
+}
 fn default_replay_port() -> Option<u16> {
     Some(0)
 }
@@ -213,6 +220,8 @@ pub struct BackendSpec {
     pub num_gpu_blocks: Option<usize>,
     /// Output length when a request gives none.
     pub default_max_tokens: u32,
+    /// Tokens per streamed chunk after the first.
+    pub stream_interval: usize,
     /// Time scale (10 = ten times faster than real time).
     pub speed: f64,
     /// Seed of generated tokens, fault draws and block hashes.
@@ -237,6 +246,7 @@ impl BackendSpec {
             block_size: default_block_size(),
             num_gpu_blocks: None,
             default_max_tokens: default_max_tokens(),
+            stream_interval: default_stream_interval(),
             speed: 1.0,
             seed: 0,
             kv_events: None,
@@ -383,6 +393,7 @@ impl FleetSpec {
                     block_size: b.block_size,
                     num_gpu_blocks: b.num_gpu_blocks,
                     default_max_tokens: b.default_max_tokens,
+                    stream_interval: b.stream_interval.max(1),
                     speed: file.speed,
                     seed: file.seed,
                     kv_events,

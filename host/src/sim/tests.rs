@@ -380,3 +380,33 @@ async fn fleet_serves_models_and_health_on_every_backend() {
     }
     assert_eq!(fleet.backends()[2].info().vendor, "intel");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_interval_groups_tokens_but_keeps_them_all() {
+    let b = start(BackendSpec {
+        speed: 100.0,
+        stream_interval: 4,
+        ..h100("a")
+    })
+    .await;
+    let body = json!({"prompt": "one two three", "max_tokens": 10, "stream": true});
+    let text = post(&b, "/v1/completions", body)
+        .await
+        .text()
+        .await
+        .expect("body");
+    let pieces: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_owned))
+        .filter(|t| !t.is_empty())
+        .collect();
+    // The first token at once, then releases at indices 3 and 7, then the last two.
+    let counts: Vec<usize> = pieces
+        .iter()
+        .map(|p| p.split_whitespace().count())
+        .collect();
+    assert_eq!(counts, vec![1, 3, 4, 2]);
+}
