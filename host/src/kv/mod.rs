@@ -1,1 +1,3 @@
-//! TODO(kv): owned by its issue; replaced as the module lands.
+//! KV-cache awareness: block keys, the prefix index, engine KV-event ingest.
+pub mod index;
+pub mod key;
