@@ -8,3 +8,4 @@ pub mod index;
 pub mod ingest;
 pub mod key;
 pub mod stats;
+pub mod tokens;
