@@ -2,7 +2,7 @@
 
 use rmpv::ValueRef;
 
-use super::event::{Batch, BlockStored, Event, decode_batch, normalize_hash};
+use super::event::{Batch, BlockStored, Event, decode_batch, encode_batch, normalize_hash};
 use super::exact::{Algorithm, ExactHasher, ExtraKey, event_value};
 use super::index::Tier;
 
@@ -33,6 +33,22 @@ fn g3_positional_eleven_field_schema() {
         "93cb3ff8000000000000919cab426c6f636b53746f726564920102c0940102030402c0a3475055c0c0c0c0c000",
     );
     assert_eq!(b, Batch { ts: 1.5, events: vec![g3_event()], dp_rank: Some(0), skipped: 0 });
+}
+
+#[test]
+fn g3_is_what_the_encoder_writes() {
+    let batch = Batch { ts: 1.5, events: vec![g3_event()], dp_rank: Some(0), skipped: 0 };
+    assert_eq!(
+        hex::encode(encode_batch(&batch)),
+        "93cb3ff8000000000000919cab426c6f636b53746f726564920102c0940102030402c0a3475055c0c0c0c0c000"
+    );
+    let mixed = Batch {
+        ts: 2.0,
+        events: vec![Event::Removed { hashes: vec![u64::MAX], tier: Tier::Cpu }, Event::Cleared],
+        dp_rank: None,
+        skipped: 0,
+    };
+    assert_eq!(decode_batch(&encode_batch(&mixed)).expect("round trip"), mixed);
 }
 
 #[test]

@@ -7,6 +7,9 @@
 //! that cannot be read (unknown tag, wrong field type) is skipped and counted in
 //! [`Batch::skipped`]; the others still apply. Engine hashes arrive as unsigned ints,
 //! signed ints or bytes and are normalised by [`normalize_hash`].
+//!
+//! [`encode_batch`] writes the newest positional form, for test publishers and the
+//! simulated backend.
 
 use rmpv::ValueRef;
 
@@ -195,6 +198,53 @@ fn decode_stored(f: &Fields<'_, '_>) -> Option<BlockStored> {
         None => true,
     };
     Some(BlockStored { hashes, parent, tokens, block_size, lora_name, tier, is_full_attention })
+}
+
+/// Encodes a batch as vLLM >= 0.12 does before the map form: positional events with all
+/// 11 `BlockStored` fields (`nil` where unknown) and a 3-element batch.
+pub fn encode_batch(batch: &Batch) -> Vec<u8> {
+    use rmpv::Value;
+    let hashes = |hs: &[u64]| Value::Array(hs.iter().map(|&h| Value::from(h)).collect());
+    let medium = |t: Tier| {
+        Value::from(match t {
+            Tier::Gpu => "GPU",
+            Tier::Cpu => "CPU",
+            Tier::Disk => "DISK",
+        })
+    };
+    let events = batch
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Stored(s) => Value::Array(vec![
+                Value::from("BlockStored"),
+                hashes(&s.hashes),
+                s.parent.map_or(Value::Nil, Value::from),
+                Value::Array(s.tokens.iter().map(|&t| Value::from(t)).collect()),
+                Value::from(s.block_size),
+                Value::Nil,
+                medium(s.tier),
+                s.lora_name.as_deref().map_or(Value::Nil, Value::from),
+                Value::Nil,
+                Value::Nil,
+                Value::Nil,
+                Value::Nil,
+            ]),
+            Event::Removed { hashes: hs, tier } => {
+                Value::Array(vec![Value::from("BlockRemoved"), hashes(hs), medium(*tier), Value::Nil])
+            }
+            Event::Cleared => Value::Array(vec![Value::from("AllBlocksCleared")]),
+        })
+        .collect();
+    let value = Value::Array(vec![
+        Value::F64(batch.ts),
+        Value::Array(events),
+        batch.dp_rank.map_or(Value::Nil, Value::from),
+    ]);
+    let mut out = Vec::new();
+    // NB: writing to a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut out, &value);
+    out
 }
 
 /// Reads an optional `medium` (absent = GPU); `None` if it is not a string.

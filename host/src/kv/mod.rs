@@ -35,7 +35,9 @@ mod tokens;
 
 pub use approx::{DEFAULT_CAPACITY_BLOCKS, DEFAULT_TTL_S, num_gpu_blocks};
 pub use config::{BackendConfig, ExactConfig, KvConfig, ModelConfig};
-pub use event::{Batch, BlockStored, DecodeError, Event, decode_batch, normalize_hash};
+pub use event::{
+    Batch, BlockStored, DecodeError, Event, decode_batch, encode_batch, normalize_hash,
+};
 pub use exact::{Algorithm, ExactHasher, ExtraKey, event_value};
 pub use index::{Index, IndexError, MAX_BACKENDS, Tier, TierWeights, part_hash};
 pub use ingest::{IndexSink, IngestError, Sink};

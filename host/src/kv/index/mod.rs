@@ -214,8 +214,11 @@ impl Index {
             None => return Err(IndexError::Full),
         };
         self.slots[slot] = Slot { live: true, capacity: capacity.unwrap_or(u32::MAX), ..Slot::FREE };
-        if let Some(c) = capacity {
-            self.reserve(c as usize);
+        if capacity.is_some() {
+            // Size the tables for every bounded slot at once: no rehash on the way.
+            let bounded = self.slots.iter().filter(|s| s.live && s.capacity != u32::MAX);
+            let total = bounded.map(|s| s.capacity as usize).sum();
+            self.reserve(total);
         }
         Ok(slot as u8)
     }
@@ -236,7 +239,7 @@ impl Index {
         }
     }
 
-    /// Makes room for `entries` more entries without rehashing on the way.
+    /// Sizes the tables for `entries` entries in all, so they do not rehash on the way.
     pub fn reserve(&mut self, entries: usize) {
         let (recs, ents) = (&self.recs, &self.entries);
         self.keys.reserve(entries, |r| rec_hash(recs.get(r).key));

@@ -77,9 +77,9 @@ impl Table {
         self.len += 1;
     }
 
-    /// Makes room for `additional` more ids without growing on the way.
-    pub(crate) fn reserve(&mut self, additional: usize, rehash: impl Fn(u32) -> u64) {
-        let want = (self.len + additional) * 10 / MAX_LOAD_TENTHS + 1;
+    /// Sizes the table for `total` ids so it does not grow on the way there.
+    pub(crate) fn reserve(&mut self, total: usize, rehash: impl Fn(u32) -> u64) {
+        let want = total * 10 / MAX_LOAD_TENTHS + 1;
         if want > self.slots.len() {
             self.resize(want, &rehash);
         }
