@@ -28,6 +28,9 @@ use super::stats::Counters;
 /// How long a blocked receive waits before checking for shutdown.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How long the applier's queue must stay empty before it looks for lost messages.
+const LOST_CHECK: Duration = Duration::from_millis(20);
+
 /// Replay end-of-stream sequence (`-1` as a signed 8-byte value).
 const END_SEQ: u64 = u64::MAX;
 
@@ -191,6 +194,16 @@ impl<R: Replay> Follower<R> {
         Self { live: None, applied: None, replay }
     }
 
+    /// Handles a live message the queue had no room for, once the queue is drained:
+    /// replays from the last applied batch, so a quiet publisher's lost tail is not
+    /// missed until its next message.
+    pub fn on_lost(&mut self, seq: u64, sink: &mut impl Sink) {
+        if self.applied.is_none_or(|a| seq > a) {
+            self.live = self.live.max(Some(seq));
+            self.catch_up(self.applied.map_or(0, |a| a + 1), sink);
+        }
+    }
+
     /// Handles one live message.
     pub fn on_live(&mut self, seq: u64, payload: &[u8], sink: &mut impl Sink) {
         if self.live.is_some_and(|l| seq <= l) {
@@ -315,14 +328,19 @@ pub struct Route {
     pub tx: SyncSender<Message>,
     /// The backend's counters (drops, bad frames).
     pub counters: Arc<Counters>,
+    /// The highest sequence dropped for lack of room, plus one (0 = none since the
+    /// applier last looked).
+    pub lost: Arc<AtomicU64>,
 }
 
 impl Route {
     fn deliver(&self, m: Message) {
+        let seq = m.seq;
         match self.tx.try_send(m) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 Counters::add(&self.counters.dropped, 1);
+                self.lost.fetch_max(seq.saturating_add(1), Relaxed);
             }
         }
     }
@@ -431,17 +449,24 @@ pub fn receive(sub: Subscriber, stop: &AtomicBool) {
     }
 }
 
-/// Applies queued messages in order until `stop` is set or the queue closes.
+/// Applies queued messages in order until `stop` is set or the queue closes; when the
+/// queue runs dry after drops (`lost`, see [`Route::lost`]), catches up by replay.
 pub fn run_applier<R: Replay>(
     rx: &Receiver<Message>,
+    lost: &AtomicU64,
     follower: &mut Follower<R>,
     sink: &mut impl Sink,
     stop: &AtomicBool,
 ) {
     loop {
-        match rx.recv_timeout(POLL) {
+        match rx.recv_timeout(LOST_CHECK) {
             Ok(m) => follower.on_live(m.seq, &m.payload, sink),
-            Err(RecvTimeoutError::Timeout) if !stop.load(Relaxed) => {}
+            Err(RecvTimeoutError::Timeout) if !stop.load(Relaxed) => {
+                // NB: only with the queue empty, so no older live message is behind it.
+                if let Some(seq) = lost.swap(0, Relaxed).checked_sub(1) {
+                    follower.on_lost(seq, sink);
+                }
+            }
             Err(_) => return,
         }
     }

@@ -387,7 +387,8 @@ impl KvIndex {
         let inner = &self.inner;
         let name = config.name.as_str();
         let (tx, rx) = sync_channel(inner.queue_capacity);
-        let route = Route { tx, counters: counters.clone() };
+        let lost = Arc::new(AtomicU64::new(0));
+        let route = Route { tx, counters: counters.clone(), lost: lost.clone() };
         let mut workers = Workers::default();
         match (&config.events, &inner.bind, &config.topic) {
             (Some(endpoint), _, topic) => {
@@ -419,7 +420,7 @@ impl KvIndex {
         );
         let stop = workers.stop.clone();
         spawn(&mut workers, "apply", name, move || {
-            run_applier(&rx, &mut follower, &mut sink, &stop);
+            run_applier(&rx, &lost, &mut follower, &mut sink, &stop);
         })?;
         Ok(workers)
     }

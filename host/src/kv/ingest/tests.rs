@@ -138,3 +138,17 @@ fn replay_replies_in_both_layouts() {
     assert!(matches!(parse_reply(vec![vec![], vec![], end, vec![]]), Some(Reply::End)));
     assert!(parse_reply(vec![vec![1]]).is_none());
 }
+
+#[test]
+fn a_lost_tail_is_replayed_once_the_queue_is_dry() {
+    let mut f = Follower::new(Some(Buffer { first: 0, last: 4, asked: vec![] }));
+    let mut log = Log::default();
+    live(&mut f, &mut log, 0);
+    live(&mut f, &mut log, 1);
+    f.on_lost(4, &mut log); // 2..=4 never reached the queue
+    assert_eq!(log.applied, ["0", "1", "2", "3", "4"]);
+    live(&mut f, &mut log, 5);
+    assert_eq!(stats(&log).restarts, 0, "the stream continues after the lost tail");
+    f.on_lost(3, &mut log); // already applied by replay: nothing to do
+    assert_eq!(f.replay.as_ref().map(|b| b.asked.len()), Some(1));
+}
