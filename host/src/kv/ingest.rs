@@ -31,6 +31,9 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long the applier's queue must stay empty before it looks for lost messages.
 const LOST_CHECK: Duration = Duration::from_millis(20);
 
+/// Replay requests per gap before the backend is cleared instead.
+const MAX_REPLAYS: usize = 4;
+
 /// Replay end-of-stream sequence (`-1` as a signed 8-byte value).
 const END_SEQ: u64 = u64::MAX;
 
@@ -119,6 +122,8 @@ impl Replay for ZmqReplay {
         let ep = self.endpoint.as_str();
         let sock = self.ctx.socket(zmq::DEALER).map_err(zmq_err("socket", ep))?;
         sock.set_linger(0).map_err(zmq_err("socket", ep))?;
+        // Take replies as fast as they come: the engine drops what does not fit.
+        sock.set_rcvhwm(0).map_err(zmq_err("socket", ep))?;
         sock.connect(ep).map_err(zmq_err("connect", ep))?;
         // NB: a DEALER must send the empty delimiter a REQ would add.
         sock.send_multipart([&[][..], &start.to_be_bytes()[..]], 0)
@@ -200,7 +205,7 @@ impl<R: Replay> Follower<R> {
     pub fn on_lost(&mut self, seq: u64, sink: &mut impl Sink) {
         if self.applied.is_none_or(|a| seq > a) {
             self.live = self.live.max(Some(seq));
-            self.catch_up(self.applied.map_or(0, |a| a + 1), sink);
+            self.catch_up(seq, sink);
         }
     }
 
@@ -213,39 +218,52 @@ impl<R: Replay> Follower<R> {
             self.reset(sink);
         }
         self.live = Some(seq);
-        let next = self.applied.map_or(0, |a| a + 1);
-        if seq > next {
-            self.catch_up(next, sink);
+        if seq > self.applied.map_or(0, |a| a + 1) {
+            self.catch_up(seq - 1, sink);
         }
         if self.applied.is_none_or(|a| seq > a) {
             self.apply(seq, payload, sink);
         }
     }
 
-    fn catch_up(&mut self, start: u64, sink: &mut impl Sink) {
-        let is_gap = self.applied.is_some();
-        if is_gap {
+    /// Applies replayed batches until `through` is applied. A replay that starts after
+    /// the hole (the engine no longer buffers it), or no replay at all, clears the
+    /// backend; a replay with a hole of its own (the engine's ROUTER drops replies
+    /// beyond its high-water mark) is asked again, up to [`MAX_REPLAYS`] times.
+    fn catch_up(&mut self, through: u64, sink: &mut impl Sink) {
+        if self.applied.is_some() {
             Counters::add(&sink.counters().gaps, 1);
         }
-        let batches = match &mut self.replay {
-            Some(r) => {
-                Counters::add(&sink.counters().replays, 1);
-                r.replay(start).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "kv replay failed");
-                    Vec::new()
-                })
+        for _ in 0..MAX_REPLAYS {
+            let start = self.applied.map_or(0, |a| a + 1);
+            if start > through {
+                return;
             }
-            None => Vec::new(),
-        };
-        Counters::add(&sink.counters().replayed_batches, batches.len() as u64);
-        let covers = batches.first().is_some_and(|m| m.seq <= start);
-        if is_gap && !covers {
-            self.reset(sink);
+            let Some(replay) = &mut self.replay else { break };
+            Counters::add(&sink.counters().replays, 1);
+            let batches = replay.replay(start).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "kv replay failed");
+                Vec::new()
+            });
+            Counters::add(&sink.counters().replayed_batches, batches.len() as u64);
+            let Some(first) = batches.first().map(|m| m.seq) else { break };
+            if first > start && self.applied.is_some() {
+                self.reset(sink);
+            }
+            let mut next = first;
+            for m in batches {
+                if m.seq != next {
+                    break;
+                }
+                next += 1;
+                if self.applied.is_none_or(|a| m.seq > a) {
+                    self.apply(m.seq, &m.payload, sink);
+                }
+            }
         }
-        for m in batches {
-            if self.applied.is_none_or(|a| m.seq > a) {
-                self.apply(m.seq, &m.payload, sink);
-            }
+        if self.applied.is_some_and(|a| a < through) {
+            // Stale is worse than empty.
+            self.reset(sink);
         }
     }
 

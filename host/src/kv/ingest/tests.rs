@@ -9,6 +9,22 @@ struct Buffer {
     asked: Vec<u64>,
 }
 
+/// A buffer whose first reply loses one batch, as a ROUTER past its high-water mark.
+struct Holey {
+    inner: Buffer,
+    hole: Option<u64>,
+}
+
+impl Replay for Holey {
+    fn replay(&mut self, start: u64) -> Result<Vec<Message>, IngestError> {
+        let mut batches = self.inner.replay(start)?;
+        if let Some(hole) = self.hole.take() {
+            batches.retain(|m| m.seq != hole);
+        }
+        Ok(batches)
+    }
+}
+
 impl Replay for Buffer {
     fn replay(&mut self, start: u64) -> Result<Vec<Message>, IngestError> {
         self.asked.push(start);
@@ -151,4 +167,16 @@ fn a_lost_tail_is_replayed_once_the_queue_is_dry() {
     assert_eq!(stats(&log).restarts, 0, "the stream continues after the lost tail");
     f.on_lost(3, &mut log); // already applied by replay: nothing to do
     assert_eq!(f.replay.as_ref().map(|b| b.asked.len()), Some(1));
+}
+
+#[test]
+fn a_replay_with_a_hole_is_asked_again() {
+    let inner = Buffer { first: 0, last: 5, asked: vec![] };
+    let mut f = Follower::new(Some(Holey { inner, hole: Some(3) }));
+    let mut log = Log::default();
+    f.on_live(0, b"0", &mut log);
+    f.on_live(5, b"5", &mut log);
+    assert_eq!(log.applied, ["0", "1", "2", "3", "4", "5"]);
+    let s = stats(&log);
+    assert_eq!((s.gaps, s.replays, s.clears), (1, 2, 0));
 }
