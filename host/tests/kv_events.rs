@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use switchyard::kv::{
-    BackendConfig, BackendStats, Batch, BlockStored, Event, KvConfig, KvIndex, ModelConfig,
-    Prompt, Scope, Tier, Tokenizer, encode_batch,
+    BackendConfig, BackendStats, Batch, BlockStored, Event, KvConfig, KvIndex, ModelConfig, Prompt,
+    Scope, Tier, Tokenizer, encode_batch,
 };
 
 const MODEL: &str = "m";
@@ -43,7 +43,10 @@ struct Engine {
 }
 
 fn bound(socket: &zmq::Socket) -> String {
-    socket.get_last_endpoint().expect("endpoint").expect("utf-8 endpoint")
+    socket
+        .get_last_endpoint()
+        .expect("endpoint")
+        .expect("utf-8 endpoint")
 }
 
 impl Engine {
@@ -96,7 +99,12 @@ impl Engine {
     fn emit(&mut self, events: Vec<Event>, send: bool) -> u64 {
         let seq = self.seq;
         self.seq += 1;
-        let payload = encode_batch(&Batch { ts: 0.0, events, dp_rank: Some(0), skipped: 0 });
+        let payload = encode_batch(&Batch {
+            ts: 0.0,
+            events,
+            dp_rank: Some(0),
+            skipped: 0,
+        });
         {
             let mut buffer = self.buffer.lock().expect("buffer");
             buffer.push((seq, payload.clone()));
@@ -141,15 +149,24 @@ fn serve_replay(
     layout: Layout,
 ) {
     while !stop.load(Relaxed) {
-        let Ok(frames) = router.recv_multipart(0) else { continue };
-        let [id, delimiter, start] = frames.as_slice() else { continue };
+        let Ok(frames) = router.recv_multipart(0) else {
+            continue;
+        };
+        let [id, delimiter, start] = frames.as_slice() else {
+            continue;
+        };
         let (Ok(start), true) = (<[u8; 8]>::try_from(start.as_slice()), delimiter.is_empty())
         else {
             continue;
         };
         let start = u64::from_be_bytes(start);
-        let batches: Vec<(u64, Vec<u8>)> =
-            buffer.lock().expect("buffer").iter().filter(|(s, _)| *s >= start).cloned().collect();
+        let batches: Vec<(u64, Vec<u8>)> = buffer
+            .lock()
+            .expect("buffer")
+            .iter()
+            .filter(|(s, _)| *s >= start)
+            .cloned()
+            .collect();
         let end = u64::MAX.to_be_bytes();
         for (seq, payload) in batches
             .iter()
@@ -207,7 +224,9 @@ impl Router {
 
     fn new(config: KvConfig) -> Self {
         let kv = KvIndex::new(&config).expect("kv index starts");
-        let prompt: String = (0..40).map(|i| format!("Shared system rule number {i}. ")).collect();
+        let prompt: String = (0..40)
+            .map(|i| format!("Shared system rule number {i}. "))
+            .collect();
         let tok = Tokenizer::from_files(&tokenizer_path(), None).expect("tokenizer");
         let tokens = tok.encode(&prompt, true).expect("tokens");
         assert!(tokens.len() >= 64, "the prompt spans at least 4 blocks");
@@ -215,7 +234,10 @@ impl Router {
     }
 
     fn cached(&self, name: &str) -> u32 {
-        let keys = self.kv.prepare(MODEL, Prompt::Text(&self.prompt), Scope::default()).expect("keys");
+        let keys = self
+            .kv
+            .prepare(MODEL, Prompt::Text(&self.prompt), Scope::default())
+            .expect("keys");
         let id = self.kv.backend(name).expect("backend");
         let mut out = [u32::MAX];
         self.kv.lookup(&keys, &[id], &mut out);
@@ -223,14 +245,22 @@ impl Router {
     }
 
     fn stats(&self, name: &str) -> BackendStats {
-        self.kv.stats().into_iter().find(|s| s.name == name).expect("stats")
+        self.kv
+            .stats()
+            .into_iter()
+            .find(|s| s.name == name)
+            .expect("stats")
     }
 
     /// Polls `cond` until it holds, failing with the backend's stats after 10 s.
     fn eventually(&self, name: &str, what: &str, cond: impl Fn(&Self) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !cond(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {:?}", self.stats(name));
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                self.stats(name)
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -268,7 +298,10 @@ fn stored_blocks_show_up_and_removals_and_clears_take_them_away() {
     engine.publish(vec![router.stored(0, 2)]);
     engine.publish(vec![router.stored(2, 4)]);
     router.eventually("b", "4 blocks", |r| r.cached("b") == 64);
-    engine.publish(vec![Event::Removed { hashes: vec![1002], tier: Tier::Gpu }]);
+    engine.publish(vec![Event::Removed {
+        hashes: vec![1002],
+        tier: Tier::Gpu,
+    }]);
     router.eventually("b", "a removal", |r| r.cached("b") == 32);
     engine.publish(vec![Event::Cleared]);
     router.eventually("b", "a clear", |r| r.cached("b") == 0);
@@ -285,7 +318,10 @@ fn dropped_message_is_replayed(layout: Layout) {
     engine.publish(vec![router.stored(3, 4)]);
     router.eventually("b", "the replayed blocks", |r| r.cached("b") == 64);
     let s = router.stats("b");
-    assert_eq!((s.gaps, s.replays, s.clears, s.unknown_parent), (1, 1, 0, 0));
+    assert_eq!(
+        (s.gaps, s.replays, s.clears, s.unknown_parent),
+        (1, 1, 0, 0)
+    );
     assert_eq!(s.last_seq, Some(engine.seq - 1));
 }
 
@@ -321,7 +357,13 @@ fn a_gap_replay_cannot_cover_clears_the_backend() {
     engine.publish(vec![router.stored(0, 4)]);
     router.eventually("b", "4 blocks", |r| r.cached("b") == 64);
     for _ in 0..5 {
-        engine.emit(vec![Event::Removed { hashes: vec![1003], tier: Tier::Gpu }], false);
+        engine.emit(
+            vec![Event::Removed {
+                hashes: vec![1003],
+                tier: Tier::Gpu,
+            }],
+            false,
+        );
     }
     engine.publish(vec![]);
     router.eventually("b", "a clear", |r| r.stats("b").clears == 1);
@@ -368,7 +410,11 @@ fn a_flood_is_bounded_counted_and_recovered() {
     // busy engine, keep publishing so the next message reveals the gap.
     let deadline = Instant::now() + Duration::from_secs(20);
     while router.cached("b") != 64 {
-        assert!(Instant::now() < deadline, "flood never drained: {:?}", router.stats("b"));
+        assert!(
+            Instant::now() < deadline,
+            "flood never drained: {:?}",
+            router.stats("b")
+        );
         engine.publish(vec![]);
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -382,7 +428,10 @@ fn a_flood_is_bounded_counted_and_recovered() {
 fn bind_mode_routes_by_topic() {
     let config = KvConfig {
         models: vec![model()],
-        backends: vec![backend("a", None, Some("kv@engine@m")), backend("z", None, Some("kv@z@m"))],
+        backends: vec![
+            backend("a", None, Some("kv@engine@m")),
+            backend("z", None, Some("kv@z@m")),
+        ],
         bind: Some("tcp://127.0.0.1:0".into()),
         ..KvConfig::default()
     };

@@ -82,10 +82,19 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 fn keys(args: &KeysArgs) -> anyhow::Result<()> {
     let tok = Tokenizer::from_files(&args.tokenizer, args.chat_template.as_deref())?;
     let messages = [("user", args.prompt.as_str())];
-    let prompt = if args.chat { Prompt::Chat(&messages) } else { Prompt::Text(&args.prompt) };
+    let prompt = if args.chat {
+        Prompt::Chat(&messages)
+    } else {
+        Prompt::Text(&args.prompt)
+    };
     let ids = tok.encode_prompt(prompt)?;
     let mut keys = Vec::new();
-    key::token_keys(key::root(&args.model, None), &ids, args.block_size, &mut keys);
+    key::token_keys(
+        key::root(&args.model, None),
+        &ids,
+        args.block_size,
+        &mut keys,
+    );
     println!("tokens: {}", ids.len());
     println!("token ids: {ids:?}");
     for (i, k) in keys.iter().enumerate() {
@@ -97,8 +106,11 @@ fn keys(args: &KeysArgs) -> anyhow::Result<()> {
 /// The figures `kv bench` reports.
 #[derive(Debug, Serialize)]
 struct Report {
-    /// BlockStored blocks decoded and applied per second, one thread.
+    /// BlockStored blocks decoded and applied per second of the ingest thread's CPU
+    /// time (one core).
     ingest_blocks_per_s: f64,
+    /// The same per second of wall time (lower on a shared machine).
+    ingest_blocks_per_wall_s: f64,
     /// Lookup of `blocks` keys across `backends` backends, read lock included.
     lookup_median_us: f64,
     lookup_p99_us: f64,
@@ -127,14 +139,18 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "--backends must be in 1..={}",
         switchyard::kv::MAX_BACKENDS
     );
-    anyhow::ensure!(args.blocks >= args.backends, "--blocks must be at least --backends");
+    anyhow::ensure!(
+        args.blocks >= args.backends,
+        "--blocks must be at least --backends"
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(42);
-    let ingest_blocks_per_s = ingest(args, &mut rng)?;
+    let (ingest_blocks_per_s, ingest_blocks_per_wall_s) = ingest(args, &mut rng)?;
     let (bytes_per_entry_grown, _) = fill(args, &mut rng, false)?;
     let (bytes_per_entry, lookups) = fill(args, &mut rng, true)?;
     let (tokenize_tokens_per_s, tokenize_cached_prompt_us) = tokenize(&args.tokenizer)?.unzip();
     let report = Report {
         ingest_blocks_per_s,
+        ingest_blocks_per_wall_s,
         lookup_median_us: lookups.median_us,
         lookup_p99_us: lookups.p99_us,
         lookup_max_us: lookups.max_us,
@@ -156,15 +172,23 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Decodes and applies BlockStored batches of 16 blocks on this thread.
-fn ingest(args: &BenchArgs, rng: &mut ChaCha8Rng) -> anyhow::Result<f64> {
+/// Decodes and applies BlockStored batches of 16 blocks on this thread; blocks per CPU
+/// second and per wall second.
+fn ingest(args: &BenchArgs, rng: &mut ChaCha8Rng) -> anyhow::Result<(f64, f64)> {
     const BLOCKS: usize = 16;
     let index = Arc::new(RwLock::new(Index::new(16, None)));
     let mut sinks = Vec::new();
     for _ in 0..args.backends {
-        let slot = index.write().map_err(|_| anyhow::anyhow!("poisoned"))?.add_slot(None)?;
+        let slot = index
+            .write()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .add_slot(None)?;
         let counters = Arc::new(Counters::default());
-        sinks.push((IndexSink::new(index.clone(), slot, "bench".into(), counters, None), None, 0));
+        sinks.push((
+            IndexSink::new(index.clone(), slot, "bench".into(), counters, None),
+            None,
+            0,
+        ));
     }
     // Each backend extends its current chain, starting a new prompt every 32 batches.
     let mut payloads = Vec::with_capacity(args.batches);
@@ -175,7 +199,9 @@ fn ingest(args: &BenchArgs, rng: &mut ChaCha8Rng) -> anyhow::Result<f64> {
             (*parent, *len) = (None, 0);
         }
         let hashes: Vec<u64> = (0..BLOCKS).map(|_| rng.random()).collect();
-        let tokens: Vec<u32> = (0..BLOCKS * 16).map(|_| rng.random_range(0..65_000)).collect();
+        let tokens: Vec<u32> = (0..BLOCKS * 16)
+            .map(|_| rng.random_range(0..65_000))
+            .collect();
         let stored = BlockStored {
             hashes: hashes.clone(),
             parent: *parent,
@@ -187,17 +213,29 @@ fn ingest(args: &BenchArgs, rng: &mut ChaCha8Rng) -> anyhow::Result<f64> {
         };
         *parent = hashes.last().copied();
         *len += 1;
-        let batch = Batch { ts: i as f64, events: vec![Event::Stored(stored)], dp_rank: Some(0), skipped: 0 };
+        let batch = Batch {
+            ts: i as f64,
+            events: vec![Event::Stored(stored)],
+            dp_rank: Some(0),
+            skipped: 0,
+        };
         payloads.push((b, encode_batch(&batch)));
     }
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), thread_cpu_s()?);
     for (b, payload) in &payloads {
         sinks[*b].0.apply(payload);
     }
-    let secs = start.elapsed().as_secs_f64();
-    let entries = index.read().map_err(|_| anyhow::anyhow!("poisoned"))?.entries();
-    anyhow::ensure!(entries == args.batches * BLOCKS, "ingest lost blocks: {entries} entries");
-    Ok((args.batches * BLOCKS) as f64 / secs)
+    let (secs, cpu_secs) = (start.elapsed().as_secs_f64(), thread_cpu_s()? - cpu_start);
+    let entries = index
+        .read()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .entries();
+    anyhow::ensure!(
+        entries == args.batches * BLOCKS,
+        "ingest lost blocks: {entries} entries"
+    );
+    let blocks = (args.batches * BLOCKS) as f64;
+    Ok((blocks / cpu_secs.max(0.01), blocks / secs))
 }
 
 struct Lookups {
@@ -234,11 +272,17 @@ fn fill(args: &BenchArgs, rng: &mut ChaCha8Rng, reserve: bool) -> anyhow::Result
     let mut hist = Histogram::<u64>::new(3)?;
     for _ in 0..args.lookups {
         let start = Instant::now();
-        index.read().map_err(|_| anyhow::anyhow!("poisoned"))?.lookup(&prompt, &slots, &mut out);
+        index
+            .read()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .lookup(&prompt, &slots, &mut out);
         hist.record(start.elapsed().as_nanos() as u64)?;
     }
     for (j, &tokens) in out.iter().enumerate() {
-        anyhow::ensure!(tokens as usize == depth(j) * 16, "backend {j}: wrong depth {tokens}");
+        anyhow::ensure!(
+            tokens as usize == depth(j) * 16,
+            "backend {j}: wrong depth {tokens}"
+        );
     }
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let lookups = Lookups {
@@ -255,21 +299,27 @@ fn tokenize(path: &Path) -> anyhow::Result<Option<(f64, f64)>> {
     if !path.exists() {
         return Ok(None);
     }
-    let tok = Tokenizer::from_files(path, None).with_context(|| format!("loading {}", path.display()))?;
+    let tok =
+        Tokenizer::from_files(path, None).with_context(|| format!("loading {}", path.display()))?;
     let system: String = (0..300)
         .map(|i| format!("Rule {i}: answer briefly, cite the manual section {i}, never guess.\n"))
         .collect();
     let cold_start = Instant::now();
     let mut tokens = 0;
     for round in 0..5 {
-        tokens += tok.encode_uncached(&format!("{system}Question {round}?"), true)?.len();
+        tokens += tok
+            .encode_uncached(&format!("{system}Question {round}?"), true)?
+            .len();
     }
     let tokens_per_s = tokens as f64 / cold_start.elapsed().as_secs_f64();
     tok.encode(&format!("{system}warm-up"), true)?;
     let rounds = 50;
     let start = Instant::now();
     for round in 0..rounds {
-        tok.encode(&format!("{system}Question {round}: what does rule {round} mean?"), true)?;
+        tok.encode(
+            &format!("{system}Question {round}: what does rule {round} mean?"),
+            true,
+        )?;
     }
     let cached_us = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
     Ok(Some((tokens_per_s, cached_us)))
@@ -285,6 +335,21 @@ fn keys_time(rng: &mut ChaCha8Rng) -> f64 {
         key::token_keys(key::root("bench", None), &tokens, 16, &mut keys);
     }
     start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
+}
+
+/// CPU time of the calling thread in seconds (Linux `/proc`, 10 ms ticks).
+fn thread_cpu_s() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+    // Fields after the parenthesised command name; utime and stime are 14th and 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .context("short /proc stat")?
+        .iter()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    Ok(ticks / 100.0)
 }
 
 /// Resident set size of this process (Linux), 0 elsewhere.

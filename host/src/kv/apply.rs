@@ -50,8 +50,11 @@ pub fn apply_batch(index: &mut Index, t: &Target<'_>, ratio: &mut Ratio, batch: 
                     for part in 0..ratio.0 {
                         known |= index.remove_engine(t.slot, part_hash(h, part), *tier);
                     }
-                    let counter =
-                        if known { &t.counters.blocks_removed } else { &t.counters.unknown_hash };
+                    let counter = if known {
+                        &t.counters.blocks_removed
+                    } else {
+                        &t.counters.unknown_hash
+                    };
                     Counters::add(counter, 1);
                 }
             }
@@ -121,5 +124,8 @@ fn store(index: &mut Index, t: &Target<'_>, ratio: &mut Ratio, ev: &BlockStored)
             index.store_engine(t.slot, parent, ev.tier, part_hash(*h, part as u32));
         }
     }
-    Counters::add(&t.counters.blocks_stored, u64::from(ratio.0) * ev.hashes.len() as u64);
+    Counters::add(
+        &t.counters.blocks_stored,
+        u64::from(ratio.0) * ev.hashes.len() as u64,
+    );
 }

@@ -32,23 +32,45 @@ fn g3_positional_eleven_field_schema() {
     let b = decode(
         "93cb3ff8000000000000919cab426c6f636b53746f726564920102c0940102030402c0a3475055c0c0c0c0c000",
     );
-    assert_eq!(b, Batch { ts: 1.5, events: vec![g3_event()], dp_rank: Some(0), skipped: 0 });
+    assert_eq!(
+        b,
+        Batch {
+            ts: 1.5,
+            events: vec![g3_event()],
+            dp_rank: Some(0),
+            skipped: 0
+        }
+    );
 }
 
 #[test]
 fn g3_is_what_the_encoder_writes() {
-    let batch = Batch { ts: 1.5, events: vec![g3_event()], dp_rank: Some(0), skipped: 0 };
+    let batch = Batch {
+        ts: 1.5,
+        events: vec![g3_event()],
+        dp_rank: Some(0),
+        skipped: 0,
+    };
     assert_eq!(
         hex::encode(encode_batch(&batch)),
         "93cb3ff8000000000000919cab426c6f636b53746f726564920102c0940102030402c0a3475055c0c0c0c0c000"
     );
     let mixed = Batch {
         ts: 2.0,
-        events: vec![Event::Removed { hashes: vec![u64::MAX], tier: Tier::Cpu }, Event::Cleared],
+        events: vec![
+            Event::Removed {
+                hashes: vec![u64::MAX],
+                tier: Tier::Cpu,
+            },
+            Event::Cleared,
+        ],
         dp_rank: None,
         skipped: 0,
     };
-    assert_eq!(decode_batch(&encode_batch(&mixed)).expect("round trip"), mixed);
+    assert_eq!(
+        decode_batch(&encode_batch(&mixed)).expect("round trip"),
+        mixed
+    );
 }
 
 #[test]
@@ -65,7 +87,15 @@ fn g4_positional_seven_field_event() {
 #[test]
 fn g5_v0_9_two_element_batch() {
     let b = decode("92cb3ff80000000000009196ab426c6f636b53746f726564920102c0940102030402c0");
-    assert_eq!(b, Batch { ts: 1.5, events: vec![g3_event()], dp_rank: None, skipped: 0 });
+    assert_eq!(
+        b,
+        Batch {
+            ts: 1.5,
+            events: vec![g3_event()],
+            dp_rank: None,
+            skipped: 0
+        }
+    );
 }
 
 #[test]
@@ -87,7 +117,13 @@ fn g7_map_removed_and_cleared() {
     ));
     assert_eq!(
         b.events,
-        vec![Event::Removed { hashes: vec![2], tier: Tier::Gpu }, Event::Cleared]
+        vec![
+            Event::Removed {
+                hashes: vec![2],
+                tier: Tier::Gpu
+            },
+            Event::Cleared
+        ]
     );
 }
 
@@ -98,7 +134,13 @@ fn g8_positional_removed_and_cleared_without_rank() {
     );
     assert_eq!(
         b.events,
-        vec![Event::Removed { hashes: vec![2], tier: Tier::Gpu }, Event::Cleared]
+        vec![
+            Event::Removed {
+                hashes: vec![2],
+                tier: Tier::Gpu
+            },
+            Event::Cleared
+        ]
     );
     assert_eq!(b.dp_rank, None);
 }
@@ -107,7 +149,9 @@ fn g8_positional_removed_and_cleared_without_rank() {
 fn positional_and_map_events_mix_in_one_batch() {
     // [1.5, [G4 positional event, G7's map BlockRemoved], 3]
     let mut payload = unhex("93cb3ff800000000000092");
-    payload.extend(unhex("98ab426c6f636b53746f726564920102c0940102030402c0a3475055c0"));
+    payload.extend(unhex(
+        "98ab426c6f636b53746f726564920102c0940102030402c0a3475055c0",
+    ));
     payload.extend(unhex(
         "83a474797065ac426c6f636b52656d6f766564ac626c6f636b5f6861736865739102a66d656469756da3475055",
     ));
@@ -125,7 +169,10 @@ fn g9_hash_normalisation() {
     assert_eq!(normalize_hash(&v), Some(u64::MAX));
     // A 32-byte digest: the last 8 bytes, big-endian.
     let digest = unhex("202da172482d928bbc42ab25b0151e2b895f13f41002e27b2ceabcfae6d332ea");
-    assert_eq!(normalize_hash(&ValueRef::Binary(&digest)), Some(3236607068019569386));
+    assert_eq!(
+        normalize_hash(&ValueRef::Binary(&digest)),
+        Some(3236607068019569386)
+    );
     // Short bytes are left-padded; negative ints keep their bits (SGLang).
     assert_eq!(normalize_hash(&ValueRef::Binary(&[1, 2])), Some(0x0102));
     assert_eq!(normalize_hash(&ValueRef::from(-1i64)), Some(u64::MAX));
@@ -152,21 +199,33 @@ fn g10_to_g13_sha256_cbor_chain() {
         hex::encode(&digests[1]),
         "4a0a393805c6d2f0ed831000d41bb65980336c4c04895d5e26470bbec927f5bf"
     );
-    assert_eq!(h.event_hashes(&tokens(1..=32), 16, &[]), vec![3236607068019569386, 2758186210834249151]);
+    assert_eq!(
+        h.event_hashes(&tokens(1..=32), 16, &[]),
+        vec![3236607068019569386, 2758186210834249151]
+    );
 }
 
 #[test]
 fn g14_extra_keys() {
     let h = ExactHasher::new(Algorithm::Sha256Cbor, "0");
     let with = |s: &str| vec![Some(vec![ExtraKey::Str(s.to_owned())])];
-    assert_eq!(h.event_hashes(&tokens(1..=16), 16, &with("my-lora")), vec![15444946753610453501]);
-    assert_eq!(h.event_hashes(&tokens(1..=16), 16, &with("salt1")), vec![4511955560064254276]);
+    assert_eq!(
+        h.event_hashes(&tokens(1..=16), 16, &with("my-lora")),
+        vec![15444946753610453501]
+    );
+    assert_eq!(
+        h.event_hashes(&tokens(1..=16), 16, &with("salt1")),
+        vec![4511955560064254276]
+    );
 }
 
 #[test]
 fn g16_xxhash_cbor_chain() {
     let h = ExactHasher::new(Algorithm::XxhashCbor, "0");
-    assert_eq!(hex::encode(h.none_hash()), "1ebe36576dcb573f26b99533a20aaeca");
+    assert_eq!(
+        hex::encode(h.none_hash()),
+        "1ebe36576dcb573f26b99533a20aaeca"
+    );
     assert_eq!(
         h.event_hashes(&tokens(1..=32), 16, &[]),
         vec![882618318818381833, 12890060145260523405]
@@ -208,7 +267,10 @@ fn exact_check_accepts_a_true_chain_and_flags_a_false_one() {
 fn corrupt_msgpack_is_an_error() {
     // Truncated G3: the event list promises more than the payload holds.
     let mut payload = unhex("93cb3ff8000000000000919cab426c6f636b53746f726564");
-    assert!(matches!(decode_batch(&payload), Err(super::event::DecodeError::Msgpack(_))));
+    assert!(matches!(
+        decode_batch(&payload),
+        Err(super::event::DecodeError::Msgpack(_))
+    ));
     payload.clear();
     assert!(decode_batch(&payload).is_err());
     // Valid msgpack that is not a batch.
@@ -223,7 +285,9 @@ fn unknown_tag_and_bad_event_are_skipped_and_counted() {
     // [1.5, [["Mystery", 1], G4 event, ["BlockStored", "not-a-list"], G7 map removed], nil]
     let mut payload = unhex("93cb3ff800000000000094");
     payload.extend(unhex("92a74d79737465727901"));
-    payload.extend(unhex("98ab426c6f636b53746f726564920102c0940102030402c0a3475055c0"));
+    payload.extend(unhex(
+        "98ab426c6f636b53746f726564920102c0940102030402c0a3475055c0",
+    ));
     payload.extend(unhex("92ab426c6f636b53746f726564a3626164"));
     payload.extend(unhex(
         "83a474797065ac426c6f636b52656d6f766564ac626c6f636b5f6861736865739102a66d656469756da3475055",
@@ -233,6 +297,12 @@ fn unknown_tag_and_bad_event_are_skipped_and_counted() {
     assert_eq!(b.skipped, 2);
     assert_eq!(
         b.events,
-        vec![g3_event(), Event::Removed { hashes: vec![2], tier: Tier::Gpu }]
+        vec![
+            g3_event(),
+            Event::Removed {
+                hashes: vec![2],
+                tier: Tier::Gpu
+            }
+        ]
     );
 }

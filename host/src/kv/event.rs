@@ -113,10 +113,16 @@ pub fn decode_batch(payload: &[u8]) -> Result<Batch, DecodeError> {
             map_get(&value, "events"),
             map_get(&value, "data_parallel_rank"),
         ),
-        _ => return Err(DecodeError::NotABatch { what: "array or map" }),
+        _ => {
+            return Err(DecodeError::NotABatch {
+                what: "array or map",
+            });
+        }
     };
     let Some(ValueRef::Array(events)) = events else {
-        return Err(DecodeError::NotABatch { what: "events list" });
+        return Err(DecodeError::NotABatch {
+            what: "events list",
+        });
     };
     let mut batch = Batch {
         ts: ts.and_then(as_f64).unwrap_or(0.0),
@@ -197,7 +203,15 @@ fn decode_stored(f: &Fields<'_, '_>) -> Option<BlockStored> {
         Some(v) => as_str(v)? == "full_attention",
         None => true,
     };
-    Some(BlockStored { hashes, parent, tokens, block_size, lora_name, tier, is_full_attention })
+    Some(BlockStored {
+        hashes,
+        parent,
+        tokens,
+        block_size,
+        lora_name,
+        tier,
+        is_full_attention,
+    })
 }
 
 /// Encodes a batch as vLLM >= 0.12 does before the map form: positional events with all
@@ -230,9 +244,12 @@ pub fn encode_batch(batch: &Batch) -> Vec<u8> {
                 Value::Nil,
                 Value::Nil,
             ]),
-            Event::Removed { hashes: hs, tier } => {
-                Value::Array(vec![Value::from("BlockRemoved"), hashes(hs), medium(*tier), Value::Nil])
-            }
+            Event::Removed { hashes: hs, tier } => Value::Array(vec![
+                Value::from("BlockRemoved"),
+                hashes(hs),
+                medium(*tier),
+                Value::Nil,
+            ]),
             Event::Cleared => Value::Array(vec![Value::from("AllBlocksCleared")]),
         })
         .collect();
@@ -278,7 +295,10 @@ pub fn normalize_hash(v: &ValueRef<'_>) -> Option<u64> {
 
 fn map_get<'v, 'a>(map: &'v ValueRef<'a>, name: &str) -> Option<&'v ValueRef<'a>> {
     match map {
-        ValueRef::Map(pairs) => pairs.iter().find(|(k, _)| as_str(k) == Some(name)).map(|(_, v)| v),
+        ValueRef::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| as_str(k) == Some(name))
+            .map(|(_, v)| v),
         _ => None,
     }
 }

@@ -46,7 +46,10 @@ impl ExactHasher {
         let mut seed = Vec::new();
         cbor_text(&mut seed, python_hash_seed);
         let none_hash = digest(algorithm, &seed);
-        Self { algorithm, none_hash }
+        Self {
+            algorithm,
+            none_hash,
+        }
     }
 
     /// `NONE_HASH`, the parent of block 0.
@@ -104,7 +107,10 @@ impl ExactHasher {
         block_size: u32,
         extras: &[Option<Vec<ExtraKey>>],
     ) -> Vec<u64> {
-        self.digests(tokens, block_size, extras).iter().map(|d| event_value(d)).collect()
+        self.digests(tokens, block_size, extras)
+            .iter()
+            .map(|d| event_value(d))
+            .collect()
     }
 
     /// Whether a `BlockStored` that starts a chain carries the hashes this hasher

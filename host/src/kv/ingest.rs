@@ -55,7 +55,11 @@ pub enum IngestError {
 }
 
 fn zmq_err<'a>(op: &'static str, endpoint: &'a str) -> impl FnOnce(zmq::Error) -> IngestError + 'a {
-    move |source| IngestError::Zmq { op, endpoint: endpoint.to_owned(), source }
+    move |source| IngestError::Zmq {
+        op,
+        endpoint: endpoint.to_owned(),
+        source,
+    }
 }
 
 /// One live message, past frame validation.
@@ -113,14 +117,19 @@ impl ZmqReplay {
 
 impl std::fmt::Debug for ZmqReplay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZmqReplay").field("endpoint", &self.endpoint).finish_non_exhaustive()
+        f.debug_struct("ZmqReplay")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
     }
 }
 
 impl Replay for ZmqReplay {
     fn replay(&mut self, start: u64) -> Result<Vec<Message>, IngestError> {
         let ep = self.endpoint.as_str();
-        let sock = self.ctx.socket(zmq::DEALER).map_err(zmq_err("socket", ep))?;
+        let sock = self
+            .ctx
+            .socket(zmq::DEALER)
+            .map_err(zmq_err("socket", ep))?;
         sock.set_linger(0).map_err(zmq_err("socket", ep))?;
         // Take replies as fast as they come: the engine drops what does not fit.
         sock.set_rcvhwm(0).map_err(zmq_err("socket", ep))?;
@@ -131,7 +140,8 @@ impl Replay for ZmqReplay {
         let mut out = Vec::new();
         let mut wait = self.first_reply;
         loop {
-            sock.set_rcvtimeo(wait.as_millis() as i32).map_err(zmq_err("socket", ep))?;
+            sock.set_rcvtimeo(wait.as_millis() as i32)
+                .map_err(zmq_err("socket", ep))?;
             let frames = match sock.recv_multipart(0) {
                 Ok(f) => f,
                 Err(zmq::Error::EAGAIN) => break,
@@ -196,7 +206,11 @@ pub struct Follower<R> {
 impl<R: Replay> Follower<R> {
     /// A follower that has seen nothing yet, replaying through `replay` if given.
     pub fn new(replay: Option<R>) -> Self {
-        Self { live: None, applied: None, replay }
+        Self {
+            live: None,
+            applied: None,
+            replay,
+        }
     }
 
     /// Handles a live message the queue had no room for, once the queue is drained:
@@ -239,14 +253,18 @@ impl<R: Replay> Follower<R> {
             if start > through {
                 return;
             }
-            let Some(replay) = &mut self.replay else { break };
+            let Some(replay) = &mut self.replay else {
+                break;
+            };
             Counters::add(&sink.counters().replays, 1);
             let batches = replay.replay(start).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "kv replay failed");
                 Vec::new()
             });
             Counters::add(&sink.counters().replayed_batches, batches.len() as u64);
-            let Some(first) = batches.first().map(|m| m.seq) else { break };
+            let Some(first) = batches.first().map(|m| m.seq) else {
+                break;
+            };
             if first > start && self.applied.is_some() {
                 self.reset(sink);
             }
@@ -306,7 +324,14 @@ impl IndexSink {
         counters: Arc<Counters>,
         exact: Option<ExactHasher>,
     ) -> Self {
-        Self { index, slot, model, counters, exact, ratio: Ratio::default() }
+        Self {
+            index,
+            slot,
+            model,
+            counters,
+            exact,
+            ratio: Ratio::default(),
+        }
     }
 }
 
@@ -331,7 +356,10 @@ impl Sink for IndexSink {
     }
 
     fn clear(&mut self) {
-        self.index.write().unwrap_or_else(|p| p.into_inner()).clear(self.slot);
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear(self.slot);
     }
 
     fn counters(&self) -> &Counters {
@@ -402,7 +430,9 @@ pub struct Subscriber {
 
 impl std::fmt::Debug for Subscriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscriber").field("endpoint", &self.endpoint).finish_non_exhaustive()
+        f.debug_struct("Subscriber")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -414,13 +444,19 @@ impl Subscriber {
     /// [`IngestError::Zmq`] when the socket cannot be created, bound or connected.
     pub fn open(ctx: &zmq::Context, source: Source) -> Result<Self, IngestError> {
         let (ep, topic, bind) = match &source {
-            Source::Connect { endpoint, topic, .. } => (endpoint.clone(), topic.clone(), false),
+            Source::Connect {
+                endpoint, topic, ..
+            } => (endpoint.clone(), topic.clone(), false),
             Source::Bind { endpoint, .. } => (endpoint.clone(), String::new(), true),
         };
         let socket = ctx.socket(zmq::SUB).map_err(zmq_err("socket", &ep))?;
-        socket.set_rcvtimeo(POLL.as_millis() as i32).map_err(zmq_err("socket", &ep))?;
+        socket
+            .set_rcvtimeo(POLL.as_millis() as i32)
+            .map_err(zmq_err("socket", &ep))?;
         socket.set_linger(0).map_err(zmq_err("socket", &ep))?;
-        socket.set_subscribe(topic.as_bytes()).map_err(zmq_err("socket", &ep))?;
+        socket
+            .set_subscribe(topic.as_bytes())
+            .map_err(zmq_err("socket", &ep))?;
         if bind {
             socket.bind(&ep).map_err(zmq_err("bind", &ep))?;
         } else {
@@ -430,7 +466,11 @@ impl Subscriber {
             Ok(Ok(e)) if bind => e,
             _ => ep,
         };
-        Ok(Self { socket, source, endpoint })
+        Ok(Self {
+            socket,
+            source,
+            endpoint,
+        })
     }
 }
 
@@ -451,7 +491,9 @@ pub fn receive(sub: Subscriber, stop: &AtomicBool) {
                 Some((_, m)) => route.deliver(m),
                 None => Counters::add(&route.counters.bad_messages, 1),
             },
-            Source::Bind { routes, unrouted, .. } => {
+            Source::Bind {
+                routes, unrouted, ..
+            } => {
                 let route = parse_live(frames).and_then(|(topic, m)| {
                     let routes = routes.read().unwrap_or_else(|p| p.into_inner());
                     routes.get(&topic).cloned().map(|r| (r, m))

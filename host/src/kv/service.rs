@@ -194,7 +194,9 @@ struct Inner {
 impl std::fmt::Debug for KvIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let models: Vec<&str> = self.inner.models.iter().map(|m| m.name.as_str()).collect();
-        f.debug_struct("KvIndex").field("models", &models).finish_non_exhaustive()
+        f.debug_struct("KvIndex")
+            .field("models", &models)
+            .finish_non_exhaustive()
     }
 }
 
@@ -208,7 +210,10 @@ fn spawn(
     let handle = std::thread::Builder::new()
         .name(format!("kv-{what}"))
         .spawn(move || span.in_scope(f))
-        .map_err(|source| Error::Spawn { backend: backend.to_owned(), source })?;
+        .map_err(|source| Error::Spawn {
+            backend: backend.to_owned(),
+            source,
+        })?;
     workers.threads.push(handle);
     Ok(())
 }
@@ -223,7 +228,10 @@ impl KvIndex {
     pub fn new(config: &KvConfig) -> Result<Self, Error> {
         let mut models = Vec::with_capacity(config.models.len());
         for m in &config.models {
-            let bad = |reason| Error::BadModel { model: m.name.clone(), reason };
+            let bad = |reason| Error::BadModel {
+                model: m.name.clone(),
+                reason,
+            };
             if m.block_size == 0 {
                 return Err(bad("block_size must be at least 1"));
             }
@@ -235,19 +243,29 @@ impl KvIndex {
                 .as_deref()
                 .map(|t| Tokenizer::from_files(t, m.chat_template.as_deref()))
                 .transpose()
-                .map_err(|source| Error::Tokenize { model: m.name.clone(), source })?;
+                .map_err(|source| Error::Tokenize {
+                    model: m.name.clone(),
+                    source,
+                })?;
             models.push(Model {
                 name: m.name.clone(),
                 block_size: m.block_size,
                 tokenizer,
-                exact: m.exact.as_ref().map(|e| ExactHasher::new(e.algorithm, &e.python_hash_seed)),
+                exact: m
+                    .exact
+                    .as_ref()
+                    .map(|e| ExactHasher::new(e.algorithm, &e.python_hash_seed)),
                 index: Arc::new(RwLock::new(Index::new(m.block_size, config.tier_weights))),
                 approx_slots: AtomicU64::new(0),
             });
         }
         let models: Arc<[Model]> = models.into();
         let ctx = zmq::Context::new();
-        let bind = config.bind.as_ref().map(|ep| Self::bind(&ctx, ep)).transpose()?;
+        let bind = config
+            .bind
+            .as_ref()
+            .map(|ep| Self::bind(&ctx, ep))
+            .transpose()?;
         let clock = Instant::now();
         let ttl_s = config.approx_ttl_s;
         let mut sweeper = Workers::default();
@@ -287,13 +305,20 @@ impl KvIndex {
             routes: routes.clone(),
             unrouted: unrouted.clone(),
         };
-        let sub = Subscriber::open(ctx, source)
-            .map_err(|source| Error::Ingest { backend: "bind".to_owned(), source })?;
+        let sub = Subscriber::open(ctx, source).map_err(|source| Error::Ingest {
+            backend: "bind".to_owned(),
+            source,
+        })?;
         let endpoint = sub.endpoint.clone();
         let mut workers = Workers::default();
         let stop = workers.stop.clone();
         spawn(&mut workers, "bind", "bind", move || receive(sub, &stop))?;
-        Ok(Bind { endpoint, routes, unrouted, _workers: workers })
+        Ok(Bind {
+            endpoint,
+            routes,
+            unrouted,
+            _workers: workers,
+        })
     }
 
     /// The endpoint bound in centralised mode (with the OS-chosen port when 0 was asked).
@@ -303,7 +328,10 @@ impl KvIndex {
 
     /// Messages on the bound endpoint that no backend's topic claimed, or malformed.
     pub fn unrouted(&self) -> u64 {
-        self.inner.bind.as_ref().map_or(0, |b| b.unrouted.load(Relaxed))
+        self.inner
+            .bind
+            .as_ref()
+            .map_or(0, |b| b.unrouted.load(Relaxed))
     }
 
     fn model(&self, name: &str) -> Result<(u16, &Model), Error> {
@@ -313,11 +341,16 @@ impl KvIndex {
             .enumerate()
             .find(|(_, m)| m.name == name)
             .map(|(i, m)| (i as u16, m))
-            .ok_or_else(|| Error::UnknownModel { model: name.to_owned() })
+            .ok_or_else(|| Error::UnknownModel {
+                model: name.to_owned(),
+            })
     }
 
     fn backends(&self) -> std::sync::RwLockReadGuard<'_, Vec<Backend>> {
-        self.inner.backends.read().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .backends
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts indexing a backend: follows its events, or records decisions for it.
@@ -334,7 +367,10 @@ impl KvIndex {
         if backends.iter().any(|b| b.name == name) {
             return Err(Error::DuplicateBackend { backend: name });
         }
-        let bound_topic = config.topic.as_ref().filter(|_| config.events.is_none() && inner.bind.is_some());
+        let bound_topic = config
+            .topic
+            .as_ref()
+            .filter(|_| config.events.is_none() && inner.bind.is_some());
         let mode = if config.events.is_some() || bound_topic.is_some() {
             Mode::Events
         } else {
@@ -342,15 +378,25 @@ impl KvIndex {
         };
         let capacity = match mode {
             Mode::Events => config.capacity_blocks,
-            Mode::Approximate => Some(config.capacity_blocks.unwrap_or(approx::DEFAULT_CAPACITY_BLOCKS)),
+            Mode::Approximate => Some(
+                config
+                    .capacity_blocks
+                    .unwrap_or(approx::DEFAULT_CAPACITY_BLOCKS),
+            ),
         };
         let slot = model
             .index
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .add_slot(capacity)
-            .map_err(|source| Error::Full { backend: name.clone(), source })?;
-        let id = BackendId { model: model_id, slot };
+            .map_err(|source| Error::Full {
+                backend: name.clone(),
+                source,
+            })?;
+        let id = BackendId {
+            model: model_id,
+            slot,
+        };
         let counters = Arc::new(Counters::default());
         let workers = match mode {
             Mode::Events => self.start_ingest(config, model, slot, &counters),
@@ -362,7 +408,11 @@ impl KvIndex {
         let workers = match workers {
             Ok(w) => w,
             Err(e) => {
-                model.index.write().unwrap_or_else(|p| p.into_inner()).remove_slot(slot);
+                model
+                    .index
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove_slot(slot);
                 return Err(e);
             }
         };
@@ -388,7 +438,11 @@ impl KvIndex {
         let name = config.name.as_str();
         let (tx, rx) = sync_channel(inner.queue_capacity);
         let lost = Arc::new(AtomicU64::new(0));
-        let route = Route { tx, counters: counters.clone(), lost: lost.clone() };
+        let route = Route {
+            tx,
+            counters: counters.clone(),
+            lost: lost.clone(),
+        };
         let mut workers = Workers::default();
         match (&config.events, &inner.bind, &config.topic) {
             (Some(endpoint), _, topic) => {
@@ -397,8 +451,10 @@ impl KvIndex {
                     topic: topic.clone().unwrap_or_default(),
                     route,
                 };
-                let sub = Subscriber::open(&inner.ctx, source)
-                    .map_err(|source| Error::Ingest { backend: name.to_owned(), source })?;
+                let sub = Subscriber::open(&inner.ctx, source).map_err(|source| Error::Ingest {
+                    backend: name.to_owned(),
+                    source,
+                })?;
                 let stop = workers.stop.clone();
                 spawn(&mut workers, "recv", name, move || receive(sub, &stop))?;
             }
@@ -409,8 +465,12 @@ impl KvIndex {
             // NB: add_backend only starts ingest for one of the two shapes above.
             (None, _, _) => {}
         }
-        let mut follower =
-            Follower::new(config.replay.clone().map(|ep| ZmqReplay::new(inner.ctx.clone(), ep)));
+        let mut follower = Follower::new(
+            config
+                .replay
+                .clone()
+                .map(|ep| ZmqReplay::new(inner.ctx.clone(), ep)),
+        );
         let mut sink = IndexSink::new(
             model.index.clone(),
             slot,
@@ -437,24 +497,36 @@ impl KvIndex {
             let pos = backends
                 .iter()
                 .position(|b| b.name == name)
-                .ok_or_else(|| Error::UnknownBackend { backend: name.to_owned() })?;
+                .ok_or_else(|| Error::UnknownBackend {
+                    backend: name.to_owned(),
+                })?;
             backends.swap_remove(pos)
         };
         if let (Some(bind), Some(topic)) = (&inner.bind, &backend.topic) {
-            bind.routes.write().unwrap_or_else(|p| p.into_inner()).remove(topic);
+            bind.routes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(topic);
         }
         let id = backend.id;
         // NB: the ingest threads are joined here, before the slot can be reused.
         drop(backend);
         let model = &inner.models[id.model as usize];
         model.approx_slots.fetch_and(!(1 << id.slot), Relaxed);
-        model.index.write().unwrap_or_else(|p| p.into_inner()).remove_slot(id.slot);
+        model
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_slot(id.slot);
         Ok(())
     }
 
     /// The id of a backend by name.
     pub fn backend(&self, name: &str) -> Option<BackendId> {
-        self.backends().iter().find(|b| b.name == name).map(|b| b.id)
+        self.backends()
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| b.id)
     }
 
     /// Sets a backend's capacity in blocks (e.g. from [`approx::num_gpu_blocks`]).
@@ -463,9 +535,15 @@ impl KvIndex {
     ///
     /// [`Error::UnknownBackend`].
     pub fn set_capacity(&self, name: &str, blocks: u32) -> Result<(), Error> {
-        let id = self.backend(name).ok_or_else(|| Error::UnknownBackend { backend: name.to_owned() })?;
+        let id = self.backend(name).ok_or_else(|| Error::UnknownBackend {
+            backend: name.to_owned(),
+        })?;
         let model = &self.inner.models[id.model as usize];
-        model.index.write().unwrap_or_else(|p| p.into_inner()).set_capacity(id.slot, blocks);
+        model
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_capacity(id.slot, blocks);
         Ok(())
     }
 
@@ -476,15 +554,21 @@ impl KvIndex {
     ///
     /// [`Error::UnknownModel`], or [`Error::Tokenize`] when the template or tokenizer
     /// fails.
-    pub fn prepare(&self, model: &str, prompt: Prompt<'_>, scope: Scope<'_>) -> Result<PromptKeys, Error> {
+    pub fn prepare(
+        &self,
+        model: &str,
+        prompt: Prompt<'_>,
+        scope: Scope<'_>,
+    ) -> Result<PromptKeys, Error> {
         let (model_id, m) = self.model(model)?;
         let root = key::root(scope.lora.unwrap_or(&m.name), scope.cache_salt);
         let mut keys = Vec::new();
         let (prompt_tokens, text_keyed) = match &m.tokenizer {
             Some(t) => {
-                let ids = t
-                    .encode_prompt(prompt)
-                    .map_err(|source| Error::Tokenize { model: model.to_owned(), source })?;
+                let ids = t.encode_prompt(prompt).map_err(|source| Error::Tokenize {
+                    model: model.to_owned(),
+                    source,
+                })?;
                 keys.reserve(ids.len() / m.block_size as usize);
                 key::token_keys(root, &ids, m.block_size, &mut keys);
                 (ids.len(), false)
@@ -492,9 +576,10 @@ impl KvIndex {
             None => {
                 let text = match prompt {
                     Prompt::Text(t) => t.to_owned(),
-                    Prompt::Chat(messages) => {
-                        messages.iter().map(|(r, c)| format!("{r}\n{c}\n")).collect()
-                    }
+                    Prompt::Chat(messages) => messages
+                        .iter()
+                        .map(|(r, c)| format!("{r}\n{c}\n"))
+                        .collect(),
                 };
                 key::text_keys(root, &text, m.block_size, &mut keys);
                 (text.len() / key::BYTES_PER_TOKEN as usize, true)
@@ -518,7 +603,13 @@ impl KvIndex {
         };
         let slots: Vec<u8> = backends
             .iter()
-            .map(|b| if b.model == prompt.model { b.slot } else { u8::MAX })
+            .map(|b| {
+                if b.model == prompt.model {
+                    b.slot
+                } else {
+                    u8::MAX
+                }
+            })
             .collect();
         let index = model.index.read().unwrap_or_else(|p| p.into_inner());
         index.lookup(&prompt.keys, &slots, out);
@@ -528,12 +619,16 @@ impl KvIndex {
     /// with events ignores it, its engine reports the truth).
     pub fn record(&self, prompt: &PromptKeys, backend: BackendId) {
         let backends = self.backends();
-        let Some(b) = backends.iter().find(|b| b.id == backend && b.mode == Mode::Approximate)
+        let Some(b) = backends
+            .iter()
+            .find(|b| b.id == backend && b.mode == Mode::Approximate)
         else {
             return;
         };
         Counters::add(&b.counters.decisions, 1);
-        let Some(model) = self.inner.models.get(backend.model as usize) else { return };
+        let Some(model) = self.inner.models.get(backend.model as usize) else {
+            return;
+        };
         let now = self.inner.clock.elapsed().as_secs();
         let mut index = model.index.write().unwrap_or_else(|p| p.into_inner());
         for &k in &prompt.keys {
@@ -548,7 +643,11 @@ impl KvIndex {
             .iter()
             .map(|b| {
                 let model = &self.inner.models[b.id.model as usize];
-                let blocks = model.index.read().unwrap_or_else(|p| p.into_inner()).len(b.id.slot);
+                let blocks = model
+                    .index
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .len(b.id.slot);
                 b.counters.snapshot(&b.name, &model.name, b.mode, blocks)
             })
             .collect()
@@ -556,10 +655,13 @@ impl KvIndex {
 
     /// Memory held by every model's index, in bytes, and its (block, backend) entries.
     pub fn memory(&self) -> (usize, usize) {
-        self.inner.models.iter().fold((0, 0), |(bytes, entries), m| {
-            let index = m.index.read().unwrap_or_else(|p| p.into_inner());
-            (bytes + index.memory_bytes(), entries + index.entries())
-        })
+        self.inner
+            .models
+            .iter()
+            .fold((0, 0), |(bytes, entries), m| {
+                let index = m.index.read().unwrap_or_else(|p| p.into_inner());
+                (bytes + index.memory_bytes(), entries + index.entries())
+            })
     }
 
     /// Each backend's cached prefix of a prompt, for the admin lookup endpoint.
@@ -567,7 +669,12 @@ impl KvIndex {
     /// # Errors
     ///
     /// As [`prepare`](Self::prepare).
-    pub fn lookup_prompt(&self, model: &str, prompt: Prompt<'_>, scope: Scope<'_>) -> Result<PrefixReport, Error> {
+    pub fn lookup_prompt(
+        &self,
+        model: &str,
+        prompt: Prompt<'_>,
+        scope: Scope<'_>,
+    ) -> Result<PrefixReport, Error> {
         let keys = self.prepare(model, prompt, scope)?;
         let (ids, names): (Vec<BackendId>, Vec<String>) = self
             .backends()
@@ -584,7 +691,10 @@ impl KvIndex {
             backends: names
                 .into_iter()
                 .zip(out)
-                .map(|(name, cached_tokens)| BackendPrefix { name, cached_tokens })
+                .map(|(name, cached_tokens)| BackendPrefix {
+                    name,
+                    cached_tokens,
+                })
                 .collect(),
         })
     }

@@ -61,7 +61,8 @@ impl Counters {
 
     /// Records the last applied sequence number (`None` after a clear).
     pub fn set_last_seq(&self, seq: Option<u64>) {
-        self.last_seq_plus_one.store(seq.map_or(0, |s| s.saturating_add(1)), Relaxed);
+        self.last_seq_plus_one
+            .store(seq.map_or(0, |s| s.saturating_add(1)), Relaxed);
     }
 
     /// Records the data-parallel rank a batch announced.

@@ -115,10 +115,17 @@ impl Tokenizer {
     ///
     /// [`TokenizeError::Load`] or [`TokenizeError::Template`] naming the file.
     pub fn from_files(tokenizer: &Path, template: Option<&Path>) -> Result<Self, TokenizeError> {
-        let inner = tokenizers::Tokenizer::from_file(tokenizer)
-            .map_err(|source| TokenizeError::Load { path: tokenizer.to_owned(), source })?;
+        let inner =
+            tokenizers::Tokenizer::from_file(tokenizer).map_err(|source| TokenizeError::Load {
+                path: tokenizer.to_owned(),
+                source,
+            })?;
         let template = template.map(load_template).transpose()?;
-        Ok(Self { inner, template, cache: Mutex::new(PieceCache::default()) })
+        Ok(Self {
+            inner,
+            template,
+            cache: Mutex::new(PieceCache::default()),
+        })
     }
 
     /// The ids of `prompt`: chat messages rendered through the template first.
@@ -174,12 +181,19 @@ impl Tokenizer {
                 break;
             }
             chain = xxh3_64_with_seed(piece.as_bytes(), chain);
-            let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(chain);
+            let cached = self
+                .cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(chain);
             let piece_ids = match cached {
                 Some(c) => c,
                 None => {
                     let fresh: Arc<[u32]> = self.encode_piece(piece, first)?.into();
-                    self.cache.lock().unwrap_or_else(|p| p.into_inner()).put(chain, fresh.clone());
+                    self.cache
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .put(chain, fresh.clone());
                     fresh
                 }
             };
@@ -194,12 +208,23 @@ impl Tokenizer {
     /// # Errors
     ///
     /// [`TokenizeError::Encode`] when the tokenizer fails.
-    pub fn encode_uncached(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizeError> {
+    pub fn encode_uncached(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<u32>, TokenizeError> {
         self.encode_piece(text, add_special_tokens)
     }
 
-    fn encode_piece(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizeError> {
-        let enc = self.inner.encode_fast(text, add_special_tokens).map_err(TokenizeError::Encode)?;
+    fn encode_piece(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<u32>, TokenizeError> {
+        let enc = self
+            .inner
+            .encode_fast(text, add_special_tokens)
+            .map_err(TokenizeError::Encode)?;
         Ok(enc.get_ids().to_vec())
     }
 }
@@ -227,7 +252,10 @@ fn boundaries(text: &str) -> Vec<usize> {
 }
 
 fn load_template(path: &Path) -> Result<ChatTemplate, TokenizeError> {
-    let fail = |reason: String| TokenizeError::Template { path: path.to_owned(), reason };
+    let fail = |reason: String| TokenizeError::Template {
+        path: path.to_owned(),
+        reason,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     let (source, bos_token, eos_token) = if path.extension().is_some_and(|e| e == "json") {
         let config: serde_json::Value =
@@ -243,21 +271,39 @@ fn load_template(path: &Path) -> Result<ChatTemplate, TokenizeError> {
                 .ok_or_else(|| fail("no default chat_template".to_owned()))?,
             _ => return Err(fail("no chat_template".to_owned())),
         };
-        (source, special_token(&config["bos_token"]), special_token(&config["eos_token"]))
+        (
+            source,
+            special_token(&config["bos_token"]),
+            special_token(&config["eos_token"]),
+        )
     } else {
         (text, String::new(), String::new())
     };
     let mut env = minijinja::Environment::new();
-    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-    });
-    env.add_template_owned("chat", source).map_err(|e| fail(e.to_string()))?;
-    Ok(ChatTemplate { env, bos_token, eos_token })
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template_owned("chat", source)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(ChatTemplate {
+        env,
+        bos_token,
+        eos_token,
+    })
 }
 
 /// A special token in a tokenizer config: a string or `{"content": ...}`.
 fn special_token(v: &serde_json::Value) -> String {
-    v.as_str().or_else(|| v["content"].as_str()).unwrap_or_default().to_owned()
+    v.as_str()
+        .or_else(|| v["content"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -266,13 +312,18 @@ mod tests {
 
     fn example() -> Tokenizer {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tokenizer");
-        Tokenizer::from_files(&dir.join("tokenizer.json"), Some(&dir.join("tokenizer_config.json")))
-            .expect("the shipped tokenizer loads")
+        Tokenizer::from_files(
+            &dir.join("tokenizer.json"),
+            Some(&dir.join("tokenizer_config.json")),
+        )
+        .expect("the shipped tokenizer loads")
     }
 
     fn long_text() -> String {
         (0..400)
-            .map(|i| format!("Line {i}: the quick brown fox, don't stop; x={i}*2.\n  indented {i}\n"))
+            .map(|i| {
+                format!("Line {i}: the quick brown fox, don't stop; x={i}*2.\n  indented {i}\n")
+            })
             .collect()
     }
 
@@ -287,7 +338,10 @@ mod tests {
         let other = format!("{text}and a different question?");
         let whole_other = tok.encode_uncached(&other, true).expect("encodes");
         assert_eq!(tok.encode(&other, true).expect("encodes"), whole_other);
-        assert!(!tok.cache.lock().expect("lock").young.is_empty(), "pieces were cached");
+        assert!(
+            !tok.cache.lock().expect("lock").young.is_empty(),
+            "pieces were cached"
+        );
     }
 
     #[test]

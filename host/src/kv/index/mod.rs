@@ -28,10 +28,14 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use slab::Slab;
-use table::{Table, mix};
+use table::{MAX_ID, Table, mix};
 
 /// Backends one model's index can hold at once.
 pub const MAX_BACKENDS: usize = 64;
+
+/// (block, backend) entries one model's index can hold (ids are 26 bits); stores beyond
+/// it are refused.
+pub const MAX_ENTRIES: usize = MAX_ID as usize;
 
 const NIL: u32 = u32::MAX;
 
@@ -123,7 +127,9 @@ struct Entry {
 impl Entry {
     fn best_tier(&self) -> Option<Tier> {
         let refs = self.refs;
-        [Tier::Gpu, Tier::Cpu, Tier::Disk].into_iter().find(|t| refs[*t as usize] > 0)
+        [Tier::Gpu, Tier::Cpu, Tier::Disk]
+            .into_iter()
+            .find(|t| refs[*t as usize] > 0)
     }
 }
 
@@ -140,7 +146,13 @@ struct Slot {
 }
 
 impl Slot {
-    const FREE: Slot = Slot { live: false, head: NIL, tail: NIL, len: 0, capacity: u32::MAX };
+    const FREE: Slot = Slot {
+        live: false,
+        head: NIL,
+        tail: NIL,
+        len: 0,
+        capacity: u32::MAX,
+    };
 }
 
 /// Which backends hold which block keys of one model; see the module doc.
@@ -175,7 +187,11 @@ fn engine_hash(slot: u8, engine: u64) -> u64 {
 /// The engine hash under which part `part` of an engine block is filed when an engine
 /// block spans several of our blocks; part 0 is the engine's own hash.
 pub fn part_hash(engine: u64, part: u32) -> u64 {
-    if part == 0 { engine } else { mix(engine ^ u64::from(part)) }
+    if part == 0 {
+        engine
+    } else {
+        mix(engine ^ u64::from(part))
+    }
 }
 
 impl Index {
@@ -213,10 +229,17 @@ impl Index {
             }
             None => return Err(IndexError::Full),
         };
-        self.slots[slot] = Slot { live: true, capacity: capacity.unwrap_or(u32::MAX), ..Slot::FREE };
+        self.slots[slot] = Slot {
+            live: true,
+            capacity: capacity.unwrap_or(u32::MAX),
+            ..Slot::FREE
+        };
         if capacity.is_some() {
             // Size the tables for every bounded slot at once: no rehash on the way.
-            let bounded = self.slots.iter().filter(|s| s.live && s.capacity != u32::MAX);
+            let bounded = self
+                .slots
+                .iter()
+                .filter(|s| s.live && s.capacity != u32::MAX);
             let total = bounded.map(|s| s.capacity as usize).sum();
             self.reserve(total);
         }
@@ -280,7 +303,8 @@ impl Index {
     }
 
     fn find_rec(&self, key: u64) -> Option<u32> {
-        self.keys.find(rec_hash(key), |r| self.recs.get(r).key == key)
+        self.keys
+            .find(rec_hash(key), |r| self.recs.get(r).key == key)
     }
 
     fn find_entry(&self, rec: u32, slot: u8) -> Option<u32> {
@@ -299,20 +323,25 @@ impl Index {
 
     /// The block key an engine hash of `slot` stands for, if it is known.
     pub fn engine_key(&self, slot: u8, engine: u64) -> Option<u64> {
-        self.find_engine(slot, engine).map(|e| self.recs.get(self.entries.get(e).rec).key)
+        self.find_engine(slot, engine)
+            .map(|e| self.recs.get(self.entries.get(e).rec).key)
     }
 
     /// Whether `slot` holds `key` in any tier.
     pub fn holds(&self, slot: u8, key: u64) -> bool {
-        self.find_rec(key).is_some_and(|r| self.recs.get(r).held & (1 << slot) != 0)
+        self.find_rec(key)
+            .is_some_and(|r| self.recs.get(r).held & (1 << slot) != 0)
     }
 
     /// Records that `slot` holds `key` in `tier`, announced under the engine hash `engine`.
     ///
     /// A second store of the same block adds a reference (vLLM does not deduplicate);
-    /// removals take them back one by one. Returns false for a slot not in use.
+    /// removals take them back one by one. Returns false for a slot not in use or a
+    /// full index ([`MAX_ENTRIES`]).
     pub fn store_engine(&mut self, slot: u8, key: u64, tier: Tier, engine: u64) -> bool {
-        let Some(e) = self.entry_for(slot, key) else { return false };
+        let Some(e) = self.entry_for(slot, key) else {
+            return false;
+        };
         let entry = *self.entries.get(e);
         if entry.flags & HAS_ENGINE == 0 {
             let ent = self.entries.get_mut(e);
@@ -344,9 +373,11 @@ impl Index {
     }
 
     /// Records that `slot` was sent a prompt with block `key` at `now_s` (approximate
-    /// mode). Returns false for a slot not in use.
+    /// mode). Returns false for a slot not in use or a full index.
     pub fn store_approx(&mut self, slot: u8, key: u64, now_s: u64) -> bool {
-        let Some(e) = self.entry_for(slot, key) else { return false };
+        let Some(e) = self.entry_for(slot, key) else {
+            return false;
+        };
         let ent = self.entries.get_mut(e);
         ent.engine = now_s;
         if ent.refs[Tier::Gpu as usize] == 0 {
@@ -360,7 +391,11 @@ impl Index {
 
     /// Forgets the approximate-mode blocks of `slot` last used before `cutoff_s`.
     pub fn expire(&mut self, slot: u8, cutoff_s: u64) {
-        while let Some(tail) = self.slots.get(slot as usize).map(|s| s.tail).filter(|&t| t != NIL)
+        while let Some(tail) = self
+            .slots
+            .get(slot as usize)
+            .map(|s| s.tail)
+            .filter(|&t| t != NIL)
         {
             let e = *self.entries.get(tail);
             if e.flags & HAS_ENGINE != 0 || e.engine >= cutoff_s {
@@ -373,7 +408,9 @@ impl Index {
     /// Takes back one `tier` reference of the block `slot` announced as `engine`.
     /// Returns false when the hash is unknown.
     pub fn remove_engine(&mut self, slot: u8, engine: u64, tier: Tier) -> bool {
-        let Some(e) = self.find_engine(slot, engine) else { return false };
+        let Some(e) = self.find_engine(slot, engine) else {
+            return false;
+        };
         let ent = self.entries.get_mut(e);
         let refs = &mut ent.refs[tier as usize];
         *refs = refs.saturating_sub(1);
@@ -387,7 +424,11 @@ impl Index {
 
     /// Forgets every block `slot` holds.
     pub fn clear(&mut self, slot: u8) {
-        while let Some(head) = self.slots.get(slot as usize).map(|s| s.head).filter(|&h| h != NIL)
+        while let Some(head) = self
+            .slots
+            .get(slot as usize)
+            .map(|s| s.head)
+            .filter(|&h| h != NIL)
         {
             self.drop_entry(head);
         }
@@ -447,34 +488,49 @@ impl Index {
     /// Adds, for each alive slot holding key record `rec` below GPU, the weight it
     /// loses relative to a GPU block (in blocks, relative to `w.gpu`).
     fn discount_lower(&self, w: &TierWeights, rec: u32, alive: u64, discount: &mut [f32]) {
-        let Some(&lower) = self.lower.get(&rec) else { return };
+        let Some(&lower) = self.lower.get(&rec) else {
+            return;
+        };
         let mut bits = alive & lower;
         while bits != 0 {
             let slot = bits.trailing_zeros() as u8;
             bits &= bits - 1;
-            let tier = self.find_entry(rec, slot).and_then(|e| self.entries.get(e).best_tier());
+            let tier = self
+                .find_entry(rec, slot)
+                .and_then(|e| self.entries.get(e).best_tier());
             if let Some(t) = tier.filter(|_| w.gpu > 0.0) {
                 discount[slot as usize] += 1.0 - w.of(t) / w.gpu;
             }
         }
     }
 
-    /// The entry of (`key`, `slot`), created (unreferenced, most recent) if missing.
+    /// The entry of (`key`, `slot`), created (unreferenced, most recent) if missing;
+    /// `None` for a slot not in use or an index at its [`MAX_ENTRIES`].
     fn entry_for(&mut self, slot: u8, key: u64) -> Option<u32> {
         if !self.slots.get(slot as usize).is_some_and(|s| s.live) {
             return None;
         }
         let rec = match self.find_rec(key) {
-            Some(r) => r,
+            Some(r) => {
+                if let Some(e) = self.find_entry(r, slot) {
+                    return Some(e);
+                }
+                r
+            }
             None => {
+                if self.recs.high_water() >= MAX_ENTRIES || self.entries.high_water() >= MAX_ENTRIES
+                {
+                    return None;
+                }
                 let r = self.recs.insert(KeyRec { key, held: 0 });
                 let recs = &self.recs;
-                self.keys.insert(rec_hash(key), r, |x| rec_hash(recs.get(x).key));
+                self.keys
+                    .insert(rec_hash(key), r, |x| rec_hash(recs.get(x).key));
                 r
             }
         };
-        if let Some(e) = self.find_entry(rec, slot) {
-            return Some(e);
+        if self.entries.high_water() >= MAX_ENTRIES {
+            return None;
         }
         let e = self.entries.insert(Entry {
             engine: 0,
@@ -532,15 +588,23 @@ impl Index {
         self.unlink(e);
         self.slots[ent.slot as usize].len -= 1;
         let ents = &self.entries;
-        self.by_rec.remove(entry_hash(ent.rec, ent.slot), |x| x == e, |x| {
-            let x = ents.get(x);
-            entry_hash(x.rec, x.slot)
-        });
-        if ent.flags & HAS_ENGINE != 0 {
-            self.by_engine.remove(engine_hash(ent.slot, ent.engine), |x| x == e, |x| {
+        self.by_rec.remove(
+            entry_hash(ent.rec, ent.slot),
+            |x| x == e,
+            |x| {
                 let x = ents.get(x);
-                engine_hash(x.slot, x.engine)
-            });
+                entry_hash(x.rec, x.slot)
+            },
+        );
+        if ent.flags & HAS_ENGINE != 0 {
+            self.by_engine.remove(
+                engine_hash(ent.slot, ent.engine),
+                |x| x == e,
+                |x| {
+                    let x = ents.get(x);
+                    engine_hash(x.slot, x.engine)
+                },
+            );
         }
         self.entries.remove(e);
         let bit = 1u64 << ent.slot;
@@ -555,7 +619,11 @@ impl Index {
         if rec.held == 0 {
             let key = rec.key;
             let recs = &self.recs;
-            self.keys.remove(rec_hash(key), |x| x == ent.rec, |x| rec_hash(recs.get(x).key));
+            self.keys.remove(
+                rec_hash(key),
+                |x| x == ent.rec,
+                |x| rec_hash(recs.get(x).key),
+            );
             self.recs.remove(ent.rec);
         }
     }

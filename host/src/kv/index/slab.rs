@@ -16,12 +16,21 @@ pub(crate) struct Slab<T> {
 impl<T: Copy> Slab<T> {
     /// An empty slab.
     pub(crate) fn new() -> Self {
-        Self { chunks: Vec::new(), free: Vec::new(), len: 0 }
+        Self {
+            chunks: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
     }
 
     /// Live records.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Ids handed out so far, live or free: every id is below it.
+    pub(crate) fn high_water(&self) -> usize {
+        self.len + self.free.len()
     }
 
     /// Stores `value` and returns its id.
@@ -60,7 +69,10 @@ impl<T: Copy> Slab<T> {
 
     /// Bytes allocated for records and the free list.
     pub(crate) fn bytes(&self) -> usize {
-        self.chunks.iter().map(|c| c.capacity() * size_of::<T>()).sum::<usize>()
+        self.chunks
+            .iter()
+            .map(|c| c.capacity() * size_of::<T>())
+            .sum::<usize>()
             + self.free.capacity() * size_of::<u32>()
             + self.chunks.capacity() * size_of::<Vec<T>>()
     }

@@ -1,15 +1,27 @@
 //! An open-addressing hash table of `u32` ids whose records live in a caller's slab.
 //!
-//! Each slot is 4 bytes: the table stores only ids, and hashes and compares through
-//! closures over the caller's records. Linear probing, placement by multiply-shift
+//! Each slot is 4 bytes: a 6-bit tag from the hash and a 26-bit id; the table hashes and
+//! compares through closures over the caller's records, and the tag spares most of those
+//! record reads on a probe. Linear probing, placement by multiply-shift
 //! (`hash x len >> 64`, so any length works and growth can be 1.5x), backward-shift
 //! deletion (no tombstones). Callers pass well-mixed hashes ([`mix`]).
 
 /// Marks an empty slot.
 const EMPTY: u32 = u32::MAX;
 
+/// Bits of a slot holding the id.
+const ID_BITS: u32 = 26;
+const ID_MASK: u32 = (1 << ID_BITS) - 1;
+
+/// Largest id a table can hold (the all-ones slot means empty).
+pub(crate) const MAX_ID: u32 = ID_MASK - 1;
+
 /// Load factor (in tenths) above which the table grows.
-const MAX_LOAD_TENTHS: usize = 9;
+const MAX_LOAD_TENTHS: usize = 8;
+
+fn slot_of(hash: u64, id: u32) -> u32 {
+    ((hash as u32 & 0x3f) << ID_BITS) | id
+}
 
 /// A finaliser that spreads any 64-bit value over all bits (murmur3's fmix64).
 pub(crate) fn mix(mut h: u64) -> u64 {
@@ -31,7 +43,10 @@ impl Table {
     /// An empty table with room for `n` ids before it grows.
     pub(crate) fn with_capacity(n: usize) -> Self {
         let slots = (n * 10 / MAX_LOAD_TENTHS).max(16);
-        Self { slots: vec![EMPTY; slots], len: 0 }
+        Self {
+            slots: vec![EMPTY; slots],
+            len: 0,
+        }
     }
 
     /// Number of ids stored.
@@ -53,13 +68,14 @@ impl Table {
     pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let n = self.slots.len();
         let mut i = self.home(hash);
+        let tag = slot_of(hash, 0);
         loop {
-            let id = self.slots[i];
-            if id == EMPTY {
+            let slot = self.slots[i];
+            if slot == EMPTY {
                 return None;
             }
-            if eq(id) {
-                return Some(id);
+            if slot & !ID_MASK == tag && eq(slot & ID_MASK) {
+                return Some(slot & ID_MASK);
             }
             i += 1;
             if i == n {
@@ -94,12 +110,13 @@ impl Table {
                 i = 0;
             }
         }
-        self.slots[i] = id;
+        self.slots[i] = slot_of(hash, id);
     }
 
     fn resize(&mut self, slots: usize, rehash: &impl Fn(u32) -> u64) {
         let old = std::mem::replace(&mut self.slots, vec![EMPTY; slots.max(16)]);
-        for id in old.into_iter().filter(|&id| id != EMPTY) {
+        for slot in old.into_iter().filter(|&s| s != EMPTY) {
+            let id = slot & ID_MASK;
             self.place(rehash(id), id);
         }
     }
@@ -113,12 +130,13 @@ impl Table {
     ) -> Option<u32> {
         let n = self.slots.len();
         let mut hole = self.home(hash);
+        let tag = slot_of(hash, 0);
         loop {
-            let id = self.slots[hole];
-            if id == EMPTY {
+            let slot = self.slots[hole];
+            if slot == EMPTY {
                 return None;
             }
-            if eq(id) {
+            if slot & !ID_MASK == tag && eq(slot & ID_MASK) {
                 break;
             }
             hole += 1;
@@ -126,7 +144,7 @@ impl Table {
                 hole = 0;
             }
         }
-        let removed = self.slots[hole];
+        let removed = self.slots[hole] & ID_MASK;
         // Backward shift: pull later members of the run into the hole unless that would
         // put them before their home slot.
         let mut j = hole;
@@ -135,18 +153,18 @@ impl Table {
             if j == n {
                 j = 0;
             }
-            let id = self.slots[j];
-            if id == EMPTY {
+            let slot = self.slots[j];
+            if slot == EMPTY {
                 break;
             }
-            let home = self.home(rehash(id));
+            let home = self.home(rehash(slot & ID_MASK));
             let stays = if hole <= j {
                 hole < home && home <= j
             } else {
                 hole < home || home <= j
             };
             if !stays {
-                self.slots[hole] = id;
+                self.slots[hole] = slot;
                 hole = j;
             }
         }

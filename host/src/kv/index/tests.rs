@@ -55,7 +55,11 @@ fn engine_hashes_resolve_to_keys_per_backend() {
     let mut index = index_with(2);
     index.store_engine(0, 5, Tier::Gpu, 99);
     assert_eq!(index.engine_key(0, 99), Some(5));
-    assert_eq!(index.engine_key(1, 99), None, "engine hashes are per backend");
+    assert_eq!(
+        index.engine_key(1, 99),
+        None,
+        "engine hashes are per backend"
+    );
 }
 
 #[test]
@@ -92,7 +96,11 @@ fn capacity_evicts_least_recently_used() {
 
 #[test]
 fn tier_weights_discount_offloaded_blocks() {
-    let weights = TierWeights { gpu: 1.0, cpu: 0.5, disk: 0.25 };
+    let weights = TierWeights {
+        gpu: 1.0,
+        cpu: 0.5,
+        disk: 0.25,
+    };
     let mut index = Index::new(16, Some(weights));
     let slot = index.add_slot(None).expect("free slot");
     index.store_engine(slot, 1, Tier::Gpu, 1);
@@ -144,7 +152,9 @@ fn slots_are_bounded_and_reused() {
 fn matches_a_naive_model() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut index = Index::new(16, None);
-    let slots: Vec<u8> = (0..4).map(|_| index.add_slot(None).expect("slot")).collect();
+    let slots: Vec<u8> = (0..4)
+        .map(|_| index.add_slot(None).expect("slot"))
+        .collect();
     // (slot, key) -> refs; engine hash = key * 31 + slot.
     let mut model: HashMap<(u8, u64), u32> = HashMap::new();
     for step in 0..20_000 {
@@ -157,7 +167,11 @@ fn matches_a_naive_model() {
             }
             6..=8 => {
                 let known = model.contains_key(&(slot, key));
-                assert_eq!(index.remove_engine(slot, key * 31, Tier::Gpu), known, "step {step}");
+                assert_eq!(
+                    index.remove_engine(slot, key * 31, Tier::Gpu),
+                    known,
+                    "step {step}"
+                );
                 if let Some(r) = model.get_mut(&(slot, key)) {
                     *r -= 1;
                     if *r == 0 {
@@ -178,7 +192,10 @@ fn matches_a_naive_model() {
     for key in 0..300 {
         for &slot in &slots {
             assert_eq!(index.holds(slot, key), model.contains_key(&(slot, key)));
-            assert_eq!(index.engine_key(slot, key * 31).is_some(), model.contains_key(&(slot, key)));
+            assert_eq!(
+                index.engine_key(slot, key * 31).is_some(),
+                model.contains_key(&(slot, key))
+            );
         }
     }
 }

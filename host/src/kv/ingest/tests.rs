@@ -29,7 +29,10 @@ impl Replay for Buffer {
     fn replay(&mut self, start: u64) -> Result<Vec<Message>, IngestError> {
         self.asked.push(start);
         Ok((start.max(self.first)..=self.last)
-            .map(|seq| Message { seq, payload: seq.to_string().into_bytes() })
+            .map(|seq| Message {
+                seq,
+                payload: seq.to_string().into_bytes(),
+            })
             .collect())
     }
 }
@@ -43,7 +46,8 @@ struct Log {
 
 impl Sink for Log {
     fn apply(&mut self, payload: &[u8]) {
-        self.applied.push(String::from_utf8_lossy(payload).into_owned());
+        self.applied
+            .push(String::from_utf8_lossy(payload).into_owned());
     }
     fn clear(&mut self) {
         self.applied.clear();
@@ -58,12 +62,17 @@ fn live(f: &mut Follower<Buffer>, log: &mut Log, seq: u64) {
 }
 
 fn stats(log: &Log) -> super::super::stats::BackendStats {
-    log.counters.snapshot("b", "m", super::super::stats::Mode::Events, 0)
+    log.counters
+        .snapshot("b", "m", super::super::stats::Mode::Events, 0)
 }
 
 #[test]
 fn in_order_messages_apply_without_replay() {
-    let mut f = Follower::new(Some(Buffer { first: 0, last: 2, asked: vec![] }));
+    let mut f = Follower::new(Some(Buffer {
+        first: 0,
+        last: 2,
+        asked: vec![],
+    }));
     let mut log = Log::default();
     for seq in 0..3 {
         live(&mut f, &mut log, seq);
@@ -75,7 +84,11 @@ fn in_order_messages_apply_without_replay() {
 
 #[test]
 fn a_gap_is_replayed_and_not_applied_twice() {
-    let mut f = Follower::new(Some(Buffer { first: 0, last: 6, asked: vec![] }));
+    let mut f = Follower::new(Some(Buffer {
+        first: 0,
+        last: 6,
+        asked: vec![],
+    }));
     let mut log = Log::default();
     live(&mut f, &mut log, 0);
     live(&mut f, &mut log, 1);
@@ -90,7 +103,11 @@ fn a_gap_is_replayed_and_not_applied_twice() {
 
 #[test]
 fn a_gap_the_buffer_no_longer_covers_clears_first() {
-    let mut f = Follower::new(Some(Buffer { first: 3, last: 4, asked: vec![] }));
+    let mut f = Follower::new(Some(Buffer {
+        first: 3,
+        last: 4,
+        asked: vec![],
+    }));
     let mut log = Log::default();
     live(&mut f, &mut log, 0);
     live(&mut f, &mut log, 4); // 1..=2 are gone from the engine's buffer
@@ -111,7 +128,11 @@ fn a_gap_without_replay_clears() {
 
 #[test]
 fn a_sequence_going_back_is_a_restart() {
-    let mut f = Follower::new(Some(Buffer { first: 0, last: 1, asked: vec![] }));
+    let mut f = Follower::new(Some(Buffer {
+        first: 0,
+        last: 1,
+        asked: vec![],
+    }));
     let mut log = Log::default();
     for seq in 0..5 {
         live(&mut f, &mut log, seq);
@@ -125,7 +146,11 @@ fn a_sequence_going_back_is_a_restart() {
 
 #[test]
 fn a_late_join_replays_from_zero() {
-    let mut f = Follower::new(Some(Buffer { first: 0, last: 3, asked: vec![] }));
+    let mut f = Follower::new(Some(Buffer {
+        first: 0,
+        last: 3,
+        asked: vec![],
+    }));
     let mut log = Log::default();
     live(&mut f, &mut log, 3);
     assert_eq!(log.applied, ["0", "1", "2", "3"]);
@@ -136,7 +161,10 @@ fn a_late_join_replays_from_zero() {
 fn live_frames_must_be_three_with_an_eight_byte_seq() {
     let ok = parse_live(vec![b"kv@a".to_vec(), 5u64.to_be_bytes().to_vec(), vec![1]]);
     let (topic, m) = ok.expect("valid message");
-    assert_eq!((topic.as_slice(), m.seq, m.payload.as_slice()), (&b"kv@a"[..], 5, &[1u8][..]));
+    assert_eq!(
+        (topic.as_slice(), m.seq, m.payload.as_slice()),
+        (&b"kv@a"[..], 5, &[1u8][..])
+    );
     assert!(parse_live(vec![vec![], 5u64.to_be_bytes().to_vec()]).is_none());
     assert!(parse_live(vec![vec![], vec![0; 4], vec![1]]).is_none());
     assert!(parse_live(vec![vec![], vec![0; 8], vec![1], vec![]]).is_none());
@@ -150,29 +178,50 @@ fn replay_replies_in_both_layouts() {
     assert!(matches!(old, Some(Reply::Batch(Message { seq: 7, .. }))));
     let new = parse_reply(vec![vec![], b"kv@a".to_vec(), seq, vec![9]]);
     assert!(matches!(new, Some(Reply::Batch(Message { seq: 7, .. }))));
-    assert!(matches!(parse_reply(vec![vec![], end.clone(), vec![]]), Some(Reply::End)));
-    assert!(matches!(parse_reply(vec![vec![], vec![], end, vec![]]), Some(Reply::End)));
+    assert!(matches!(
+        parse_reply(vec![vec![], end.clone(), vec![]]),
+        Some(Reply::End)
+    ));
+    assert!(matches!(
+        parse_reply(vec![vec![], vec![], end, vec![]]),
+        Some(Reply::End)
+    ));
     assert!(parse_reply(vec![vec![1]]).is_none());
 }
 
 #[test]
 fn a_lost_tail_is_replayed_once_the_queue_is_dry() {
-    let mut f = Follower::new(Some(Buffer { first: 0, last: 4, asked: vec![] }));
+    let mut f = Follower::new(Some(Buffer {
+        first: 0,
+        last: 4,
+        asked: vec![],
+    }));
     let mut log = Log::default();
     live(&mut f, &mut log, 0);
     live(&mut f, &mut log, 1);
     f.on_lost(4, &mut log); // 2..=4 never reached the queue
     assert_eq!(log.applied, ["0", "1", "2", "3", "4"]);
     live(&mut f, &mut log, 5);
-    assert_eq!(stats(&log).restarts, 0, "the stream continues after the lost tail");
+    assert_eq!(
+        stats(&log).restarts,
+        0,
+        "the stream continues after the lost tail"
+    );
     f.on_lost(3, &mut log); // already applied by replay: nothing to do
     assert_eq!(f.replay.as_ref().map(|b| b.asked.len()), Some(1));
 }
 
 #[test]
 fn a_replay_with_a_hole_is_asked_again() {
-    let inner = Buffer { first: 0, last: 5, asked: vec![] };
-    let mut f = Follower::new(Some(Holey { inner, hole: Some(3) }));
+    let inner = Buffer {
+        first: 0,
+        last: 5,
+        asked: vec![],
+    };
+    let mut f = Follower::new(Some(Holey {
+        inner,
+        hole: Some(3),
+    }));
     let mut log = Log::default();
     f.on_live(0, b"0", &mut log);
     f.on_live(5, b"5", &mut log);
