@@ -1,0 +1,115 @@
+//! The `kv` section of the router config: models to key, backends to follow.
+//!
+//! Plain serde types with `deny_unknown_fields`; the config module embeds [`KvConfig`]
+//! and [`super::KvIndex::new`] validates it (unknown models, duplicate names).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::exact::Algorithm;
+use super::index::TierWeights;
+use super::{approx, key};
+
+/// The `kv` section.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvConfig {
+    /// Models whose prompts are keyed; a backend names one of them.
+    /// Example: `models: [{name: llama-3-8b, tokenizer: /models/llama/tokenizer.json}]`.
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    /// Backends to index, added at start; more can be added at run time.
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// Centralised mode: an endpoint the router binds for engines to connect their
+    /// publishers to; messages are routed to backends by topic. Default: none.
+    /// Example: `bind: tcp://0.0.0.0:5557`.
+    #[serde(default)]
+    pub bind: Option<String>,
+    /// Messages queued per backend between receipt and application; beyond it messages
+    /// are dropped, counted, and the gap replayed. Default 1024. Example: `queue_capacity: 4096`.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Approximate mode: seconds a routed prompt's blocks count as cached after their
+    /// last use. Default 120. Example: `approx_ttl_s: 60`.
+    #[serde(default = "default_approx_ttl_s")]
+    pub approx_ttl_s: u64,
+    /// Weights of cached blocks per tier; default none (every tier counts fully).
+    /// Example: `tier_weights: {gpu: 1.0, cpu: 0.8, disk: 0.5}`.
+    #[serde(default)]
+    pub tier_weights: Option<TierWeights>,
+}
+
+fn default_queue_capacity() -> usize {
+    1024
+}
+
+fn default_approx_ttl_s() -> u64 {
+    approx::DEFAULT_TTL_S
+}
+
+/// One model's keying.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The model name requests carry. Example: `name: llama-3-8b`.
+    pub name: String,
+    /// Tokens per block; engine block sizes must be multiples of it. Default 16.
+    /// Example: `block_size: 16`.
+    #[serde(default = "default_block_size")]
+    pub block_size: u32,
+    /// The model's `tokenizer.json`; without it prompts are keyed on text and only the
+    /// approximate mode applies. Example: `tokenizer: /models/llama/tokenizer.json`.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+    /// The chat template: a `tokenizer_config.json` or a Jinja file.
+    /// Example: `chat_template: /models/llama/tokenizer_config.json`.
+    #[serde(default)]
+    pub chat_template: Option<PathBuf>,
+    /// Cross-check engine hashes by reproducing them. Default: off.
+    /// Example: `exact: {algorithm: sha256_cbor, python_hash_seed: "0"}`.
+    #[serde(default)]
+    pub exact: Option<ExactConfig>,
+}
+
+fn default_block_size() -> u32 {
+    key::DEFAULT_BLOCK_SIZE
+}
+
+/// The engine hashing to reproduce in exact mode.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExactConfig {
+    /// The engine's `--prefix-caching-hash-algo`. Example: `algorithm: sha256_cbor`.
+    pub algorithm: Algorithm,
+    /// The engine's `PYTHONHASHSEED`. Example: `python_hash_seed: "0"`.
+    pub python_hash_seed: String,
+}
+
+/// One backend's cache source.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// The backend's name, unique in the fleet. Example: `name: gpu-a-0`.
+    pub name: String,
+    /// The model it serves (one of `models`). Example: `model: llama-3-8b`.
+    pub model: String,
+    /// The engine's KV-event PUB endpoint to connect to. Without it (and without a
+    /// `topic` in bind mode) the backend uses the approximate mode.
+    /// Example: `events: tcp://10.0.0.5:5557`.
+    #[serde(default)]
+    pub events: Option<String>,
+    /// The engine's replay ROUTER endpoint. Example: `replay: tcp://10.0.0.5:5558`.
+    #[serde(default)]
+    pub replay: Option<String>,
+    /// Topic prefix to subscribe to; in bind mode, the exact topic this backend's engine
+    /// publishes. Example: `topic: kv@10.0.0.5:8000@llama-3-8b`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Blocks the backend can hold; beyond it the least recently used are forgotten.
+    /// Default: unbounded with events, 31250 in approximate mode.
+    /// Example: `capacity_blocks: 65536`.
+    #[serde(default)]
+    pub capacity_blocks: Option<u32>,
+}

@@ -1,0 +1,701 @@
+//! [`KvIndex`]: the handle the router holds; models, backends, ingest threads, lookups.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::config::{BackendConfig, KvConfig};
+use super::exact::ExactHasher;
+use super::index::{Index, IndexError};
+use super::ingest::{
+    Follower, IndexSink, IngestError, Route, Routes, Source, Subscriber, Workers, ZmqReplay,
+    receive, run_applier,
+};
+use super::stats::{BackendStats, Counters, Mode};
+use super::tokens::{Prompt, TokenizeError, Tokenizer};
+use super::{approx, key};
+
+/// Errors of the KV index handle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No model of that name is configured.
+    #[error("unknown model {model}")]
+    UnknownModel {
+        /// The model asked for.
+        model: String,
+    },
+    /// Two models share a name, or a model has block size 0.
+    #[error("model {model}: {reason}")]
+    BadModel {
+        /// The model.
+        model: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// No backend of that name is indexed.
+    #[error("unknown backend {backend}")]
+    UnknownBackend {
+        /// The backend asked for.
+        backend: String,
+    },
+    /// A backend of that name is already indexed.
+    #[error("backend {backend} is already indexed")]
+    DuplicateBackend {
+        /// The backend.
+        backend: String,
+    },
+    /// The model's index has no free backend slot.
+    #[error("backend {backend}")]
+    Full {
+        /// The backend that did not fit.
+        backend: String,
+        /// The index's refusal.
+        #[source]
+        source: IndexError,
+    },
+    /// The model's tokenizer or chat template failed.
+    #[error("model {model}")]
+    Tokenize {
+        /// The model.
+        model: String,
+        /// Why.
+        #[source]
+        source: TokenizeError,
+    },
+    /// A ZeroMQ socket for the backend (or the bind endpoint) could not be set up.
+    #[error("kv events for {backend}")]
+    Ingest {
+        /// The backend, or `bind` for the shared endpoint.
+        backend: String,
+        /// Why.
+        #[source]
+        source: IngestError,
+    },
+    /// An ingest thread could not be started.
+    #[error("cannot start ingest thread for {backend}")]
+    Spawn {
+        /// The backend.
+        backend: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A backend's place in the index: its model and slot. Cheap to copy; valid until the
+/// backend is removed (a slot is then reused by the next backend added to that model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct BackendId {
+    model: u16,
+    slot: u8,
+}
+
+/// Whose cache a prompt can hit: the LoRA adapter and the cache salt it names.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scope<'a> {
+    /// The LoRA adapter, which replaces the model name as the key root.
+    pub lora: Option<&'a str>,
+    /// The request's `cache_salt`.
+    pub cache_salt: Option<&'a str>,
+}
+
+/// A prompt's block keys, computed once per request by [`KvIndex::prepare`].
+#[derive(Clone, Debug)]
+pub struct PromptKeys {
+    model: u16,
+    /// The keys of the prompt's full blocks, in order.
+    pub keys: Vec<u64>,
+    /// Prompt length in tokens (estimated at 4 bytes a token when keyed on text).
+    pub prompt_tokens: u32,
+    /// Tokens per block.
+    pub block_tokens: u32,
+    /// True when the model has no tokenizer and the keys come from text.
+    pub text_keyed: bool,
+}
+
+/// What the admin lookup shows for one prompt.
+#[derive(Clone, Debug, Serialize)]
+pub struct PrefixReport {
+    /// The model.
+    pub model: String,
+    /// Prompt length in tokens.
+    pub prompt_tokens: u32,
+    /// Full blocks in the prompt.
+    pub blocks: usize,
+    /// Cached-prefix tokens per backend of the model, in the order they were added.
+    pub backends: Vec<BackendPrefix>,
+}
+
+/// One backend's cached prefix for a prompt.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendPrefix {
+    /// The backend.
+    pub name: String,
+    /// Leading tokens of the prompt it holds.
+    pub cached_tokens: u32,
+}
+
+struct Model {
+    name: String,
+    block_size: u32,
+    tokenizer: Option<Tokenizer>,
+    exact: Option<ExactHasher>,
+    index: Arc<RwLock<Index>>,
+    /// Slots in approximate mode, for the TTL sweep.
+    approx_slots: AtomicU64,
+}
+
+struct Backend {
+    name: String,
+    id: BackendId,
+    mode: Mode,
+    topic: Option<Vec<u8>>,
+    counters: Arc<Counters>,
+    /// Dropped (stopped and joined) when the backend is removed.
+    _workers: Workers,
+}
+
+struct Bind {
+    endpoint: String,
+    routes: Routes,
+    unrouted: Arc<AtomicU64>,
+    _workers: Workers,
+}
+
+/// The KV-cache index of a fleet: which backend holds which prefix of which model.
+///
+/// Owns one [`Index`] per model (behind a lock: ingest writes per batch, lookups read),
+/// the ingest threads of every backend with events, and a sweeper expiring
+/// approximate-mode blocks. Clone it freely; the last clone dropped stops every thread.
+///
+/// Per request: [`prepare`](Self::prepare) once (tokenize and key), then
+/// [`lookup`](Self::lookup) for the candidate backends, then [`record`](Self::record)
+/// the decision.
+#[derive(Clone)]
+pub struct KvIndex {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: zmq::Context,
+    models: Arc<[Model]>,
+    backends: RwLock<Vec<Backend>>,
+    bind: Option<Bind>,
+    queue_capacity: usize,
+    ttl_s: u64,
+    clock: Instant,
+    _sweeper: Workers,
+}
+
+impl std::fmt::Debug for KvIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let models: Vec<&str> = self.inner.models.iter().map(|m| m.name.as_str()).collect();
+        f.debug_struct("KvIndex")
+            .field("models", &models)
+            .finish_non_exhaustive()
+    }
+}
+
+fn spawn(
+    workers: &mut Workers,
+    what: &str,
+    backend: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<(), Error> {
+    let span = tracing::info_span!(parent: None, "ingest", backend = %backend);
+    let handle = std::thread::Builder::new()
+        .name(format!("kv-{what}"))
+        .spawn(move || span.in_scope(f))
+        .map_err(|source| Error::Spawn {
+            backend: backend.to_owned(),
+            source,
+        })?;
+    workers.threads.push(handle);
+    Ok(())
+}
+
+impl KvIndex {
+    /// Loads every model's tokenizer, binds the shared endpoint if configured, and adds
+    /// the configured backends.
+    ///
+    /// # Errors
+    ///
+    /// [`Error`] naming the model or backend that could not be set up.
+    pub fn new(config: &KvConfig) -> Result<Self, Error> {
+        let mut models = Vec::with_capacity(config.models.len());
+        for m in &config.models {
+            let bad = |reason| Error::BadModel {
+                model: m.name.clone(),
+                reason,
+            };
+            if m.block_size == 0 {
+                return Err(bad("block_size must be at least 1"));
+            }
+            if models.iter().any(|x: &Model| x.name == m.name) {
+                return Err(bad("configured twice"));
+            }
+            let tokenizer = m
+                .tokenizer
+                .as_deref()
+                .map(|t| Tokenizer::from_files(t, m.chat_template.as_deref()))
+                .transpose()
+                .map_err(|source| Error::Tokenize {
+                    model: m.name.clone(),
+                    source,
+                })?;
+            models.push(Model {
+                name: m.name.clone(),
+                block_size: m.block_size,
+                tokenizer,
+                exact: m
+                    .exact
+                    .as_ref()
+                    .map(|e| ExactHasher::new(e.algorithm, &e.python_hash_seed)),
+                index: Arc::new(RwLock::new(Index::new(m.block_size, config.tier_weights))),
+                approx_slots: AtomicU64::new(0),
+            });
+        }
+        let models: Arc<[Model]> = models.into();
+        let ctx = zmq::Context::new();
+        let bind = config
+            .bind
+            .as_ref()
+            .map(|ep| Self::bind(&ctx, ep))
+            .transpose()?;
+        let clock = Instant::now();
+        let ttl_s = config.approx_ttl_s;
+        let mut sweeper = Workers::default();
+        let (stop, sweep_models) = (sweeper.stop.clone(), models.clone());
+        spawn(&mut sweeper, "sweep", "approx", move || {
+            while !stop.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                let cutoff = clock.elapsed().as_secs().saturating_sub(ttl_s);
+                for m in sweep_models.iter() {
+                    approx::expire(&m.index, m.approx_slots.load(Relaxed), cutoff);
+                }
+            }
+        })?;
+        let kv = Self {
+            inner: Arc::new(Inner {
+                ctx,
+                models,
+                backends: RwLock::new(Vec::new()),
+                bind,
+                queue_capacity: config.queue_capacity.max(1),
+                ttl_s,
+                clock,
+                _sweeper: sweeper,
+            }),
+        };
+        for b in &config.backends {
+            kv.add_backend(b)?;
+        }
+        Ok(kv)
+    }
+
+    fn bind(ctx: &zmq::Context, endpoint: &str) -> Result<Bind, Error> {
+        let routes = Routes::default();
+        let unrouted = Arc::new(AtomicU64::new(0));
+        let source = Source::Bind {
+            endpoint: endpoint.to_owned(),
+            routes: routes.clone(),
+            unrouted: unrouted.clone(),
+        };
+        let sub = Subscriber::open(ctx, source).map_err(|source| Error::Ingest {
+            backend: "bind".to_owned(),
+            source,
+        })?;
+        let endpoint = sub.endpoint.clone();
+        let mut workers = Workers::default();
+        let stop = workers.stop.clone();
+        spawn(&mut workers, "bind", "bind", move || receive(sub, &stop))?;
+        Ok(Bind {
+            endpoint,
+            routes,
+            unrouted,
+            _workers: workers,
+        })
+    }
+
+    /// The endpoint bound in centralised mode (with the OS-chosen port when 0 was asked).
+    pub fn bound_endpoint(&self) -> Option<&str> {
+        self.inner.bind.as_ref().map(|b| b.endpoint.as_str())
+    }
+
+    /// Messages on the bound endpoint that no backend's topic claimed, or malformed.
+    pub fn unrouted(&self) -> u64 {
+        self.inner
+            .bind
+            .as_ref()
+            .map_or(0, |b| b.unrouted.load(Relaxed))
+    }
+
+    fn model(&self, name: &str) -> Result<(u16, &Model), Error> {
+        self.inner
+            .models
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.name == name)
+            .map(|(i, m)| (i as u16, m))
+            .ok_or_else(|| Error::UnknownModel {
+                model: name.to_owned(),
+            })
+    }
+
+    fn backends(&self) -> std::sync::RwLockReadGuard<'_, Vec<Backend>> {
+        self.inner
+            .backends
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts indexing a backend: follows its events, or records decisions for it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error`] for an unknown model, a duplicate name, a full index, or a socket that
+    /// cannot be set up.
+    pub fn add_backend(&self, config: &BackendConfig) -> Result<BackendId, Error> {
+        let inner = &self.inner;
+        let (model_id, model) = self.model(&config.model)?;
+        let mut backends = inner.backends.write().unwrap_or_else(|p| p.into_inner());
+        let name = config.name.clone();
+        if backends.iter().any(|b| b.name == name) {
+            return Err(Error::DuplicateBackend { backend: name });
+        }
+        let bound_topic = config
+            .topic
+            .as_ref()
+            .filter(|_| config.events.is_none() && inner.bind.is_some());
+        let mode = if config.events.is_some() || bound_topic.is_some() {
+            Mode::Events
+        } else {
+            Mode::Approximate
+        };
+        let capacity = match mode {
+            Mode::Events => config.capacity_blocks,
+            Mode::Approximate => Some(
+                config
+                    .capacity_blocks
+                    .unwrap_or(approx::DEFAULT_CAPACITY_BLOCKS),
+            ),
+        };
+        let slot = model
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .add_slot(capacity)
+            .map_err(|source| Error::Full {
+                backend: name.clone(),
+                source,
+            })?;
+        let id = BackendId {
+            model: model_id,
+            slot,
+        };
+        let counters = Arc::new(Counters::default());
+        let workers = match mode {
+            Mode::Events => self.start_ingest(config, model, slot, &counters),
+            Mode::Approximate => {
+                model.approx_slots.fetch_or(1 << slot, Relaxed);
+                Ok(Workers::default())
+            }
+        };
+        let workers = match workers {
+            Ok(w) => w,
+            Err(e) => {
+                model
+                    .index
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove_slot(slot);
+                return Err(e);
+            }
+        };
+        backends.push(Backend {
+            name,
+            id,
+            mode,
+            topic: bound_topic.map(|t| t.clone().into_bytes()),
+            counters,
+            _workers: workers,
+        });
+        Ok(id)
+    }
+
+    fn start_ingest(
+        &self,
+        config: &BackendConfig,
+        model: &Model,
+        slot: u8,
+        counters: &Arc<Counters>,
+    ) -> Result<Workers, Error> {
+        let inner = &self.inner;
+        let name = config.name.as_str();
+        let (tx, rx) = sync_channel(inner.queue_capacity);
+        let lost = Arc::new(AtomicU64::new(0));
+        let route = Route {
+            tx,
+            counters: counters.clone(),
+            lost: lost.clone(),
+        };
+        let mut workers = Workers::default();
+        match (&config.events, &inner.bind, &config.topic) {
+            (Some(endpoint), _, topic) => {
+                let source = Source::Connect {
+                    endpoint: endpoint.clone(),
+                    topic: topic.clone().unwrap_or_default(),
+                    route,
+                };
+                let sub = Subscriber::open(&inner.ctx, source).map_err(|source| Error::Ingest {
+                    backend: name.to_owned(),
+                    source,
+                })?;
+                let stop = workers.stop.clone();
+                spawn(&mut workers, "recv", name, move || receive(sub, &stop))?;
+            }
+            (None, Some(bind), Some(topic)) => {
+                let mut routes = bind.routes.write().unwrap_or_else(|p| p.into_inner());
+                routes.insert(topic.clone().into_bytes(), route);
+            }
+            // NB: add_backend only starts ingest for one of the two shapes above.
+            (None, _, _) => {}
+        }
+        let mut follower = Follower::new(
+            config
+                .replay
+                .clone()
+                .map(|ep| ZmqReplay::new(inner.ctx.clone(), ep)),
+        );
+        let mut sink = IndexSink::new(
+            model.index.clone(),
+            slot,
+            model.name.clone(),
+            counters.clone(),
+            model.exact.clone(),
+        );
+        let stop = workers.stop.clone();
+        spawn(&mut workers, "apply", name, move || {
+            run_applier(&rx, &lost, &mut follower, &mut sink, &stop);
+        })?;
+        Ok(workers)
+    }
+
+    /// Stops indexing a backend and forgets its blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownBackend`].
+    pub fn remove_backend(&self, name: &str) -> Result<(), Error> {
+        let inner = &self.inner;
+        let backend = {
+            let mut backends = inner.backends.write().unwrap_or_else(|p| p.into_inner());
+            let pos = backends
+                .iter()
+                .position(|b| b.name == name)
+                .ok_or_else(|| Error::UnknownBackend {
+                    backend: name.to_owned(),
+                })?;
+            backends.swap_remove(pos)
+        };
+        if let (Some(bind), Some(topic)) = (&inner.bind, &backend.topic) {
+            bind.routes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(topic);
+        }
+        let id = backend.id;
+        // NB: the ingest threads are joined here, before the slot can be reused.
+        drop(backend);
+        let model = &inner.models[id.model as usize];
+        model.approx_slots.fetch_and(!(1 << id.slot), Relaxed);
+        model
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_slot(id.slot);
+        Ok(())
+    }
+
+    /// The id of a backend by name.
+    pub fn backend(&self, name: &str) -> Option<BackendId> {
+        self.backends()
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| b.id)
+    }
+
+    /// Sets a backend's capacity in blocks (e.g. from [`approx::num_gpu_blocks`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownBackend`].
+    pub fn set_capacity(&self, name: &str, blocks: u32) -> Result<(), Error> {
+        let id = self.backend(name).ok_or_else(|| Error::UnknownBackend {
+            backend: name.to_owned(),
+        })?;
+        let model = &self.inner.models[id.model as usize];
+        model
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_capacity(id.slot, blocks);
+        Ok(())
+    }
+
+    /// Tokenizes (or, without a tokenizer, reads as text) and keys a prompt, once per
+    /// request.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownModel`], or [`Error::Tokenize`] when the template or tokenizer
+    /// fails.
+    pub fn prepare(
+        &self,
+        model: &str,
+        prompt: Prompt<'_>,
+        scope: Scope<'_>,
+    ) -> Result<PromptKeys, Error> {
+        let (model_id, m) = self.model(model)?;
+        let root = key::root(scope.lora.unwrap_or(&m.name), scope.cache_salt);
+        let mut keys = Vec::new();
+        let (prompt_tokens, text_keyed) = match &m.tokenizer {
+            Some(t) => {
+                let ids = t.encode_prompt(prompt).map_err(|source| Error::Tokenize {
+                    model: model.to_owned(),
+                    source,
+                })?;
+                keys.reserve(ids.len() / m.block_size as usize);
+                key::token_keys(root, &ids, m.block_size, &mut keys);
+                (ids.len(), false)
+            }
+            None => {
+                let text = match prompt {
+                    Prompt::Text(t) => t.to_owned(),
+                    Prompt::Chat(messages) => messages
+                        .iter()
+                        .map(|(r, c)| format!("{r}\n{c}\n"))
+                        .collect(),
+                };
+                key::text_keys(root, &text, m.block_size, &mut keys);
+                (text.len() / key::BYTES_PER_TOKEN as usize, true)
+            }
+        };
+        Ok(PromptKeys {
+            model: model_id,
+            keys,
+            prompt_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
+            block_tokens: m.block_size,
+            text_keyed,
+        })
+    }
+
+    /// Fills `out[i]` with the cached-prefix tokens of `backends[i]` for the prompt, in
+    /// one pass over its keys. Backends of another model, or removed, get 0.
+    pub fn lookup(&self, prompt: &PromptKeys, backends: &[BackendId], out: &mut [u32]) {
+        let Some(model) = self.inner.models.get(prompt.model as usize) else {
+            out.fill(0);
+            return;
+        };
+        let slots: Vec<u8> = backends
+            .iter()
+            .map(|b| {
+                if b.model == prompt.model {
+                    b.slot
+                } else {
+                    u8::MAX
+                }
+            })
+            .collect();
+        let index = model.index.read().unwrap_or_else(|p| p.into_inner());
+        index.lookup(&prompt.keys, &slots, out);
+    }
+
+    /// Records that the prompt was routed to `backend` (approximate mode; a backend
+    /// with events ignores it, its engine reports the truth).
+    pub fn record(&self, prompt: &PromptKeys, backend: BackendId) {
+        let backends = self.backends();
+        let Some(b) = backends
+            .iter()
+            .find(|b| b.id == backend && b.mode == Mode::Approximate)
+        else {
+            return;
+        };
+        Counters::add(&b.counters.decisions, 1);
+        let Some(model) = self.inner.models.get(backend.model as usize) else {
+            return;
+        };
+        let now = self.inner.clock.elapsed().as_secs();
+        let mut index = model.index.write().unwrap_or_else(|p| p.into_inner());
+        for &k in &prompt.keys {
+            index.store_approx(backend.slot, k, now);
+        }
+        index.expire(backend.slot, now.saturating_sub(self.inner.ttl_s));
+    }
+
+    /// Every backend's figures, for the admin API.
+    pub fn stats(&self) -> Vec<BackendStats> {
+        self.backends()
+            .iter()
+            .map(|b| {
+                let model = &self.inner.models[b.id.model as usize];
+                let blocks = model
+                    .index
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .len(b.id.slot);
+                b.counters.snapshot(&b.name, &model.name, b.mode, blocks)
+            })
+            .collect()
+    }
+
+    /// Memory held by every model's index, in bytes, and its (block, backend) entries.
+    pub fn memory(&self) -> (usize, usize) {
+        self.inner
+            .models
+            .iter()
+            .fold((0, 0), |(bytes, entries), m| {
+                let index = m.index.read().unwrap_or_else(|p| p.into_inner());
+                (bytes + index.memory_bytes(), entries + index.entries())
+            })
+    }
+
+    /// Each backend's cached prefix of a prompt, for the admin lookup endpoint.
+    ///
+    /// # Errors
+    ///
+    /// As [`prepare`](Self::prepare).
+    pub fn lookup_prompt(
+        &self,
+        model: &str,
+        prompt: Prompt<'_>,
+        scope: Scope<'_>,
+    ) -> Result<PrefixReport, Error> {
+        let keys = self.prepare(model, prompt, scope)?;
+        let (ids, names): (Vec<BackendId>, Vec<String>) = self
+            .backends()
+            .iter()
+            .filter(|b| b.id.model == keys.model)
+            .map(|b| (b.id, b.name.clone()))
+            .unzip();
+        let mut out = vec![0; ids.len()];
+        self.lookup(&keys, &ids, &mut out);
+        Ok(PrefixReport {
+            model: model.to_owned(),
+            prompt_tokens: keys.prompt_tokens,
+            blocks: keys.keys.len(),
+            backends: names
+                .into_iter()
+                .zip(out)
+                .map(|(name, cached_tokens)| BackendPrefix {
+                    name,
+                    cached_tokens,
+                })
+                .collect(),
+        })
+    }
+}
