@@ -9,8 +9,9 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::kv::{self, KvIndex};
 use crate::policy::{Limits, Policies};
-use crate::pool::{Pool, PoolCollector};
+use crate::pool::{BackendSpec, Pool, PoolCollector};
 use crate::proxy::{App, AppParts, DecisionLog, Tenants};
 use crate::state::StateDir;
 use crate::telemetry::ProxyMetrics;
@@ -50,6 +51,9 @@ pub enum Error {
         #[source]
         source: Box<policy::Error>,
     },
+    /// The KV index cannot start (a tokenizer file, an endpoint).
+    #[error("kv index")]
+    Kv(#[source] Box<crate::kv::Error>),
     /// A listener cannot be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -96,6 +100,7 @@ impl Server {
         let state = config.state_dir.as_ref().map(StateDir::open).transpose()?;
         let policies = start_policies(&config, state.clone()).await?;
         let pool = Pool::start(config.pool.clone(), config.backends.clone(), state);
+        let kv = start_kv(&config, &pool)?;
 
         let mut registry = Registry::default();
         let metrics = ProxyMetrics::default();
@@ -112,6 +117,7 @@ impl Server {
             decisions: decisions.clone(),
             metrics,
             registry: Arc::new(registry),
+            kv: kv.clone(),
         });
         let client = (bind(config.listen).await?, proxy::router(app));
         let admin = match &config.admin {
@@ -120,6 +126,7 @@ impl Server {
                     pool,
                     policies,
                     decisions,
+                    kv,
                     token: a.token.as_str().into(),
                 });
                 Some((bind(a.listen).await?, router))
@@ -173,6 +180,39 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Starts the KV index: the config's models plus, keyed on text, every other model the
+/// fleet serves; every backend of the pool (restored ones included), followed through its
+/// KV events when it publishes them, else in approximate mode.
+fn start_kv(config: &Config, pool: &Pool) -> Result<KvIndex, Error> {
+    let mut kv = config.kv.clone();
+    let statuses = pool.statuses();
+    for status in &statuses {
+        for model in &status.spec.models {
+            if !kv.models.iter().any(|m| &m.name == model) {
+                kv.models.push(kv::ModelConfig::text_keyed(model));
+            }
+        }
+    }
+    for status in &statuses {
+        if let Some(b) = kv_backend(&status.spec)
+            && !kv.backends.iter().any(|k| k.name == b.name)
+        {
+            kv.backends.push(b);
+        }
+    }
+    KvIndex::new(&kv).map_err(|e| Error::Kv(Box::new(e)))
+}
+
+/// The KV index's view of a pool backend: indexed under its first model.
+pub(crate) fn kv_backend(spec: &BackendSpec) -> Option<kv::BackendConfig> {
+    let model = spec.models.first()?;
+    Some(kv::BackendConfig {
+        events: spec.kv_events.clone(),
+        replay: spec.kv_replay.clone(),
+        ..kv::BackendConfig::new(&spec.name, model)
+    })
 }
 
 /// Starts the policy runtime: stored state, shipped policies, the config's policies,

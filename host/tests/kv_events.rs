@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Published batches kept for replay: (sequence number, payload).
+type ReplayBuffer = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+
 use switchyard::kv::{
     BackendConfig, BackendStats, Batch, BlockStored, Event, KvConfig, KvIndex, ModelConfig, Prompt,
     Scope, Tier, Tokenizer, encode_batch,
@@ -35,7 +38,7 @@ struct Engine {
     endpoint: String,
     replay_endpoint: String,
     topic: Vec<u8>,
-    buffer: Arc<Mutex<Vec<(u64, Vec<u8>)>>>,
+    buffer: ReplayBuffer,
     keep: usize,
     seq: u64,
     stop: Arc<AtomicBool>,
@@ -75,7 +78,7 @@ impl Engine {
         router.set_rcvtimeo(20).expect("timeout");
         router.bind("tcp://127.0.0.1:0").expect("bind router");
         let replay_endpoint = bound(&router);
-        let buffer: Arc<Mutex<Vec<(u64, Vec<u8>)>>> = Arc::default();
+        let buffer: ReplayBuffer = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let topic = b"kv@engine@m".to_vec();
         let handle = {
@@ -394,7 +397,7 @@ fn a_flood_is_bounded_counted_and_recovered() {
     let floods = 3000;
     for i in 0..floods {
         let h = 10_000 + i as u64;
-        let tokens = vec![i as u32; 16];
+        let tokens = vec![i; 16];
         engine.publish(vec![Event::Stored(BlockStored {
             hashes: vec![h],
             parent: None,

@@ -26,6 +26,9 @@ pub enum Error {
     /// A policy or pipeline change failed.
     #[error(transparent)]
     Policy(#[from] policy::Error),
+    /// The KV index cannot answer (an unknown model, a prompt it cannot tokenize).
+    #[error(transparent)]
+    Kv(#[from] crate::kv::Error),
     /// A blocking task died.
     #[error("internal task failed")]
     Task(#[from] tokio::task::JoinError),
@@ -46,6 +49,10 @@ impl Error {
             Error::Policy(e) => match e {
                 policy::Error::NoHistory(_) => StatusCode::CONFLICT,
                 policy::Error::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            Error::Kv(e) => match e {
+                crate::kv::Error::UnknownModel { .. } => StatusCode::NOT_FOUND,
                 _ => StatusCode::BAD_REQUEST,
             },
             Error::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,

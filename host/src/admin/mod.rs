@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 pub use error::Error;
 
+use crate::kv::{KvIndex, Prompt, Scope};
 use crate::policy::{CanarySpec, PipelineSpec, Policies};
 use crate::pool::{BackendSpec, Pool};
 use crate::proxy::DecisionLog;
@@ -36,6 +37,8 @@ pub struct Admin {
     pub policies: Policies,
     /// The decision log.
     pub decisions: Arc<DecisionLog>,
+    /// The KV-cache prefix index.
+    pub kv: KvIndex,
     /// The bearer token.
     pub token: Arc<str>,
 }
@@ -52,6 +55,8 @@ pub fn router(admin: Admin) -> Router {
         )
         .route("/admin/backends/{name}/drain", post(drain))
         .route("/admin/backends/{name}/undrain", post(undrain))
+        .route("/admin/kv", get(kv_stats))
+        .route("/admin/kv/lookup", post(kv_lookup))
         .route("/admin/policies", get(list_policies))
         .route("/admin/policies/{name}", put(upload_policy))
         .route("/admin/tenants", get(list_tenants))
@@ -114,7 +119,14 @@ async fn get_backend(State(a): State<Admin>, Path(name): Path<String>) -> Result
 
 async fn add_backend(State(a): State<Admin>, body: Bytes) -> Result<Response, Error> {
     let spec: BackendSpec = json(&body)?;
+    let kv_backend = crate::server::kv_backend(&spec);
     let status = a.pool.add(spec)?;
+    if let Some(b) = kv_backend
+        && let Err(e) = a.kv.add_backend(&b)
+    {
+        // NB: the backend serves without prefix tracking rather than not at all.
+        tracing::warn!(backend = %b.name, error = %e, "backend added without KV tracking");
+    }
     Ok((StatusCode::CREATED, Json(status)).into_response())
 }
 
@@ -123,7 +135,58 @@ async fn remove_backend(
     Path(name): Path<String>,
 ) -> Result<Response, Error> {
     a.pool.remove(&name)?;
+    // A backend the index never tracked has nothing to forget.
+    let _ = a.kv.remove_backend(&name);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn kv_stats(State(a): State<Admin>) -> Response {
+    Json(a.kv.stats()).into_response()
+}
+
+/// The body of `POST /admin/kv/lookup`: a model and a prompt, as text or chat messages.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupRequest {
+    model: String,
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<LookupMessage>>,
+    #[serde(default)]
+    cache_salt: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupMessage {
+    role: String,
+    content: String,
+}
+
+async fn kv_lookup(State(a): State<Admin>, body: Bytes) -> Result<Response, Error> {
+    let req: LookupRequest = json(&body)?;
+    let chat: Vec<(&str, &str)> = req
+        .messages
+        .iter()
+        .flatten()
+        .map(|m| (m.role.as_str(), m.content.as_str()))
+        .collect();
+    let prompt = match (&req.prompt, req.messages.is_some()) {
+        (Some(p), false) => Prompt::Text(p),
+        (None, true) => Prompt::Chat(&chat),
+        _ => {
+            return Err(Error::BadBody(
+                "give exactly one of `prompt` and `messages`".into(),
+            ));
+        }
+    };
+    let scope = Scope {
+        lora: None,
+        cache_salt: req.cache_salt.as_deref(),
+    };
+    let report = a.kv.lookup_prompt(&req.model, prompt, scope)?;
+    Ok(Json(report).into_response())
 }
 
 async fn drain(State(a): State<Admin>, Path(name): Path<String>) -> Result<Response, Error> {

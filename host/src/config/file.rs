@@ -39,6 +39,10 @@ pub(crate) struct File {
     /// Policy components to upload at start.
     #[serde(default)]
     pub policies: Vec<PolicyFile>,
+    /// The KV-cache prefix index: models' tokenizers, extra event settings. Backends with
+    /// a `kv_events` endpoint are followed precisely; the others in approximate mode.
+    #[serde(default)]
+    pub kv: crate::kv::KvConfig,
 }
 
 fn default_listen() -> String {

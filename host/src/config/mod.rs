@@ -73,6 +73,8 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     /// Policy components to upload at start: (name, file).
     pub policies: Vec<(String, PathBuf)>,
+    /// The KV index's settings, tokenizer paths resolved against the file's directory.
+    pub kv: crate::kv::KvConfig,
 }
 
 /// The admin listener.
@@ -315,7 +317,17 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         },
         tenants,
         policies,
+        kv: resolve_kv_paths(raw.kv, base),
     }
+}
+
+/// Makes the KV section's tokenizer and template paths relative to the config file.
+fn resolve_kv_paths(mut kv: crate::kv::KvConfig, base: &Path) -> crate::kv::KvConfig {
+    for m in &mut kv.models {
+        m.tokenizer = m.tokenizer.take().map(|t| base.join(t));
+        m.chat_template = m.chat_template.take().map(|t| base.join(t));
+    }
+    kv
 }
 
 fn settings_from(p: &file::PoolFile) -> PoolSettings {

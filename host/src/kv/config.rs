@@ -113,3 +113,31 @@ pub struct BackendConfig {
     #[serde(default)]
     pub capacity_blocks: Option<u32>,
 }
+
+impl BackendConfig {
+    /// A backend of `model` with no events (approximate mode) and default capacity.
+    pub fn new(name: &str, model: &str) -> Self {
+        BackendConfig {
+            name: name.to_owned(),
+            model: model.to_owned(),
+            events: None,
+            replay: None,
+            topic: None,
+            capacity_blocks: None,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// A model with no tokenizer: prompts are keyed on their text at the default block
+    /// size, and only the approximate mode applies.
+    pub fn text_keyed(name: &str) -> Self {
+        ModelConfig {
+            name: name.to_owned(),
+            block_size: default_block_size(),
+            tokenizer: None,
+            chat_template: None,
+            exact: None,
+        }
+    }
+}

@@ -92,9 +92,15 @@ pub struct BackendSpec {
     /// Declared performance figures.
     #[serde(default)]
     pub capability: Capability,
-    /// The engine's KV-event endpoint, e.g. `tcp://10.0.0.5:5557`; carried for the KV index.
+    /// The engine's KV-event PUB endpoint, followed by the KV index. Without it the
+    /// index tracks the backend approximately, from routing decisions.
+    /// Example: `kv_events: tcp://10.0.0.5:5557`.
     #[serde(default)]
     pub kv_events: Option<String>,
+    /// The engine's KV-event replay ROUTER endpoint, used to recover lost events.
+    /// Example: `kv_replay: tcp://10.0.0.5:5558`.
+    #[serde(default)]
+    pub kv_replay: Option<String>,
     /// Health check path. Default `/health` (`/v1/models` for `openai`).
     #[serde(default)]
     pub health_path: Option<String>,

@@ -16,6 +16,7 @@ fn spec(name: &str, models: &[&str]) -> BackendSpec {
         cost_per_hour: 0.0,
         capability: Capability::default(),
         kv_events: None,
+        kv_replay: None,
         health_path: None,
     }
 }

@@ -33,6 +33,7 @@ pub use request::{Endpoint, Parsed, PromptFacts, prompt_facts};
 pub use tenant::{Admission, Tenant, Tenants};
 
 use crate::config::ProxySettings;
+use crate::kv::KvIndex;
 use crate::policy::{Candidate, Decision, Placement, Policies, RequestFacts, builtin_load};
 use crate::pool::Pool;
 use crate::telemetry::{ProxyMetrics, RequestLabels};
@@ -60,6 +61,8 @@ pub struct AppParts {
     pub metrics: ProxyMetrics,
     /// The registry `/metrics` encodes.
     pub registry: Arc<Registry>,
+    /// The KV-cache prefix index.
+    pub kv: KvIndex,
 }
 
 /// The client API's state. Cheap to clone.
@@ -77,6 +80,7 @@ struct Inner {
     metrics: ProxyMetrics,
     registry: Arc<Registry>,
     client: reqwest::Client,
+    kv: KvIndex,
 }
 
 impl App {
@@ -97,6 +101,7 @@ impl App {
                 metrics: parts.metrics,
                 registry: parts.registry,
                 client,
+                kv: parts.kv,
             }),
         }
     }
@@ -169,19 +174,12 @@ impl App {
         if !fleet.serves(&req.model) {
             return Err(ApiError::UnknownModel(req.model));
         }
-        let prompt = prompt_facts(&req, &fleet);
-        let admission = tenant.admit(prompt.prompt_tokens.saturating_add(req.max_tokens))?;
         let mut candidates = fleet.candidates(&req.model);
         if candidates.is_empty() {
             return Err(ApiError::NoBackend(req.model));
         }
-        for c in &mut candidates {
-            c.cached_prefix_tokens = prompt
-                .cached_prefix_tokens
-                .get(c.backend as usize)
-                .copied()
-                .unwrap_or(0);
-        }
+        let prompt = prompt_facts(&req, &fleet, &self.inner.kv, &mut candidates);
+        let admission = tenant.admit(prompt.prompt_tokens.saturating_add(req.max_tokens))?;
         let facts = RequestFacts {
             id: xxhash_rust::xxh3::xxh3_64(request_id.as_bytes()),
             tenant: tenant.name.clone(),
@@ -210,6 +208,9 @@ impl App {
             &decision,
         ));
         let order = attempt_order(&decision, &candidates)?;
+        if let Some(position) = candidates.iter().position(|c| c.backend == order[0]) {
+            prompt.record(&self.inner.kv, position);
+        }
         let out = Outgoing {
             req,
             request_id: request_id.to_owned(),

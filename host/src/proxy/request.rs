@@ -5,6 +5,8 @@ use axum::body::Bytes;
 use serde::Deserialize;
 
 use super::ApiError;
+use crate::kv::{BackendId, KvIndex, Prompt, PromptKeys, Scope};
+use crate::policy::Candidate;
 use crate::pool::Fleet;
 
 /// Which OpenAI endpoint was called.
@@ -41,8 +43,21 @@ pub struct Parsed {
     pub prompt_bytes: usize,
     /// The `user` field, used as the session.
     pub user: Option<String>,
+    /// The prompt's text, for the KV index.
+    pub prompt: PromptText,
+    /// The `cache_salt` field, which scopes prefix caching on vLLM engines.
+    pub cache_salt: Option<String>,
     /// The body as received, forwarded unchanged.
     pub body: Bytes,
+}
+
+/// The prompt's text as the engine will template and tokenize it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptText {
+    /// A completion prompt.
+    Text(String),
+    /// Chat messages as (role, content text).
+    Chat(Vec<(String, String)>),
 }
 
 #[derive(Deserialize)]
@@ -55,12 +70,35 @@ struct Wire {
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
     user: Option<String>,
+    cache_salt: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct Message {
     #[serde(default)]
+    role: String,
+    #[serde(default)]
     content: serde_json::Value,
+}
+
+/// The text in a prompt or message content: a string as is; an array's text parts (and
+/// a completion prompt's strings) joined by newlines.
+fn text_of(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|part| match part {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Object(o) => {
+                    o.get("text").and_then(|t| t.as_str()).map(str::to_owned)
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
 }
 
 /// Bytes of text in a prompt or message content: strings count their length, arrays
@@ -86,15 +124,19 @@ impl Parsed {
         let wire: Wire =
             serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?;
         let model = wire.model.ok_or(ApiError::MissingField("model"))?;
-        let prompt_bytes = match endpoint {
-            Endpoint::Chat => wire
-                .messages
-                .ok_or(ApiError::MissingField("messages"))?
-                .iter()
-                .map(|m| text_bytes(&m.content))
-                .sum(),
+        let (prompt_bytes, prompt) = match endpoint {
+            Endpoint::Chat => {
+                let messages = wire.messages.ok_or(ApiError::MissingField("messages"))?;
+                let bytes = messages.iter().map(|m| text_bytes(&m.content)).sum();
+                let chat = messages
+                    .into_iter()
+                    .map(|m| (m.role, text_of(&m.content)))
+                    .collect();
+                (bytes, PromptText::Chat(chat))
+            }
             Endpoint::Completions => {
-                text_bytes(&wire.prompt.ok_or(ApiError::MissingField("prompt"))?)
+                let p = wire.prompt.ok_or(ApiError::MissingField("prompt"))?;
+                (text_bytes(&p), PromptText::Text(text_of(&p)))
             }
         };
         Ok(Parsed {
@@ -104,28 +146,93 @@ impl Parsed {
             max_tokens: wire.max_tokens.or(wire.max_completion_tokens).unwrap_or(0),
             prompt_bytes,
             user: wire.user,
+            prompt,
+            cache_salt: wire.cache_salt,
             body,
         })
     }
 }
 
-/// What the router knows of a prompt: its length and how much of it each backend holds.
-#[derive(Debug, Clone, PartialEq)]
+/// What the router knows of a prompt: its length, its block keys, and each
+/// candidate's place in the KV index.
+#[derive(Debug, Clone)]
 pub struct PromptFacts {
-    /// Prompt length, tokens.
+    /// Prompt length, tokens (as the engine counts them with a tokenizer configured,
+    /// else estimated).
     pub prompt_tokens: u32,
-    /// Cached-prefix tokens per fleet index.
-    pub cached_prefix_tokens: Vec<u32>,
+    /// The prompt's block keys, when the model is indexed.
+    pub keys: Option<PromptKeys>,
+    /// Each candidate's backend in the KV index, in candidate order.
+    pub kv_backends: Vec<Option<BackendId>>,
 }
 
-/// The prompt's facts for `fleet`.
-///
-/// NB: the single seam the KV index replaces. Until then the length is estimated as
-/// bytes / 4 and no backend is known to hold any prefix.
-pub fn prompt_facts(req: &Parsed, fleet: &Fleet) -> PromptFacts {
+impl PromptFacts {
+    /// Tells the index the request went to candidate `position` (approximate mode learns
+    /// from it; backends with events ignore it).
+    pub fn record(&self, kv: &KvIndex, position: usize) {
+        if let (Some(keys), Some(Some(id))) = (&self.keys, self.kv_backends.get(position)) {
+            kv.record(keys, *id);
+        }
+    }
+}
+
+/// Keys the prompt once and fills each candidate's `cached_prefix_tokens` from the KV
+/// index in one pass. A prompt the index cannot key (unknown model, tokenizer failure)
+/// is estimated at 4 bytes a token, with nothing cached.
+pub fn prompt_facts(
+    req: &Parsed,
+    fleet: &Fleet,
+    kv: &KvIndex,
+    candidates: &mut [Candidate],
+) -> PromptFacts {
+    let estimate = u32::try_from(req.prompt_bytes.div_ceil(4)).unwrap_or(u32::MAX);
+    let scope = Scope {
+        lora: None,
+        cache_salt: req.cache_salt.as_deref(),
+    };
+    let chat: Vec<(&str, &str)>;
+    let prompt = match &req.prompt {
+        PromptText::Text(t) => Prompt::Text(t),
+        PromptText::Chat(messages) => {
+            chat = messages
+                .iter()
+                .map(|(r, c)| (r.as_str(), c.as_str()))
+                .collect();
+            Prompt::Chat(&chat)
+        }
+    };
+    let keys = match kv.prepare(&req.model, prompt, scope) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::debug!(error = %e, "prompt not keyed; prefix depth unknown");
+            return PromptFacts {
+                prompt_tokens: estimate,
+                keys: None,
+                kv_backends: vec![None; candidates.len()],
+            };
+        }
+    };
+    let kv_backends: Vec<Option<BackendId>> = candidates
+        .iter()
+        .map(|c| {
+            fleet
+                .backend(c.backend)
+                .and_then(|b| kv.backend(&b.spec.name))
+        })
+        .collect();
+    let ids: Vec<BackendId> = kv_backends.iter().flatten().copied().collect();
+    let mut cached = vec![0u32; ids.len()];
+    kv.lookup(&keys, &ids, &mut cached);
+    let mut found = cached.into_iter();
+    for (c, id) in candidates.iter_mut().zip(&kv_backends) {
+        if id.is_some() {
+            c.cached_prefix_tokens = found.next().unwrap_or(0).min(keys.prompt_tokens);
+        }
+    }
     PromptFacts {
-        prompt_tokens: u32::try_from(req.prompt_bytes.div_ceil(4)).unwrap_or(u32::MAX),
-        cached_prefix_tokens: vec![0; fleet.backends.len()],
+        prompt_tokens: keys.prompt_tokens,
+        keys: Some(keys),
+        kv_backends,
     }
 }
 

@@ -156,6 +156,7 @@ async fn router_answers_without_backends() {
         decisions: Arc::new(DecisionLog::new(8)),
         metrics: ProxyMetrics::default(),
         registry: Arc::new(Registry::default()),
+        kv: crate::kv::KvIndex::new(&crate::kv::KvConfig::default()).unwrap(),
     });
     let call = |req: Request<Body>| router(app.clone()).oneshot(req);
     let post = |body: &'static str| {

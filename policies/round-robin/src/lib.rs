@@ -41,7 +41,11 @@ mod tests {
     #[test]
     fn visits_each_candidate_in_turn() {
         let policy = RoundRobin::configure("").unwrap();
-        let cands = [testing::candidate(3), testing::candidate(5), testing::candidate(7)];
+        let cands = [
+            testing::candidate(3),
+            testing::candidate(5),
+            testing::candidate(7),
+        ];
         let fleet = testing::fleet(8);
         let picks: Vec<Placement> = (0..4)
             .map(|_| policy.place(&testing::request(10), &cands, &fleet))
