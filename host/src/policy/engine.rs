@@ -16,7 +16,8 @@ pub struct Limits {
     /// Fuel (roughly, Wasm instructions) one call may use. Deterministic: the same input
     /// always finishes or always runs out. Default 10 million.
     pub fuel_per_call: u64,
-    /// Wall-clock backstop per call. Default 20 ms.
+    /// Wall-clock backstop per call. Default 100 ms: fuel is the budget; the deadline only
+    /// catches what fuel cannot (a host preempting the thread counts against it too).
     pub deadline: Duration,
     /// Linear memory per instance, bytes. Default 32 MiB.
     pub memory_bytes: usize,
@@ -38,7 +39,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             fuel_per_call: 10_000_000,
-            deadline: Duration::from_millis(20),
+            deadline: Duration::from_millis(100),
             memory_bytes: 32 << 20,
             table_elements: 100_000,
             max_upload_bytes: 4 << 20,

@@ -29,7 +29,13 @@ fn request() -> RequestFacts {
 }
 
 fn runtime(state: Option<StateDir>) -> Policies {
-    let p = Policies::new(Limits::default(), state).expect("engine");
+    // A generous deadline: these tests check behaviour, and a loaded CI machine must not
+    // turn a preempted call into a fault.
+    let limits = Limits {
+        deadline: std::time::Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let p = Policies::new(limits, state).expect("engine");
     p.install_shipped().expect("shipped policies load");
     p
 }
