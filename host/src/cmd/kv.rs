@@ -240,12 +240,22 @@ fn ingest(args: &BenchArgs, rng: &mut ChaCha8Rng) -> anyhow::Result<Ingest> {
             sinks[*b].0.apply(payload);
         }
         let (secs, cpu_secs) = (start.elapsed().as_secs_f64(), thread_cpu_s()? - cpu_start);
-        let entries = index.read().map_err(|_| anyhow::anyhow!("poisoned"))?.entries();
-        anyhow::ensure!(entries == args.batches * BLOCKS, "ingest lost blocks: {entries} entries");
+        let entries = index
+            .read()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .entries();
+        anyhow::ensure!(
+            entries == args.batches * BLOCKS,
+            "ingest lost blocks: {entries} entries"
+        );
         let blocks = (args.batches * BLOCKS) as f64;
         *rate = (blocks / cpu_secs.max(0.01), blocks / secs);
     }
-    Ok(Ingest { cpu: rates[1].0, wall: rates[1].1, cold_cpu: rates[0].0 })
+    Ok(Ingest {
+        cpu: rates[1].0,
+        wall: rates[1].1,
+        cold_cpu: rates[0].0,
+    })
 }
 
 /// Ingest rates in blocks per second.

@@ -268,12 +268,10 @@ impl<R: Replay> Follower<R> {
             if first > start && self.applied.is_some() {
                 self.reset(sink);
             }
-            let mut next = first;
-            for m in batches {
-                if m.seq != next {
+            for (expected, m) in (first..).zip(batches) {
+                if m.seq != expected {
                     break;
                 }
-                next += 1;
                 if self.applied.is_none_or(|a| m.seq > a) {
                     self.apply(m.seq, &m.payload, sink);
                 }
