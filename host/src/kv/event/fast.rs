@@ -30,7 +30,11 @@ impl<'a> Reader<'a> {
     }
 
     fn be(&mut self, n: usize) -> Option<u64> {
-        Some(self.take(n)?.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+        Some(
+            self.take(n)?
+                .iter()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
+        )
     }
 
     fn head(&mut self) -> Option<Head<'a>> {
@@ -92,7 +96,9 @@ fn hash(h: Head<'_>) -> Option<u64> {
 }
 
 fn hashes(rd: &mut Reader<'_>) -> Option<Vec<u64>> {
-    let Head::Array(n) = rd.head()? else { return None };
+    let Head::Array(n) = rd.head()? else {
+        return None;
+    };
     (0..n).map(|_| hash(rd.head()?)).collect()
 }
 
@@ -115,24 +121,41 @@ fn opt_uint(rd: &mut Reader<'_>) -> Option<Option<u64>> {
 /// The batch, if it has the common shape; `None` means "ask the general decoder".
 pub(super) fn decode(payload: &[u8]) -> Option<Batch> {
     let mut rd = Reader(payload);
-    let Head::Array(outer @ 2..=3) = rd.head()? else { return None };
+    let Head::Array(outer @ 2..=3) = rd.head()? else {
+        return None;
+    };
     let ts = match rd.head()? {
         Head::F64(f) => f,
         Head::Uint(u) => u as f64,
         _ => return None,
     };
-    let Head::Array(n) = rd.head()? else { return None };
+    let Head::Array(n) = rd.head()? else {
+        return None;
+    };
     let mut events = Vec::with_capacity(n);
     for _ in 0..n {
         events.push(event(&mut rd)?);
     }
-    let dp_rank = if outer == 3 { opt_uint(&mut rd)?.map(u32::try_from).transpose().ok()? } else { None };
-    Some(Batch { ts, events, dp_rank, skipped: 0 })
+    let dp_rank = if outer == 3 {
+        opt_uint(&mut rd)?.map(u32::try_from).transpose().ok()?
+    } else {
+        None
+    };
+    Some(Batch {
+        ts,
+        events,
+        dp_rank,
+        skipped: 0,
+    })
 }
 
 fn event(rd: &mut Reader<'_>) -> Option<Event> {
-    let Head::Array(fields @ 1..) = rd.head()? else { return None };
-    let Head::Str(tag) = rd.head()? else { return None };
+    let Head::Array(fields @ 1..) = rd.head()? else {
+        return None;
+    };
+    let Head::Str(tag) = rd.head()? else {
+        return None;
+    };
     match (tag, fields) {
         ("AllBlocksCleared", 1) => Some(Event::Cleared),
         ("BlockRemoved", 2..=4) => {
@@ -141,7 +164,10 @@ fn event(rd: &mut Reader<'_>) -> Option<Event> {
             if fields > 3 {
                 opt_uint(rd)?; // group_idx
             }
-            Some(Event::Removed { hashes, tier: Tier::from_medium(medium) })
+            Some(Event::Removed {
+                hashes,
+                tier: Tier::from_medium(medium),
+            })
         }
         ("BlockStored", 5..=12) => stored(rd, fields - 1).map(Event::Stored),
         _ => None,
@@ -154,10 +180,14 @@ fn stored(rd: &mut Reader<'_>, fields: usize) -> Option<BlockStored> {
         Head::Nil => None,
         h => Some(hash(h)?),
     };
-    let Head::Array(n) = rd.head()? else { return None };
+    let Head::Array(n) = rd.head()? else {
+        return None;
+    };
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
-        let Head::Uint(t) = rd.head()? else { return None };
+        let Head::Uint(t) = rd.head()? else {
+            return None;
+        };
         tokens.push(u32::try_from(t).ok()?);
     }
     let block_size = u32::try_from(opt_uint(rd)?.unwrap_or(0)).ok()?;
