@@ -11,9 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Published batches kept for replay: (sequence number, payload).
-type ReplayBuffer = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
-
 use switchyard::kv::{
     BackendConfig, BackendStats, Batch, BlockStored, Event, KvConfig, KvIndex, ModelConfig, Prompt,
     Scope, Tier, Tokenizer, encode_batch,
@@ -32,13 +29,16 @@ enum Layout {
     New,
 }
 
+/// Batches an engine keeps for replay: (seq, payload).
+type Buffered = Vec<(u64, Vec<u8>)>;
+
 /// A test engine: PUB for live batches, ROUTER serving replays from a bounded buffer.
 struct Engine {
     publisher: zmq::Socket,
     endpoint: String,
     replay_endpoint: String,
     topic: Vec<u8>,
-    buffer: ReplayBuffer,
+    buffer: Arc<Mutex<Buffered>>,
     keep: usize,
     seq: u64,
     stop: Arc<AtomicBool>,
@@ -78,7 +78,7 @@ impl Engine {
         router.set_rcvtimeo(20).expect("timeout");
         router.bind("tcp://127.0.0.1:0").expect("bind router");
         let replay_endpoint = bound(&router);
-        let buffer: ReplayBuffer = Arc::default();
+        let buffer: Arc<Mutex<Buffered>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let topic = b"kv@engine@m".to_vec();
         let handle = {
@@ -146,7 +146,7 @@ impl Drop for Engine {
 
 fn serve_replay(
     router: &zmq::Socket,
-    buffer: &Mutex<Vec<(u64, Vec<u8>)>>,
+    buffer: &Mutex<Buffered>,
     stop: &AtomicBool,
     topic: &[u8],
     layout: Layout,
@@ -394,9 +394,9 @@ fn a_flood_is_bounded_counted_and_recovered() {
     let mut engine = Engine::start(Layout::New, 100_000);
     let router = Router::follow(&engine, 4);
     connect(&mut engine, &router, "b");
-    let floods = 3000;
+    let floods: u32 = 3000;
     for i in 0..floods {
-        let h = 10_000 + i as u64;
+        let h = 10_000 + u64::from(i);
         let tokens = vec![i; 16];
         engine.publish(vec![Event::Stored(BlockStored {
             hashes: vec![h],

@@ -11,6 +11,8 @@
 //! [`encode_batch`] writes the newest positional form, for test publishers and the
 //! simulated backend.
 
+mod fast;
+
 use rmpv::ValueRef;
 
 use super::index::Tier;
@@ -104,6 +106,14 @@ const REMOVED_FIELDS: [&str; 3] = ["block_hashes", "medium", "group_idx"];
 /// [`DecodeError`] when the payload is not msgpack or has no event list; a bad event
 /// inside a good batch is skipped and counted instead.
 pub fn decode_batch(payload: &[u8]) -> Result<Batch, DecodeError> {
+    match fast::decode(payload) {
+        Some(batch) => Ok(batch),
+        None => decode_general(payload),
+    }
+}
+
+/// Decodes any batch through an `rmpv` value tree.
+fn decode_general(payload: &[u8]) -> Result<Batch, DecodeError> {
     let mut rd = payload;
     let value = rmpv::decode::read_value_ref(&mut rd).map_err(DecodeError::Msgpack)?;
     let (ts, events, dp) = match &value {

@@ -268,7 +268,6 @@ impl<R: Replay> Follower<R> {
             if first > start && self.applied.is_some() {
                 self.reset(sink);
             }
-            // Apply the run of consecutive sequence numbers from the first; a hole ends it.
             for (expected, m) in (first..).zip(batches) {
                 if m.seq != expected {
                     break;

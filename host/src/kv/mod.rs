@@ -39,7 +39,7 @@ pub use event::{
     Batch, BlockStored, DecodeError, Event, decode_batch, encode_batch, normalize_hash,
 };
 pub use exact::{Algorithm, ExactHasher, ExtraKey, event_value};
-pub use index::{Index, IndexError, MAX_BACKENDS, Tier, TierWeights, part_hash};
+pub use index::{Index, IndexError, MAX_BACKENDS, MAX_ENTRIES, Tier, TierWeights, part_hash};
 pub use ingest::{IndexSink, IngestError, Sink};
 pub use service::{BackendId, BackendPrefix, Error, KvIndex, PrefixReport, PromptKeys, Scope};
 pub use stats::{BackendStats, Counters, Mode};

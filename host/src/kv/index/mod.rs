@@ -172,6 +172,11 @@ pub struct Index {
     slots: Vec<Slot>,
 }
 
+/// A slot's bit in a key record's mask; 0 for a slot that cannot exist.
+fn bit(slot: u8) -> u64 {
+    1u64.checked_shl(u32::from(slot)).unwrap_or(0)
+}
+
 fn rec_hash(key: u64) -> u64 {
     mix(key)
 }
@@ -330,7 +335,7 @@ impl Index {
     /// Whether `slot` holds `key` in any tier.
     pub fn holds(&self, slot: u8, key: u64) -> bool {
         self.find_rec(key)
-            .is_some_and(|r| self.recs.get(r).held & (1 << slot) != 0)
+            .is_some_and(|r| self.recs.get(r).held & bit(slot) != 0)
     }
 
     /// Records that `slot` holds `key` in `tier`, announced under the engine hash `engine`.
@@ -472,7 +477,7 @@ impl Index {
             alive &= alive - 1;
         }
         for (o, &s) in out.iter_mut().zip(slots) {
-            *o = if want & (1 << s) == 0 {
+            *o = if want & bit(s) == 0 {
                 0
             } else {
                 let blocks = depth[s as usize] as f32 - discount[s as usize];

@@ -33,7 +33,8 @@ fn lookup_counts_leading_blocks_per_backend() {
     index.store_engine(1, 12, Tier::Gpu, 3);
     assert_eq!(depths(&index, &keys, &[0, 1, 2]), vec![64, 16, 0]);
     // The output follows the caller's order, and unknown slots get 0.
-    assert_eq!(depths(&index, &keys, &[2, 9, 0]), vec![0, 0, 64]);
+    assert_eq!(depths(&index, &keys, &[2, 9, 0, 200]), vec![0, 0, 64, 0]);
+    assert!(!index.holds(200, 10));
 }
 
 #[test]
