@@ -25,6 +25,8 @@ pub struct Point {
 pub struct SweepPoint {
     /// Offered rate, requests per second.
     pub rate_rps: f64,
+    /// Requests sent.
+    pub requests: u64,
     /// Completed requests per second.
     pub requests_per_s: f64,
     /// Time to first token, ms.
@@ -175,7 +177,7 @@ impl Comparison {
                     "{:<20} {:>6.1} {:>6} {:>5} {:>7.0}ms {:>7.0}ms {:>6.1}ms {:>10.0} {:>5.0}% {:>8} {:>8}  {}",
                     p.name,
                     point.rate_rps,
-                    if headline { s.bench.requests.to_string() } else { String::new() },
+                    point.requests,
                     point.errors,
                     point.ttft_ms.p50,
                     point.ttft_ms.p90,
@@ -252,6 +254,7 @@ fn summarise(pipeline: &Pipeline, points: &[Point], slo_ttft_ms: f64, fleet_cost
         .iter()
         .map(|p| SweepPoint {
             rate_rps: p.rate_rps,
+            requests: p.run.bench.requests,
             requests_per_s: p.run.bench.requests_per_s,
             ttft_ms: p.run.bench.ttft_ms,
             itl_ms: p.run.bench.itl_ms,

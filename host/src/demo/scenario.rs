@@ -159,7 +159,7 @@ impl Scenario {
 
     /// Issue 5's benchmark: llm-d's heterogeneous shape (6000-token shared system
     /// prompts, 1200-token questions, so ~7.2k input tokens, and 1000 output tokens)
-    /// on the same fleet, swept over three request rates, across six pipelines.
+    /// on the same fleet, swept over two request rates, across six pipelines.
     pub fn hetero() -> Self {
         let hetero_cost = json!({"alpha": 0.8, "default_slo_ttft_ms": 2000});
         let mut best = switchyard();
@@ -181,7 +181,7 @@ impl Scenario {
                 question_len: 1200,
                 output_len: 1000,
             }),
-            rates_rps: vec![2.0, 4.0, 8.0],
+            rates_rps: vec![2.0, 6.0],
             max_concurrency: 512,
             slo_ttft_ms: 2000.0,
             pipelines: vec![
