@@ -15,12 +15,14 @@ pub struct Args {
     /// pipelines swept over request rate on llm-d's heterogeneous workload shape).
     #[arg(long, default_value = "default")]
     scenario: String,
-    /// Seconds of arrivals per run (each pipeline, each rate).
+    /// Seconds of arrivals per run, each pipeline and rate (default: the scenario's, 25
+    /// or 10).
     #[arg(long)]
     duration: Option<f64>,
-    /// Simulator time scale; figures are reported in simulated time.
-    #[arg(long, default_value_t = 1.0)]
-    speed: f64,
+    /// Simulator time scale (default: the scenario's, 1 or 2); figures are reported in
+    /// simulated time.
+    #[arg(long)]
+    speed: Option<f64>,
     /// Arrival rates to use instead of the scenario's, requests per simulated second.
     #[arg(long, value_delimiter = ',')]
     rates: Option<Vec<f64>>,
@@ -39,22 +41,19 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let scenario = Scenario::by_name(&args.scenario)
         .with_context(|| format!("unknown scenario `{}` (default, hetero)", args.scenario))?;
+    let speed = args.speed.unwrap_or(scenario.speed);
     anyhow::ensure!(
-        args.speed > 0.0 && args.speed.is_finite(),
+        speed > 0.0 && speed.is_finite(),
         "--speed must be a positive number"
     );
-    let default_duration = match scenario.name {
-        "hetero" => 12.0,
-        _ => Options::default().duration.as_secs_f64(),
-    };
-    let duration = args.duration.unwrap_or(default_duration);
+    let duration = args.duration.unwrap_or(scenario.duration_s);
     anyhow::ensure!(
         duration > 0.0 && duration.is_finite(),
         "--duration must be a positive number of seconds"
     );
     let options = Options {
         duration: Duration::from_secs_f64(duration),
-        speed: args.speed,
+        speed,
         seed: args.seed,
         rates_rps: args.rates,
         progress: !args.json,
@@ -66,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "demo: {} backends, {} runs of {duration} s at simulator speed {} (figures in simulated time)",
             scenario.backends(),
             runs,
-            args.speed
+            speed
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

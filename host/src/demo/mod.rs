@@ -72,7 +72,8 @@ pub struct Options {
 }
 
 impl Default for Options {
-    /// 25-second runs at real time, seed 7, the scenario's own rates, quiet.
+    /// 25-second runs at real time (the default scenario's), seed 7, the scenario's
+    /// own rates, quiet.
     fn default() -> Self {
         Self {
             duration: Duration::from_secs(25),

@@ -50,6 +50,10 @@ pub struct Scenario {
     pub rates_rps: Vec<f64>,
     /// Requests in flight at most (arrivals wait beyond it).
     pub max_concurrency: usize,
+    /// Seconds of arrivals per run by default, wall time.
+    pub duration_s: f64,
+    /// Simulator speed by default.
+    pub speed: f64,
     /// Time-to-first-token objective for goodput, simulated ms.
     pub slo_ttft_ms: f64,
     /// The pipelines compared, baseline first.
@@ -152,6 +156,8 @@ impl Scenario {
             }),
             rates_rps: vec![40.0],
             max_concurrency: 512,
+            duration_s: 25.0,
+            speed: 1.0,
             slo_ttft_ms: 1000.0,
             pipelines: vec![round_robin(), switchyard()],
         }
@@ -183,6 +189,10 @@ impl Scenario {
             }),
             rates_rps: vec![2.0, 6.0],
             max_concurrency: 512,
+            // 1000-token answers: twice real time keeps twelve runs to about four
+            // minutes.
+            duration_s: 10.0,
+            speed: 2.0,
             slo_ttft_ms: 2000.0,
             pipelines: vec![
                 round_robin(),

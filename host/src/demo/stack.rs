@@ -208,8 +208,14 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
             max_attempts: 3,
             decision_log: DECISION_LOG,
         },
+        // NB: generous probes. Every backend, the router and the load generator share
+        // this process and, on a small machine, its cores with whatever else runs; a
+        // health check answered late is contention, not a dead backend, and marking
+        // backends down mid-run would skew the comparison.
         pool: PoolSettings {
-            health_interval: Duration::from_millis(200),
+            health_interval: Duration::from_millis(250),
+            probe_timeout: Duration::from_secs(3),
+            unhealthy_after: 8,
             ..PoolSettings::default()
         },
         backends,
