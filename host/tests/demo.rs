@@ -24,10 +24,20 @@ fn short_demo_writes_the_report_and_switchyard_beats_round_robin_on_ttft() {
 
     for name in ["round-robin", "switchyard"] {
         let p = &json[name];
-        for key in ["requests", "errors", "ttft_ms", "itl_ms", "output_tokens_per_s", "prefix_cache_hit_rate"] {
+        for key in [
+            "requests",
+            "errors",
+            "ttft_ms",
+            "itl_ms",
+            "output_tokens_per_s",
+            "prefix_cache_hit_rate",
+        ] {
             assert!(p.get(key).is_some(), "{name} lacks {key}: {p}");
         }
-        assert!(p["requests"].as_u64() > Some(20), "{name} sent too few requests: {p}");
+        assert!(
+            p["requests"].as_u64() > Some(20),
+            "{name} sent too few requests: {p}"
+        );
         assert_eq!(p["errors"].as_u64(), Some(0), "{name} had errors: {p}");
         let hit = p["prefix_cache_hit_rate"].as_f64().unwrap_or(-1.0);
         assert!((0.0..=1.0).contains(&hit), "{name} hit rate {hit}");
@@ -45,11 +55,16 @@ fn short_demo_writes_the_report_and_switchyard_beats_round_robin_on_ttft() {
         ttft("switchyard", "p90"),
         ttft("round-robin", "p90")
     );
-    let share = json["round-robin"]["vendor_share"].as_object().map(|m| m.len());
+    let share = json["round-robin"]["vendor_share"]
+        .as_object()
+        .map(|m| m.len());
     assert_eq!(share, Some(3), "round-robin reaches all three vendors");
 
     let html = std::fs::read_to_string(&report).expect("the HTML report was written");
     assert!(html.starts_with("<!doctype html>"));
     assert!(html.matches("<svg").count() >= 5, "plots inline");
-    assert!(!html.contains("<script") && !html.contains("src=\"http"), "self-contained");
+    assert!(
+        !html.contains("<script") && !html.contains("src=\"http"),
+        "self-contained"
+    );
 }

@@ -60,7 +60,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     if !args.json {
         let runs = scenario.pipelines.len()
-            * options.rates_rps.as_ref().map_or(scenario.rates_rps.len(), Vec::len);
+            * options
+                .rates_rps
+                .as_ref()
+                .map_or(scenario.rates_rps.len(), Vec::len);
         eprintln!(
             "demo: {} backends, {} runs of {duration} s at simulator speed {} (figures in simulated time)",
             scenario.backends(),

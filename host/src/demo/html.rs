@@ -17,7 +17,9 @@ const HEIGHT: f64 = 260.0;
 const MARGIN: (f64, f64, f64, f64) = (70.0, 20.0, 30.0, 50.0);
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn colour(i: usize) -> &'static str {
@@ -85,7 +87,10 @@ fn format_value(v: f64) -> String {
 /// Grouped bars: one group per label, one bar per series inside it.
 fn bars(title: &str, y_label: &str, series: &[&str], groups: &[(String, Vec<f64>)]) -> String {
     let (l, r, t, b) = MARGIN;
-    let max = groups.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.0, f64::max);
+    let max = groups
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .fold(0.0, f64::max);
     let y_max = nice_max(max);
     let mut svg = String::new();
     frame(&mut svg, title, y_label, "", y_max);
@@ -120,7 +125,10 @@ fn bars(title: &str, y_label: &str, series: &[&str], groups: &[(String, Vec<f64>
         );
     }
     if series.len() > 1 {
-        legend(&mut svg, series.iter().enumerate().map(|(i, s)| (*s, colour(i + 1))));
+        legend(
+            &mut svg,
+            series.iter().enumerate().map(|(i, s)| (*s, colour(i + 1))),
+        );
     }
     svg.push_str("</svg>");
     svg
@@ -142,10 +150,17 @@ fn legend<'a>(svg: &mut String, items: impl Iterator<Item = (&'a str, &'a str)>)
 }
 
 /// One line per series over a shared numeric x axis.
-fn lines(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
+fn lines(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> String {
     let (l, r, t, b) = MARGIN;
     let points = series.iter().flat_map(|(_, p)| p.iter());
-    let (x_max, y_max) = points.fold((0.0, 0.0), |(x, y), (px, py)| (f64::max(x, *px), f64::max(y, *py)));
+    let (x_max, y_max) = points.fold((0.0, 0.0), |(x, y), (px, py)| {
+        (f64::max(x, *px), f64::max(y, *py))
+    });
     let (x_max, y_max) = (nice_max(x_max), nice_max(y_max));
     let mut svg = String::new();
     frame(&mut svg, title, y_label, x_label, y_max);
@@ -180,10 +195,20 @@ fn lines(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64,
         );
         for c in &coords {
             let (cx, cy) = c.split_once(',').unwrap_or(("0", "0"));
-            let _ = write!(svg, r#"<circle cx="{cx}" cy="{cy}" r="3" fill="{}"/>"#, colour(i));
+            let _ = write!(
+                svg,
+                r#"<circle cx="{cx}" cy="{cy}" r="3" fill="{}"/>"#,
+                colour(i)
+            );
         }
     }
-    legend(&mut svg, series.iter().enumerate().map(|(i, (n, _))| (n.as_str(), colour(i))));
+    legend(
+        &mut svg,
+        series
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.as_str(), colour(i))),
+    );
     svg.push_str("</svg>");
     svg
 }
@@ -287,9 +312,21 @@ pub(super) fn render(c: &Comparison) -> String {
                 point.itl_ms.p50,
                 point.output_tokens_per_s,
                 point.prefix_cache_hit_rate * 100.0,
-                if point.rate_rps == s.rate_rps { format!("{:.2}", s.goodput_rps_at_slo) } else { String::new() },
-                if point.rate_rps == s.rate_rps { format!("{:.2}", s.cost_per_mtok) } else { String::new() },
-                if point.rate_rps == s.rate_rps { escape(&shares(&s.vendor_share)) } else { String::new() },
+                if point.rate_rps == s.rate_rps {
+                    format!("{:.2}", s.goodput_rps_at_slo)
+                } else {
+                    String::new()
+                },
+                if point.rate_rps == s.rate_rps {
+                    format!("{:.2}", s.cost_per_mtok)
+                } else {
+                    String::new()
+                },
+                if point.rate_rps == s.rate_rps {
+                    escape(&shares(&s.vendor_share))
+                } else {
+                    String::new()
+                },
             );
         }
     }
@@ -301,19 +338,50 @@ pub(super) fn render(c: &Comparison) -> String {
     let ttft: Vec<(String, Vec<f64>)> = c
         .pipelines
         .iter()
-        .map(|(p, s)| (p.name.clone(), vec![s.bench.ttft_ms.p50, s.bench.ttft_ms.p90]))
+        .map(|(p, s)| {
+            (
+                p.name.clone(),
+                vec![s.bench.ttft_ms.p50, s.bench.ttft_ms.p90],
+            )
+        })
         .collect();
     let single = |f: &dyn Fn(&super::PipelineSummary) -> f64| -> Vec<(String, Vec<f64>)> {
-        c.pipelines.iter().map(|(p, s)| (p.name.clone(), vec![f(s)])).collect()
+        c.pipelines
+            .iter()
+            .map(|(p, s)| (p.name.clone(), vec![f(s)]))
+            .collect()
     };
     let figures = [
-        bars("Time to first token (headline rate)", "ms", &["p50", "p90"], &ttft),
-        bars("Output throughput", "tokens/s", &["output tokens/s"], &single(&|s| s.bench.output_tokens_per_s)),
-        bars("Prefix cache hit rate", "%", &["hit rate"], &single(&|s| s.bench.prefix_cache_hit_rate * 100.0)),
-        bars("Inter-token latency p50", "ms", &["ITL p50"], &single(&|s| s.bench.itl_ms.p50)),
+        bars(
+            "Time to first token (headline rate)",
+            "ms",
+            &["p50", "p90"],
+            &ttft,
+        ),
+        bars(
+            "Output throughput",
+            "tokens/s",
+            &["output tokens/s"],
+            &single(&|s| s.bench.output_tokens_per_s),
+        ),
+        bars(
+            "Prefix cache hit rate",
+            "%",
+            &["hit rate"],
+            &single(&|s| s.bench.prefix_cache_hit_rate * 100.0),
+        ),
+        bars(
+            "Inter-token latency p50",
+            "ms",
+            &["ITL p50"],
+            &single(&|s| s.bench.itl_ms.p50),
+        ),
         stacked(
             "Share of requests per vendor",
-            &c.pipelines.iter().map(|(p, s)| (p.name.clone(), s.vendor_share.clone())).collect::<Vec<_>>(),
+            &c.pipelines
+                .iter()
+                .map(|(p, s)| (p.name.clone(), s.vendor_share.clone()))
+                .collect::<Vec<_>>(),
         ),
     ];
     for f in figures {
@@ -323,32 +391,72 @@ pub(super) fn render(c: &Comparison) -> String {
         let sweep = |f: &dyn Fn(&super::SweepPoint) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
             c.pipelines
                 .iter()
-                .map(|(p, s)| (p.name.clone(), s.sweep.iter().map(|pt| (pt.rate_rps, f(pt))).collect()))
+                .map(|(p, s)| {
+                    (
+                        p.name.clone(),
+                        s.sweep.iter().map(|pt| (pt.rate_rps, f(pt))).collect(),
+                    )
+                })
                 .collect()
         };
         for f in [
-            lines("TTFT p50 vs offered rate", "offered req/s", "ms", &sweep(&|p| p.ttft_ms.p50)),
-            lines("TTFT p90 vs offered rate", "offered req/s", "ms", &sweep(&|p| p.ttft_ms.p90)),
-            lines("Completed req/s vs offered rate", "offered req/s", "req/s", &sweep(&|p| p.requests_per_s)),
-            lines("Prefix cache hit rate vs offered rate", "offered req/s", "%", &sweep(&|p| p.prefix_cache_hit_rate * 100.0)),
+            lines(
+                "TTFT p50 vs offered rate",
+                "offered req/s",
+                "ms",
+                &sweep(&|p| p.ttft_ms.p50),
+            ),
+            lines(
+                "TTFT p90 vs offered rate",
+                "offered req/s",
+                "ms",
+                &sweep(&|p| p.ttft_ms.p90),
+            ),
+            lines(
+                "Completed req/s vs offered rate",
+                "offered req/s",
+                "req/s",
+                &sweep(&|p| p.requests_per_s),
+            ),
+            lines(
+                "Prefix cache hit rate vs offered rate",
+                "offered req/s",
+                "%",
+                &sweep(&|p| p.prefix_cache_hit_rate * 100.0),
+            ),
         ] {
             let _ = write!(page, "<figure>{f}</figure>");
         }
         let _ = write!(
             page,
             "<figure>{}</figure>",
-            bars("Goodput at the TTFT objective", "req/s", &["goodput"], &single(&|s| s.goodput_rps_at_slo))
+            bars(
+                "Goodput at the TTFT objective",
+                "req/s",
+                &["goodput"],
+                &single(&|s| s.goodput_rps_at_slo)
+            )
         );
         let _ = write!(
             page,
             "<figure>{}</figure>",
-            bars("Cost per million output tokens", "$", &["$/Mtok"], &single(&|s| s.cost_per_mtok))
+            bars(
+                "Cost per million output tokens",
+                "$",
+                &["$/Mtok"],
+                &single(&|s| s.cost_per_mtok)
+            )
         );
     }
     let _ = write!(page, "<p>Pipelines: {}.</p>", escape(&names.join(", ")));
     page.push_str("<ul>");
     for (p, _) in &c.pipelines {
-        let _ = write!(page, "<li><b>{}</b>: {}</li>", escape(&p.name), escape(&p.summary));
+        let _ = write!(
+            page,
+            "<li><b>{}</b>: {}</li>",
+            escape(&p.name),
+            escape(&p.summary)
+        );
     }
     page.push_str("</ul></body></html>\n");
     page
@@ -368,9 +476,18 @@ mod tests {
 
     #[test]
     fn plots_are_svg_with_one_bar_per_value_and_escaped_labels() {
-        let svg = bars("t", "ms", &["p50", "p90"], &[("a<b".into(), vec![1.0, 2.0]), ("c".into(), vec![3.0, 4.0])]);
+        let svg = bars(
+            "t",
+            "ms",
+            &["p50", "p90"],
+            &[("a<b".into(), vec![1.0, 2.0]), ("c".into(), vec![3.0, 4.0])],
+        );
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
-        assert_eq!(svg.matches("<rect").count(), 4 + 2, "4 bars and 2 legend keys");
+        assert_eq!(
+            svg.matches("<rect").count(),
+            4 + 2,
+            "4 bars and 2 legend keys"
+        );
         assert!(svg.contains("a&lt;b"));
         let svg = lines("t", "x", "y", &[("s".into(), vec![(1.0, 2.0), (2.0, 3.0)])]);
         assert_eq!(svg.matches("<circle").count(), 2);

@@ -94,7 +94,10 @@ fn describe(w: &Workload) -> String {
             "shared-prefix: {} tenants x {} users, {}-token system prompt, {}-token question, {}-token answer",
             s.groups, s.prompts_per_group, s.system_prompt_len, s.question_len, s.output_len
         ),
-        Workload::MultiTurn(m) => format!("multi-turn: {} conversations x {} turns", m.conversations, m.turns),
+        Workload::MultiTurn(m) => format!(
+            "multi-turn: {} conversations x {} turns",
+            m.conversations, m.turns
+        ),
         Workload::Trace(t) => format!("trace: {} requests", t.len()),
     }
 }
@@ -129,7 +132,10 @@ impl Comparison {
 
     /// The summary of the pipeline called `name`.
     pub fn get(&self, name: &str) -> Option<&PipelineSummary> {
-        self.pipelines.iter().find(|(p, _)| p.name == name).map(|(_, s)| s)
+        self.pipelines
+            .iter()
+            .find(|(p, _)| p.name == name)
+            .map(|(_, s)| s)
     }
 
     /// One JSON object keyed by pipeline name.
@@ -167,7 +173,17 @@ impl Comparison {
         let _ = writeln!(
             out,
             "{:<20} {:>6} {:>6} {:>5} {:>9} {:>9} {:>8} {:>10} {:>6} {:>8} {:>8}  vendor share",
-            "pipeline", "rate", "reqs", "errs", "ttft p50", "ttft p90", "itl p50", "out tok/s", "cache", "goodput", "$/Mtok"
+            "pipeline",
+            "rate",
+            "reqs",
+            "errs",
+            "ttft p50",
+            "ttft p90",
+            "itl p50",
+            "out tok/s",
+            "cache",
+            "goodput",
+            "$/Mtok"
         );
         for (p, s) in &self.pipelines {
             for point in &s.sweep {
@@ -184,9 +200,21 @@ impl Comparison {
                     point.itl_ms.p50,
                     point.output_tokens_per_s,
                     point.prefix_cache_hit_rate * 100.0,
-                    if headline { format!("{:.2}", s.goodput_rps_at_slo) } else { String::new() },
-                    if headline { format!("{:.2}", s.cost_per_mtok) } else { String::new() },
-                    if headline { shares(&s.vendor_share) } else { String::new() },
+                    if headline {
+                        format!("{:.2}", s.goodput_rps_at_slo)
+                    } else {
+                        String::new()
+                    },
+                    if headline {
+                        format!("{:.2}", s.cost_per_mtok)
+                    } else {
+                        String::new()
+                    },
+                    if headline {
+                        shares(&s.vendor_share)
+                    } else {
+                        String::new()
+                    },
                 );
             }
         }
@@ -234,8 +262,15 @@ pub(super) fn shares(share: &BTreeMap<String, f64>) -> String {
         .join(" ")
 }
 
-fn summarise(pipeline: &Pipeline, points: &[Point], slo_ttft_ms: f64, fleet_cost_per_hour: f64) -> Option<PipelineSummary> {
-    let headline = points.iter().max_by(|a, b| a.rate_rps.total_cmp(&b.rate_rps))?;
+fn summarise(
+    pipeline: &Pipeline,
+    points: &[Point],
+    slo_ttft_ms: f64,
+    fleet_cost_per_hour: f64,
+) -> Option<PipelineSummary> {
+    let headline = points
+        .iter()
+        .max_by(|a, b| a.rate_rps.total_cmp(&b.rate_rps))?;
     let run = &headline.run;
     let mut bench = run.bench.clone();
     bench.prefix_cache_hit_rate = run.prefix_cache_hit_rate;
@@ -247,7 +282,9 @@ fn summarise(pipeline: &Pipeline, points: &[Point], slo_ttft_ms: f64, fleet_cost
     };
     let goodput_rps_at_slo = points
         .iter()
-        .filter(|p| p.run.bench.requests > p.run.bench.errors && p.run.bench.ttft_ms.p90 <= slo_ttft_ms)
+        .filter(|p| {
+            p.run.bench.requests > p.run.bench.errors && p.run.bench.ttft_ms.p90 <= slo_ttft_ms
+        })
         .map(|p| p.run.bench.requests_per_s)
         .fold(0.0, f64::max);
     let sweep = points

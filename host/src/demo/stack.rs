@@ -13,12 +13,12 @@ use serde::Deserialize;
 
 use super::Error;
 use super::scenario::{Pipeline, Scenario};
+use crate::Server;
 use crate::bench::{self, Arrival, BenchConfig, BenchReport};
 use crate::config::{AdminConfig, AuthConfig, Config, PoolSettings, ProxySettings, TenantConfig};
 use crate::policy::DEFAULT_TENANT;
 use crate::pool::{BackendSpec, Capability, EngineKind};
 use crate::sim::{self, BackendFile, FleetFile, FleetSpec, KV_BYTES_PER_TOKEN, Profile};
-use crate::Server;
 
 /// KV transfer link declared to policies, GB/s (the simulator's default link).
 const KV_LINK_GB_PER_S: f64 = 45.0;
@@ -93,10 +93,7 @@ pub async fn run(p: &RunParams<'_>) -> Result<RunResult, Error> {
     let admin = AdminClient::new(format!("http://{admin}"), token)?;
     let outcome = async {
         admin.wait_ready(fleet.backends().len()).await?;
-        let mut config = BenchConfig::new(
-            format!("http://{url}"),
-            p.scenario.workload.clone(),
-        );
+        let mut config = BenchConfig::new(format!("http://{url}"), p.scenario.workload.clone());
         config.arrival = Arrival::Poisson(p.rate_rps * p.speed);
         config.max_concurrency = Some(p.scenario.max_concurrency);
         config.duration = Some(p.duration);
@@ -140,9 +137,8 @@ fn fleet_spec(s: &Scenario, speed: f64, seed: u64) -> Result<FleetSpec, Error> {
         .cards
         .iter()
         .map(|c| {
-            let blocks = Profile::builtin(c.profile).map(|p| {
-                ((p.num_gpu_blocks(16) as f64 * s.kv_scale) as usize).max(1)
-            });
+            let blocks = Profile::builtin(c.profile)
+                .map(|p| ((p.num_gpu_blocks(16) as f64 * s.kv_scale) as usize).max(1));
             BackendFile {
                 name: Some(c.profile.to_owned()),
                 replicas: c.replicas,
@@ -173,7 +169,9 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
         .map(|b| {
             let info = b.info();
             let capability = Profile::builtin(&info.profile)
-                .map(|profile| declared_capability(&profile, p.speed, info.num_gpu_blocks * info.block_size))
+                .map(|profile| {
+                    declared_capability(&profile, p.speed, info.num_gpu_blocks * info.block_size)
+                })
                 .unwrap_or_default();
             BackendSpec {
                 name: info.name.clone(),
@@ -358,7 +356,8 @@ impl AdminClient {
     }
 
     async fn decisions(&self) -> Result<Vec<Decision>, Error> {
-        self.get(&format!("/admin/decisions?limit={DECISION_LOG}")).await
+        self.get(&format!("/admin/decisions?limit={DECISION_LOG}"))
+            .await
     }
 }
 
