@@ -43,7 +43,7 @@ pub enum Error {
     Fleet(#[from] crate::sim::Error),
     /// The router did not start or stopped.
     #[error("router")]
-    Router(#[source] crate::server::Error),
+    Router(#[source] Box<crate::server::Error>),
     /// The router never saw the whole fleet ready.
     #[error("router not ready: {0}")]
     NotReady(String),

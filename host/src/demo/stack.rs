@@ -82,7 +82,9 @@ pub async fn run(p: &RunParams<'_>) -> Result<RunResult, Error> {
         .collect();
     let token = uuid::Uuid::new_v4().to_string();
     let config = router_config(p, &fleet, &token);
-    let server = Server::bind(config).await.map_err(Error::Router)?;
+    let server = Server::bind(config)
+        .await
+        .map_err(|e| Error::Router(Box::new(e)))?;
     let (Some(url), Some(admin)) = (server.local_addr(), server.admin_addr()) else {
         return Err(Error::NotReady("router has no bound address".to_owned()));
     };
