@@ -5,6 +5,7 @@
 //!
 //! - [`Scenario`]: the fleet, workload, arrival rates and pipelines compared
 //!   ([`Scenario::default_demo`] for issue 4, [`Scenario::hetero`] for issue 5).
+//! - [`run_once`]: one pipeline at one rate on a fresh stack.
 //! - [`compare`]: runs every pipeline at every rate, each on a fresh (cold) fleet and
 //!   router, and returns a [`Comparison`].
 //! - [`Comparison::to_json`], [`Comparison::table`], [`Comparison::html`]: the three
@@ -32,7 +33,7 @@ use std::time::Duration;
 
 pub use report::{Comparison, PipelineSummary, Point, SweepPoint};
 pub use scenario::{Card, Pipeline, Scenario, round_robin, switchyard};
-pub use stack::{RunParams, RunResult};
+pub use stack::{RunParams, RunResult, run as run_once};
 
 /// Why a demo run failed.
 #[derive(Debug, thiserror::Error)]

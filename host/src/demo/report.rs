@@ -312,3 +312,89 @@ fn summarise(
         sweep,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::scenario::{round_robin, switchyard};
+
+    fn point(rate_rps: f64, ttft_p90: f64, requests_per_s: f64, output_tokens: u64) -> Point {
+        let mut bench = BenchReport {
+            requests: 100,
+            requests_per_s,
+            output_tokens,
+            duration_s: 3600.0,
+            ..BenchReport::default()
+        };
+        bench.ttft_ms.p50 = ttft_p90 / 2.0;
+        bench.ttft_ms.p90 = ttft_p90;
+        bench.output_tokens_per_s = output_tokens as f64 / 3600.0;
+        Point {
+            rate_rps,
+            run: RunResult {
+                bench,
+                prefix_cache_hit_rate: 0.5,
+                vendor_share: BTreeMap::from([("amd".to_owned(), 1.0)]),
+                backend_share: BTreeMap::new(),
+                split_decisions: 0,
+                decisions: 100,
+            },
+        }
+    }
+
+    #[test]
+    fn goodput_is_the_best_rate_meeting_the_slo_and_cost_is_per_output_token() {
+        let mut scenario = Scenario::default_demo();
+        scenario.slo_ttft_ms = 1000.0;
+        let runs = vec![
+            (
+                round_robin(),
+                vec![
+                    point(2.0, 900.0, 1.9, 1_000_000),
+                    point(6.0, 5000.0, 3.0, 2_000_000),
+                ],
+            ),
+            (
+                switchyard(),
+                vec![
+                    point(2.0, 300.0, 2.0, 1_000_000),
+                    point(6.0, 400.0, 5.8, 4_000_000),
+                ],
+            ),
+        ];
+        let c = Comparison::new(&scenario, &Options::default(), runs);
+        let rr = c.get("round-robin").expect("baseline");
+        assert_eq!(rr.goodput_rps_at_slo, 1.9, "6 req/s missed the objective");
+        assert_eq!(rr.rate_rps, 6.0, "the headline is the highest rate");
+        let fleet_per_hour = scenario.fleet_cost_per_hour();
+        assert!((rr.cost_per_mtok - fleet_per_hour / 2.0).abs() < 1e-9);
+        let sy = c.get("switchyard").expect("switchyard");
+        assert_eq!(sy.goodput_rps_at_slo, 5.8);
+        assert_eq!(
+            sy.bench.prefix_cache_hit_rate, 0.5,
+            "the fleet's rate replaces usage's"
+        );
+        let (ttft, tput) = c.gain_over_baseline("switchyard").expect("both ran");
+        assert!((ttft - 12.5).abs() < 1e-9 && (tput - 2.0).abs() < 1e-9);
+
+        let json = c.to_json();
+        for name in ["round-robin", "switchyard"] {
+            for key in [
+                "requests",
+                "errors",
+                "ttft_ms",
+                "itl_ms",
+                "output_tokens_per_s",
+                "prefix_cache_hit_rate",
+                "goodput_rps_at_slo",
+                "cost_per_mtok",
+            ] {
+                assert!(json[name].get(key).is_some(), "{name}.{key}");
+            }
+        }
+        assert_eq!(
+            json["switchyard"]["sweep"].as_array().map(Vec::len),
+            Some(2)
+        );
+    }
+}
