@@ -15,12 +15,14 @@
 //! - [`server`]: assembling the modules from a config and serving both listeners.
 //! - [`sim`]: a simulated vLLM-like backend calibrated on an H100.
 //! - [`bench`]: the load generator.
+//! - [`demo`]: the one-command demo: simulated fleet, router and workload, compared per pipeline.
 //! - [`state`]: the state directory admin changes persist to.
 //! - [`telemetry`]: logging setup and metric names.
 
 pub mod admin;
 pub mod bench;
 pub mod config;
+pub mod demo;
 pub mod kv;
 pub mod policy;
 pub mod pool;

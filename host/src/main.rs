@@ -35,7 +35,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    switchyard::telemetry::init_logging();
+    // The demo prints a table; the router's per-backend info lines would bury it.
+    match cli.command {
+        Command::Demo(_) => switchyard::telemetry::init_logging_at("warn"),
+        _ => switchyard::telemetry::init_logging(),
+    }
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Serve(args) => cmd::serve::run(args),

@@ -19,8 +19,14 @@ use prometheus_client::registry::Registry;
 /// Installs the global `tracing` subscriber: human-readable lines on stderr, filtered by
 /// `RUST_LOG` (default `info`). Safe to call more than once; later calls do nothing.
 pub fn init_logging() {
+    init_logging_at("info");
+}
+
+/// As [`init_logging`], with `default` (e.g. `warn`) as the filter when `RUST_LOG` is
+/// unset.
+pub fn init_logging_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
