@@ -93,7 +93,10 @@ async fn a_repeated_prompt_returns_to_the_backend_holding_its_prefix() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let backend = r.headers()["x-switchyard-backend"].to_str().unwrap().to_owned();
+        let backend = r.headers()["x-switchyard-backend"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         served.push(backend);
     }
     assert_eq!(served[0], served[1], "second request followed the prefix");
@@ -123,6 +126,10 @@ async fn a_repeated_prompt_returns_to_the_backend_holding_its_prefix() {
         .map(|s| s.info().name.clone())
         .find(|n| n != holder)
         .unwrap();
-    assert!(depth(holder) > 256, "holder depth {}: {lookup}", depth(holder));
+    assert!(
+        depth(holder) > 256,
+        "holder depth {}: {lookup}",
+        depth(holder)
+    );
     assert_eq!(depth(&other), 0, "{lookup}");
 }

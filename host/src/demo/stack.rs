@@ -188,6 +188,7 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
                 cost_per_hour: prices.get(info.profile.as_str()).copied().unwrap_or(0.0),
                 capability,
                 kv_events: None,
+                kv_replay: None,
                 health_path: None,
             }
         })
@@ -219,6 +220,9 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
             ..PoolSettings::default()
         },
         backends,
+        // NB: the simulated backends publish no KV events here, so the index follows
+        // them in approximate mode, from the router's own routing decisions.
+        kv: Default::default(),
         auth: AuthConfig::default(),
         tenants: vec![TenantConfig {
             name: DEFAULT_TENANT.to_owned(),
