@@ -12,7 +12,7 @@ use super::index::TierWeights;
 use super::{approx, key};
 
 /// The `kv` section.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KvConfig {
     /// Models whose prompts are keyed; a backend names one of them.
@@ -39,6 +39,21 @@ pub struct KvConfig {
     /// Example: `tier_weights: {gpu: 1.0, cpu: 0.8, disk: 0.5}`.
     #[serde(default)]
     pub tier_weights: Option<TierWeights>,
+}
+
+// NB: by hand, not derived: an absent `kv:` section must get the same defaults as an
+// empty one (a derived `Default` would give a TTL and a queue of zero).
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            models: Vec::new(),
+            backends: Vec::new(),
+            bind: None,
+            queue_capacity: default_queue_capacity(),
+            approx_ttl_s: default_approx_ttl_s(),
+            tier_weights: None,
+        }
+    }
 }
 
 fn default_queue_capacity() -> usize {
@@ -139,5 +154,19 @@ impl ModelConfig {
             chat_template: None,
             exact: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absent_section_has_the_documented_defaults() {
+        let absent = KvConfig::default();
+        let empty: KvConfig = serde_yaml_ng::from_str("{}").unwrap();
+        assert_eq!(absent.approx_ttl_s, approx::DEFAULT_TTL_S);
+        assert_eq!(absent.approx_ttl_s, empty.approx_ttl_s);
+        assert_eq!(absent.queue_capacity, empty.queue_capacity);
     }
 }
