@@ -12,6 +12,7 @@
 //! - [`pool`]: backends, health, metric scraping, circuit breaking, drain.
 //! - [`proxy`]: the OpenAI endpoints: parse, enrich, decide, send, stream back.
 //! - [`admin`]: the admin API.
+//! - [`server`]: assembling the modules from a config and serving both listeners.
 //! - [`sim`]: a simulated vLLM-like backend calibrated on an H100.
 //! - [`bench`]: the load generator.
 //! - [`state`]: the state directory admin changes persist to.
@@ -24,6 +25,30 @@ pub mod kv;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
+pub mod server;
 pub mod sim;
 pub mod state;
 pub mod telemetry;
+
+pub use config::Config;
+pub use server::Server;
+
+/// The client API's router over `state`, for tests that drive it without sockets.
+pub fn app(state: proxy::App) -> axum::Router {
+    proxy::router(state)
+}
+
+/// The admin API's router over `state`.
+pub fn admin_app(state: admin::Admin) -> axum::Router {
+    admin::router(state)
+}
+
+/// Builds the router from `config` and serves until SIGINT or SIGTERM.
+///
+/// # Errors
+///
+/// As [`Server::bind`] and [`Server::serve`].
+pub async fn run(config: Config) -> Result<(), server::Error> {
+    let server = Server::bind(config).await?;
+    server.serve(server::shutdown_signal()).await
+}

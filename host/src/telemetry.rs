@@ -1,4 +1,20 @@
 //! Logging setup and the names of Switchyard's spans and metrics.
+//!
+//! Spans: `request{id, tenant, model}` per client request, `decide{policy, version}`
+//! around the pipeline, `forward{backend, attempt}` per attempt; outcome fields start
+//! empty and are recorded once. Probes run in their own root `probe{backend}` spans.
+//!
+//! Metrics (one [`prometheus_client`] registry per app, no globals):
+//! `switchyard_requests_total{tenant,backend,status}`, `switchyard_ttfb_seconds{backend}`,
+//! `switchyard_retries_total{backend}`, the `switchyard_backend_*` gauges of
+//! [`crate::pool::PoolCollector`] (health, drain, breaker, in-flight, scraped load) and the
+//! policy runtime's `switchyard_policy_*` / `switchyard_decision_*`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 /// Installs the global `tracing` subscriber: human-readable lines on stderr, filtered by
 /// `RUST_LOG` (default `info`). Safe to call more than once; later calls do nothing.
@@ -9,4 +25,67 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Labels of a finished request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Tenant name.
+    pub tenant: String,
+    /// Backend that served it; empty when none did.
+    pub backend: String,
+    /// HTTP status returned to the client.
+    pub status: u16,
+}
+
+/// Labels naming a backend.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// Backend name.
+    pub backend: String,
+}
+
+/// The data plane's own metrics. Cheap to clone; clones share values.
+#[derive(Debug, Clone)]
+pub struct ProxyMetrics {
+    /// Requests by tenant, backend and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from receiving a request to the backend's first body byte, seconds.
+    pub ttfb_seconds: Family<BackendLabels, Histogram>,
+    /// Attempts that failed and were retried on another backend, by failed backend.
+    pub retries: Family<BackendLabels, Counter>,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        ProxyMetrics {
+            requests: Family::default(),
+            // 1 ms .. ~65 s
+            ttfb_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 17))
+            }),
+            retries: Family::default(),
+        }
+    }
+}
+
+impl ProxyMetrics {
+    /// Registers every metric under its `switchyard_*` name.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "switchyard_requests",
+            "Client requests by tenant, backend and status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "switchyard_ttfb_seconds",
+            "Router-side time to the backend's first body byte",
+            self.ttfb_seconds.clone(),
+        );
+        registry.register(
+            "switchyard_retries",
+            "Failed attempts retried on another backend",
+            self.retries.clone(),
+        );
+    }
 }

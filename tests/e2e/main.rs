@@ -1,1 +1,14 @@
+//! End-to-end tests: the real `switchyard` binary on loopback in front of in-process
+//! OpenAI-compatible test backends.
+//!
+//! One binary, one `mod` per area. New tests go in the module of their area; anything
+//! shared (processes, backends, configs) goes in `harness`.
 
+mod harness;
+
+mod admin;
+mod client_api;
+mod faults;
+mod load;
+mod persistence;
+mod python;

@@ -1,1 +1,247 @@
-//! TODO(admin): owned by its issue; replaced as the module lands.
+//! The admin API, on its own listener: backends (list, add, drain, remove), policies
+//! (upload, list), tenant pipelines (set, canary, shadow, rollback), recent decisions,
+//! and its OpenAPI document. Every route is behind a bearer token compared in constant
+//! time. It owns no state: it calls [`Pool`] and [`Policies`].
+
+mod error;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+pub use error::Error;
+
+use crate::policy::{CanarySpec, PipelineSpec, Policies};
+use crate::pool::{BackendSpec, Pool};
+use crate::proxy::DecisionLog;
+
+/// The hand-written OpenAPI 3 document of this API.
+pub const OPENAPI: &str = include_str!("../../../docs/admin-openapi.json");
+
+/// The admin API's handles. Cheap to clone.
+#[derive(Clone)]
+pub struct Admin {
+    /// The backend pool.
+    pub pool: Pool,
+    /// The policy runtime.
+    pub policies: Policies,
+    /// The decision log.
+    pub decisions: Arc<DecisionLog>,
+    /// The bearer token.
+    pub token: Arc<str>,
+}
+
+/// The admin routes, all behind the token.
+pub fn router(admin: Admin) -> Router {
+    let token = admin.token.clone();
+    Router::new()
+        .route("/admin/openapi.json", get(openapi))
+        .route("/admin/backends", get(list_backends).post(add_backend))
+        .route(
+            "/admin/backends/{name}",
+            get(get_backend).delete(remove_backend),
+        )
+        .route("/admin/backends/{name}/drain", post(drain))
+        .route("/admin/backends/{name}/undrain", post(undrain))
+        .route("/admin/policies", get(list_policies))
+        .route("/admin/policies/{name}", put(upload_policy))
+        .route("/admin/tenants", get(list_tenants))
+        .route("/admin/tenants/{tenant}/pipeline", put(set_pipeline))
+        .route(
+            "/admin/tenants/{tenant}/canary",
+            put(set_canary).delete(clear_canary),
+        )
+        .route(
+            "/admin/tenants/{tenant}/shadow",
+            put(set_shadow).delete(clear_shadow),
+        )
+        .route("/admin/tenants/{tenant}/rollback", post(rollback))
+        .route("/admin/decisions", get(decisions))
+        .fallback(no_route)
+        .layer(middleware::from_fn_with_state(token, authorize))
+        .with_state(admin)
+}
+
+/// Rejects calls without the right `Authorization: Bearer` token. The comparison takes
+/// the same time wherever the tokens differ.
+async fn authorize(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        next.run(req).await
+    } else {
+        Error::Unauthorized.into_response()
+    }
+}
+
+fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| Error::BadBody(format!("{}: {}", e.path(), e.inner())))
+}
+
+/// Runs a blocking policy-runtime call (compiles, instantiations) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::policy::Error> + Send + 'static,
+) -> Result<T, Error> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn list_backends(State(a): State<Admin>) -> Response {
+    Json(a.pool.statuses()).into_response()
+}
+
+async fn get_backend(State(a): State<Admin>, Path(name): Path<String>) -> Result<Response, Error> {
+    Ok(Json(a.pool.status(&name)?).into_response())
+}
+
+async fn add_backend(State(a): State<Admin>, body: Bytes) -> Result<Response, Error> {
+    let spec: BackendSpec = json(&body)?;
+    let status = a.pool.add(spec)?;
+    Ok((StatusCode::CREATED, Json(status)).into_response())
+}
+
+async fn remove_backend(
+    State(a): State<Admin>,
+    Path(name): Path<String>,
+) -> Result<Response, Error> {
+    a.pool.remove(&name)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn drain(State(a): State<Admin>, Path(name): Path<String>) -> Result<Response, Error> {
+    Ok(Json(a.pool.set_draining(&name, true)?).into_response())
+}
+
+async fn undrain(State(a): State<Admin>, Path(name): Path<String>) -> Result<Response, Error> {
+    Ok(Json(a.pool.set_draining(&name, false)?).into_response())
+}
+
+async fn list_policies(State(a): State<Admin>) -> Response {
+    Json(a.policies.versions()).into_response()
+}
+
+/// Query of a policy upload.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    /// Call the policy once on a synthetic fleet before accepting it. Default true.
+    #[serde(default = "yes")]
+    smoke: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn upload_policy(
+    State(a): State<Admin>,
+    Path(name): Path<String>,
+    q: Result<Query<UploadQuery>, QueryRejection>,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let Query(q) = q.map_err(|e| Error::BadBody(e.body_text()))?;
+    let policies = a.policies.clone();
+    let version = blocking(move || policies.upload(&name, &body, q.smoke)).await?;
+    tracing::info!(policy = %version.label(), compile_ms = version.compile_ms, "policy uploaded");
+    Ok(Json(version).into_response())
+}
+
+async fn list_tenants(State(a): State<Admin>) -> Response {
+    Json(a.policies.pipelines()).into_response()
+}
+
+async fn set_pipeline(
+    State(a): State<Admin>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let spec: PipelineSpec = json(&body)?;
+    let p = a.policies.clone();
+    Ok(Json(blocking(move || p.set_pipeline(&tenant, spec)).await?).into_response())
+}
+
+async fn set_canary(
+    State(a): State<Admin>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let spec: CanarySpec = json(&body)?;
+    let p = a.policies.clone();
+    Ok(Json(blocking(move || p.set_canary(&tenant, Some(spec))).await?).into_response())
+}
+
+async fn clear_canary(
+    State(a): State<Admin>,
+    Path(tenant): Path<String>,
+) -> Result<Response, Error> {
+    let p = a.policies.clone();
+    Ok(Json(blocking(move || p.set_canary(&tenant, None)).await?).into_response())
+}
+
+async fn set_shadow(
+    State(a): State<Admin>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let spec: PipelineSpec = json(&body)?;
+    let p = a.policies.clone();
+    Ok(Json(blocking(move || p.set_shadow(&tenant, Some(spec))).await?).into_response())
+}
+
+async fn clear_shadow(
+    State(a): State<Admin>,
+    Path(tenant): Path<String>,
+) -> Result<Response, Error> {
+    let p = a.policies.clone();
+    Ok(Json(blocking(move || p.set_shadow(&tenant, None)).await?).into_response())
+}
+
+async fn rollback(State(a): State<Admin>, Path(tenant): Path<String>) -> Result<Response, Error> {
+    let p = a.policies.clone();
+    Ok(Json(blocking(move || p.rollback(&tenant)).await?).into_response())
+}
+
+/// Query of `GET /admin/decisions`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionsQuery {
+    /// Most records returned, newest first. Default 100.
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+async fn decisions(
+    State(a): State<Admin>,
+    q: Result<Query<DecisionsQuery>, QueryRejection>,
+) -> Result<Response, Error> {
+    let Query(q) = q.map_err(|e| Error::BadBody(e.body_text()))?;
+    let recent = a.decisions.recent(q.limit);
+    let records: Vec<&crate::proxy::DecisionRecord> = recent.iter().map(|r| &**r).collect();
+    Ok(Json(records).into_response())
+}
+
+async fn no_route(uri: Uri) -> Error {
+    Error::NoRoute(uri.path().to_owned())
+}

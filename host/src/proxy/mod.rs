@@ -1,1 +1,343 @@
-//! TODO(proxy): owned by its issue; replaced as the module lands.
+//! The OpenAI-compatible client API: parse → enrich → decide → send → stream back.
+//!
+//! - [`App`] is the request path's state: handles on the pool and the policies, the
+//!   tenant table, the decision log, metrics. [`router`] serves it.
+//! - Each request is parsed once ([`Parsed`]), gets one fleet snapshot and one pipeline
+//!   snapshot, one candidate list and one decision; the send loop then retries on other
+//!   backends only before the first byte reached the client.
+//! - Every failure is an [`ApiError`] with an OpenAI-shaped body.
+
+mod decisions;
+mod error;
+mod forward;
+mod request;
+mod tenant;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+pub use decisions::{DecisionLog, DecisionRecord};
+pub use error::ApiError;
+pub(crate) use error::error_body;
+pub use request::{Endpoint, Parsed, PromptFacts, prompt_facts};
+pub use tenant::{Admission, Tenant, Tenants};
+
+use crate::config::ProxySettings;
+use crate::policy::{Candidate, Decision, Placement, Policies, RequestFacts, builtin_load};
+use crate::pool::Pool;
+use crate::telemetry::{ProxyMetrics, RequestLabels};
+use decisions::RecordContext;
+use forward::Outgoing;
+
+/// Response header naming the backend that served a request.
+pub const BACKEND_HEADER: HeaderName = HeaderName::from_static("x-switchyard-backend");
+/// Request and response header carrying the request id.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What [`App::new`] is built from.
+pub struct AppParts {
+    /// The backend pool.
+    pub pool: Pool,
+    /// The policy runtime.
+    pub policies: Policies,
+    /// The tenant table.
+    pub tenants: Tenants,
+    /// Request limits.
+    pub settings: ProxySettings,
+    /// The decision log, shared with the admin API.
+    pub decisions: Arc<DecisionLog>,
+    /// The data plane's metrics.
+    pub metrics: ProxyMetrics,
+    /// The registry `/metrics` encodes.
+    pub registry: Arc<Registry>,
+}
+
+/// The client API's state. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    policies: Policies,
+    tenants: Tenants,
+    settings: ProxySettings,
+    decisions: Arc<DecisionLog>,
+    metrics: ProxyMetrics,
+    registry: Arc<Registry>,
+    client: reqwest::Client,
+}
+
+impl App {
+    /// Builds the state.
+    pub fn new(parts: AppParts) -> App {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        App {
+            inner: Arc::new(Inner {
+                pool: parts.pool,
+                policies: parts.policies,
+                tenants: parts.tenants,
+                settings: parts.settings,
+                decisions: parts.decisions,
+                metrics: parts.metrics,
+                registry: parts.registry,
+                client,
+            }),
+        }
+    }
+
+    /// Serves one OpenAI request and labels the outcome: request id header, metrics,
+    /// span fields.
+    async fn handle(&self, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+        let started = Instant::now();
+        let request_id = headers
+            .get(&REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let span = tracing::info_span!(
+            "request",
+            id = %request_id,
+            tenant = Empty,
+            model = Empty,
+            backend = Empty,
+            status = Empty
+        );
+        let mut tenant = String::new();
+        let result = self
+            .serve(endpoint, &headers, body, &request_id, started, &mut tenant)
+            .instrument(span.clone())
+            .await;
+        let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+        let backend = resp
+            .headers()
+            .get(&BACKEND_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let status = resp.status().as_u16();
+        span.record("backend", backend.as_str());
+        span.record("status", status);
+        self.inner
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                tenant,
+                backend,
+                status,
+            })
+            .inc();
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+        }
+        resp
+    }
+
+    async fn serve(
+        &self,
+        endpoint: Endpoint,
+        headers: &HeaderMap,
+        body: Body,
+        request_id: &str,
+        started: Instant,
+        tenant_label: &mut String,
+    ) -> Result<Response, ApiError> {
+        let span = tracing::Span::current();
+        let tenant = self.inner.tenants.resolve(headers)?;
+        tenant_label.clone_from(&tenant.name);
+        span.record("tenant", tenant.name.as_str());
+        let body = read_body(headers, body, self.inner.settings.max_body_bytes).await?;
+        let req = Parsed::from_openai(endpoint, body)?;
+        span.record("model", req.model.as_str());
+
+        let fleet = self.inner.pool.fleet();
+        if !fleet.serves(&req.model) {
+            return Err(ApiError::UnknownModel(req.model));
+        }
+        let prompt = prompt_facts(&req, &fleet);
+        let admission = tenant.admit(prompt.prompt_tokens.saturating_add(req.max_tokens))?;
+        let mut candidates = fleet.candidates(&req.model);
+        if candidates.is_empty() {
+            return Err(ApiError::NoBackend(req.model));
+        }
+        for c in &mut candidates {
+            c.cached_prefix_tokens = prompt
+                .cached_prefix_tokens
+                .get(c.backend as usize)
+                .copied()
+                .unwrap_or(0);
+        }
+        let facts = RequestFacts {
+            id: xxhash_rust::xxh3::xxh3_64(request_id.as_bytes()),
+            tenant: tenant.name.clone(),
+            model: req.model.clone(),
+            prompt_tokens: prompt.prompt_tokens,
+            max_tokens: req.max_tokens,
+            session: req.user.clone(),
+            ..RequestFacts::default()
+        };
+
+        let pipeline = self.inner.policies.pipeline(&tenant.name);
+        let decide =
+            tracing::info_span!("decide", policy = Empty, version = pipeline.info().version);
+        let decision = decide.in_scope(|| pipeline.decide(&fleet.facts, &facts, &candidates));
+        decide.record("policy", decision.policies.join(",").as_str());
+        decide.record("elapsed_us", decision.elapsed.as_micros() as u64);
+        self.inner.decisions.push(DecisionRecord::new(
+            RecordContext {
+                request_id,
+                tenant: &tenant.name,
+                model: &req.model,
+                prompt_tokens: prompt.prompt_tokens,
+            },
+            &fleet,
+            &candidates,
+            &decision,
+        ));
+        let order = attempt_order(&decision, &candidates)?;
+        let out = Outgoing {
+            req,
+            request_id: request_id.to_owned(),
+            prompt_tokens: prompt.prompt_tokens,
+            started,
+            admission,
+        };
+        self.send(out, &fleet, &order).await
+    }
+}
+
+/// The backends to try, best first: the decision's choice (the decode backend of a
+/// split, which for now serves the whole request), then the other candidates by score,
+/// then by load.
+fn attempt_order(d: &Decision, candidates: &[Candidate]) -> Result<Vec<u32>, ApiError> {
+    let first = match &d.placement {
+        Placement::Single(i) => *i,
+        Placement::Split { decode, .. } => *decode,
+        Placement::Reject { status, message } => {
+            return Err(ApiError::Rejected {
+                status: StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                message: message.clone(),
+            });
+        }
+    };
+    let score = |c: &Candidate| {
+        d.scores
+            .iter()
+            .find(|(i, _)| *i == c.backend)
+            .map_or(f32::NEG_INFINITY, |(_, s)| *s)
+    };
+    let mut rest: Vec<&Candidate> = candidates.iter().filter(|c| c.backend != first).collect();
+    rest.sort_by(|a, b| {
+        score(b)
+            .total_cmp(&score(a))
+            .then(builtin_load(a).total_cmp(&builtin_load(b)))
+    });
+    Ok(std::iter::once(first)
+        .chain(rest.iter().map(|c| c.backend))
+        .collect())
+}
+
+/// Reads the body up to `max` bytes.
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(ApiError::TooLarge { max });
+    }
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return ApiError::TooLarge { max };
+            }
+            source = s.source();
+        }
+        ApiError::BadJson(format!("cannot read body: {e}"))
+    })
+}
+
+/// The client API's routes.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(no_route)
+        .with_state(app)
+}
+
+async fn chat(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    app.handle(Endpoint::Chat, headers, body).await
+}
+
+async fn completions(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    app.handle(Endpoint::Completions, headers, body).await
+}
+
+async fn models(State(app): State<App>) -> Response {
+    let fleet = app.inner.pool.fleet();
+    let data: Vec<_> = fleet
+        .models()
+        .into_iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard"}))
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+async fn health() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn ready(State(app): State<App>) -> Response {
+    if app.inner.pool.fleet().is_ready() {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "no healthy backend"})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &app.inner.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+//! [`Error`]: every way an admin call fails, mapped once to a status and an
+//! OpenAI-shaped error body.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::{policy, pool};
+
+/// An admin call's failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No bearer token, or the wrong one.
+    #[error("missing or wrong admin token")]
+    Unauthorized,
+    /// The body is not what the route takes.
+    #[error("invalid request body: {0}")]
+    BadBody(String),
+    /// No such route.
+    #[error("no admin route {0}")]
+    NoRoute(String),
+    /// A pool change failed.
+    #[error(transparent)]
+    Pool(#[from] pool::Error),
+    /// A policy or pipeline change failed.
+    #[error(transparent)]
+    Policy(#[from] policy::Error),
+    /// A blocking task died.
+    #[error("internal task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl Error {
+    fn status(&self) -> StatusCode {
+        match self {
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::BadBody(_) => StatusCode::BAD_REQUEST,
+            Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::Pool(e) => match e {
+                pool::Error::NotFound(_) => StatusCode::NOT_FOUND,
+                pool::Error::Exists(_) | pool::Error::NotDrained(_) => StatusCode::CONFLICT,
+                pool::Error::Invalid(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Error::Policy(e) => match e {
+                policy::Error::NoHistory(_) => StatusCode::CONFLICT,
+                policy::Error::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            Error::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let kind = match status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        };
+        let message = if status.is_server_error() {
+            tracing::error!(error = %chain(&self), "admin call failed");
+            "internal error; see the router's log".to_string()
+        } else {
+            self.to_string()
+        };
+        let code = status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_lowercase()
+            .replace(' ', "_");
+        let body = crate::proxy::error_body(&message, kind, &code, None);
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The error and its sources, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

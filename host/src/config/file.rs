@@ -1,0 +1,217 @@
+//! The config file as written: serde types with `deny_unknown_fields` everywhere and
+//! defaults as named functions beside each struct. [`super::Config`] is built from it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::policy::PipelineSpec;
+use crate::pool::BackendSpec;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct File {
+    /// Client API address. Default `127.0.0.1:8080`. Example: `listen: 0.0.0.0:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The admin API; absent means no admin listener.
+    pub admin: Option<AdminFile>,
+    /// Where admin changes persist; absent means they are lost on restart.
+    /// Example: `state_dir: /var/lib/switchyard`.
+    pub state_dir: Option<PathBuf>,
+    /// Request handling limits.
+    #[serde(default)]
+    pub proxy: ProxyFile,
+    /// Health checks, scraping and circuit breaking.
+    #[serde(default)]
+    pub pool: PoolFile,
+    /// The backends.
+    #[serde(default)]
+    pub backends: Vec<BackendSpec>,
+    /// How tenants are recognised.
+    #[serde(default)]
+    pub auth: AuthFile,
+    /// Tenants by name.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantFile>,
+    /// Policy components to upload at start.
+    #[serde(default)]
+    pub policies: Vec<PolicyFile>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+/// The admin listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminFile {
+    /// Admin API address. Default `127.0.0.1:8081`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// The bearer token, literally. Prefer `token_env`.
+    pub token: Option<String>,
+    /// Environment variable holding the bearer token. Example: `token_env: SWITCHYARD_ADMIN_TOKEN`.
+    pub token_env: Option<String>,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:8081".into()
+}
+
+/// Request handling limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProxyFile {
+    /// Largest request body, bytes. Default 4 MiB.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Longest wait for a backend's first body byte before the attempt counts as failed
+    /// and another backend is tried, milliseconds. Default 60000.
+    #[serde(default = "default_attempt_timeout_ms")]
+    pub attempt_timeout_ms: u64,
+    /// Longest a whole request may take, streaming included, milliseconds. Default 600000.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Most backends tried for one request. Default 3.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Recent decisions kept for `GET /admin/decisions`. Default 1024.
+    #[serde(default = "default_decision_log")]
+    pub decision_log: usize,
+}
+
+impl Default for ProxyFile {
+    fn default() -> Self {
+        ProxyFile {
+            max_body_bytes: default_max_body_bytes(),
+            attempt_timeout_ms: default_attempt_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            max_attempts: default_max_attempts(),
+            decision_log: default_decision_log(),
+        }
+    }
+}
+
+fn default_max_body_bytes() -> usize {
+    4 << 20
+}
+fn default_attempt_timeout_ms() -> u64 {
+    60_000
+}
+fn default_request_timeout_ms() -> u64 {
+    600_000
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_decision_log() -> usize {
+    1024
+}
+
+/// Health checks, scraping and circuit breaking.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PoolFile {
+    /// Interval between `/metrics` scrapes, milliseconds. Default 100.
+    #[serde(default = "default_scrape_interval_ms")]
+    pub scrape_interval_ms: u64,
+    /// Age after which scraped figures count as stale and are not used, milliseconds.
+    /// Default 1000.
+    #[serde(default = "default_stale_after_ms")]
+    pub stale_after_ms: u64,
+    /// Interval between health checks, milliseconds. Default 1000.
+    #[serde(default = "default_health_interval_ms")]
+    pub health_interval_ms: u64,
+    /// Timeout of one scrape or health check, milliseconds. Default 500.
+    #[serde(default = "default_probe_timeout_ms")]
+    pub probe_timeout_ms: u64,
+    /// Consecutive failed health checks that mark a backend down. Default 2.
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: u32,
+    /// Consecutive failed requests that open a backend's circuit. Default 5.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open circuit stays open before one trial request, milliseconds.
+    /// Default 5000.
+    #[serde(default = "default_breaker_open_ms")]
+    pub breaker_open_ms: u64,
+}
+
+impl Default for PoolFile {
+    fn default() -> Self {
+        PoolFile {
+            scrape_interval_ms: default_scrape_interval_ms(),
+            stale_after_ms: default_stale_after_ms(),
+            health_interval_ms: default_health_interval_ms(),
+            probe_timeout_ms: default_probe_timeout_ms(),
+            unhealthy_after: default_unhealthy_after(),
+            breaker_failures: default_breaker_failures(),
+            breaker_open_ms: default_breaker_open_ms(),
+        }
+    }
+}
+
+fn default_scrape_interval_ms() -> u64 {
+    100
+}
+fn default_stale_after_ms() -> u64 {
+    1000
+}
+fn default_health_interval_ms() -> u64 {
+    1000
+}
+fn default_probe_timeout_ms() -> u64 {
+    500
+}
+fn default_unhealthy_after() -> u32 {
+    2
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_open_ms() -> u64 {
+    5000
+}
+
+/// How tenants are recognised.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthFile {
+    /// Reject requests whose `Authorization: Bearer` key belongs to no tenant. Default false.
+    #[serde(default)]
+    pub require_api_key: bool,
+    /// A header naming the tenant, used when no API key matched (and keys are not
+    /// required). Example: `tenant_header: x-tenant`.
+    pub tenant_header: Option<String>,
+}
+
+/// One tenant.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantFile {
+    /// API keys identifying the tenant.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// The tenant's pipeline; absent means the `default` tenant's.
+    pub pipeline: Option<PipelineSpec>,
+    /// Most requests in flight at once.
+    pub max_concurrent: Option<u32>,
+    /// Most requests per second (with a burst of the same size).
+    pub requests_per_s: Option<u32>,
+    /// Most tokens (estimated prompt plus `max_tokens`) per second.
+    pub tokens_per_s: Option<u32>,
+}
+
+/// A policy component to upload at start.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyFile {
+    /// Name to register it under. Example: `name: eu-only`.
+    pub name: String,
+    /// Path of the `.wasm` component, relative to the config file.
+    pub path: PathBuf,
+}

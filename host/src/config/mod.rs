@@ -1,0 +1,389 @@
+//! The router's config file: read and validated once into a [`Config`].
+//!
+//! Two layers: `file` holds the serde types exactly as written (unknown fields
+//! rejected, defaults as named functions); [`Config`] is the validated form (addresses
+//! parsed, durations typed, names unique, weights in range). Validation collects every
+//! problem, each naming its field path, so one run shows everything to fix.
+
+mod file;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::http::HeaderName;
+
+use crate::policy::PipelineSpec;
+use crate::pool::BackendSpec;
+
+/// Why the config cannot be used. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML of the expected shape.
+    #[error("{path}: {field}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// Path of the offending field, e.g. `backends[1].engine`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file parsed but some values are wrong; every problem is listed.
+    #[error("{path}: {} problem(s):\n  {}", problems.len(), problems.join("\n  "))]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// One line per problem, each starting with its field path.
+        problems: Vec<String>,
+    },
+}
+
+/// The validated config. The rest of the router sees only this.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Client API address.
+    pub listen: SocketAddr,
+    /// The admin API, when enabled.
+    pub admin: Option<AdminConfig>,
+    /// Where admin changes persist.
+    pub state_dir: Option<PathBuf>,
+    /// Request handling limits.
+    pub proxy: ProxySettings,
+    /// Health checks, scraping and circuit breaking.
+    pub pool: PoolSettings,
+    /// The backends, names unique.
+    pub backends: Vec<BackendSpec>,
+    /// How tenants are recognised.
+    pub auth: AuthConfig,
+    /// The tenants, names unique.
+    pub tenants: Vec<TenantConfig>,
+    /// Policy components to upload at start: (name, file).
+    pub policies: Vec<(String, PathBuf)>,
+}
+
+/// The admin listener.
+#[derive(Clone)]
+pub struct AdminConfig {
+    /// Address.
+    pub listen: SocketAddr,
+    /// The bearer token every admin call must present.
+    pub token: String,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Request handling limits.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Longest wait for a backend's first body byte per attempt.
+    pub attempt_timeout: Duration,
+    /// Longest a whole request may take.
+    pub request_timeout: Duration,
+    /// Most backends tried per request, >= 1.
+    pub max_attempts: u32,
+    /// Decisions kept for the admin API.
+    pub decision_log: usize,
+}
+
+/// Health checks, scraping and circuit breaking.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Interval between `/metrics` scrapes.
+    pub scrape_interval: Duration,
+    /// Age after which scraped figures are stale.
+    pub stale_after: Duration,
+    /// Interval between health checks.
+    pub health_interval: Duration,
+    /// Timeout of one scrape or health check.
+    pub probe_timeout: Duration,
+    /// Consecutive failed health checks that mark a backend down, >= 1.
+    pub unhealthy_after: u32,
+    /// Consecutive failed requests that open a circuit, >= 1.
+    pub breaker_failures: u32,
+    /// How long an open circuit stays open.
+    pub breaker_open: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        settings_from(&file::PoolFile::default())
+    }
+}
+
+/// How tenants are recognised.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Reject requests whose API key belongs to no tenant.
+    pub require_api_key: bool,
+    /// Header naming the tenant when no key matched.
+    pub tenant_header: Option<HeaderName>,
+}
+
+/// One tenant.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    /// Unique name.
+    pub name: String,
+    /// API keys identifying it.
+    pub api_keys: Vec<String>,
+    /// Its pipeline, if it has its own.
+    pub pipeline: Option<PipelineSpec>,
+    /// Most requests in flight at once.
+    pub max_concurrent: Option<u32>,
+    /// Most requests per second.
+    pub requests_per_s: Option<NonZeroU32>,
+    /// Most tokens per second.
+    pub tokens_per_s: Option<NonZeroU32>,
+}
+
+impl Config {
+    /// Reads and validates the YAML file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read, does not parse, or has invalid values; the error
+    /// names the file, the field and the problem.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(path, &text)
+    }
+
+    /// Parses and validates `text` as if read from `path`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::load`], without the read.
+    pub fn from_yaml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let raw: file::File = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                field: if field == "." { "(top)".into() } else { field },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        let mut problems = Vec::new();
+        let config = validate(path, raw, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+}
+
+fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config {
+    let listen = parse_addr("listen", &raw.listen, problems);
+    let admin = raw.admin.map(|a| AdminConfig {
+        listen: parse_addr("admin.listen", &a.listen, problems),
+        token: admin_token(&a, problems),
+    });
+    let p = &raw.proxy;
+    if p.max_attempts == 0 {
+        problems.push("proxy.max_attempts: must be at least 1".into());
+    }
+    if p.max_body_bytes == 0 {
+        problems.push("proxy.max_body_bytes: must be at least 1".into());
+    }
+    let proxy = ProxySettings {
+        max_body_bytes: p.max_body_bytes,
+        attempt_timeout: Duration::from_millis(p.attempt_timeout_ms),
+        request_timeout: Duration::from_millis(p.request_timeout_ms),
+        max_attempts: p.max_attempts.max(1),
+        decision_log: p.decision_log,
+    };
+    for (field, value) in [
+        ("pool.scrape_interval_ms", raw.pool.scrape_interval_ms),
+        ("pool.health_interval_ms", raw.pool.health_interval_ms),
+        ("pool.probe_timeout_ms", raw.pool.probe_timeout_ms),
+        ("pool.unhealthy_after", u64::from(raw.pool.unhealthy_after)),
+        (
+            "pool.breaker_failures",
+            u64::from(raw.pool.breaker_failures),
+        ),
+    ] {
+        if value == 0 {
+            problems.push(format!("{field}: must be at least 1"));
+        }
+    }
+    let pool = settings_from(&raw.pool);
+
+    let mut names = BTreeSet::new();
+    for (i, b) in raw.backends.iter().enumerate() {
+        for problem in b.problems() {
+            problems.push(format!("backends[{i}].{problem}"));
+        }
+        if !names.insert(b.name.as_str()) {
+            problems.push(format!("backends[{i}].name: `{}` is used twice", b.name));
+        }
+    }
+
+    let tenant_header = raw.auth.tenant_header.as_deref().and_then(|h| {
+        HeaderName::try_from(h)
+            .map_err(|_| problems.push(format!("auth.tenant_header: `{h}` is not a header name")))
+            .ok()
+    });
+    let mut key_owner: HashMap<&str, &str> = HashMap::new();
+    let mut tenants = Vec::new();
+    for (name, t) in &raw.tenants {
+        for key in &t.api_keys {
+            if let Some(other) = key_owner.insert(key, name) {
+                problems.push(format!(
+                    "tenants.{name}.api_keys: a key is also a key of tenant `{other}`"
+                ));
+            }
+        }
+        if let Some(spec) = &t.pipeline {
+            pipeline_problems(&format!("tenants.{name}.pipeline"), spec, problems);
+        }
+        let positive = |field: &str, v: Option<u32>, problems: &mut Vec<String>| {
+            v.and_then(|n| {
+                NonZeroU32::new(n).or_else(|| {
+                    problems.push(format!("tenants.{name}.{field}: must be at least 1"));
+                    None
+                })
+            })
+        };
+        tenants.push(TenantConfig {
+            name: name.clone(),
+            api_keys: t.api_keys.clone(),
+            pipeline: t.pipeline.clone(),
+            max_concurrent: positive("max_concurrent", t.max_concurrent, problems).map(u32::from),
+            requests_per_s: positive("requests_per_s", t.requests_per_s, problems),
+            tokens_per_s: positive("tokens_per_s", t.tokens_per_s, problems),
+        });
+    }
+
+    let base = path.parent().unwrap_or(Path::new("."));
+    let policies = raw
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let file = base.join(&p.path);
+            if !file.is_file() {
+                problems.push(format!(
+                    "policies[{i}].path: {} is not a readable file",
+                    file.display()
+                ));
+            }
+            (p.name.clone(), file)
+        })
+        .collect();
+
+    Config {
+        path: path.to_path_buf(),
+        listen,
+        admin,
+        state_dir: raw.state_dir.map(|d| base.join(d)),
+        proxy,
+        pool,
+        backends: raw.backends,
+        auth: AuthConfig {
+            require_api_key: raw.auth.require_api_key,
+            tenant_header,
+        },
+        tenants,
+        policies,
+    }
+}
+
+fn settings_from(p: &file::PoolFile) -> PoolSettings {
+    PoolSettings {
+        scrape_interval: Duration::from_millis(p.scrape_interval_ms.max(1)),
+        stale_after: Duration::from_millis(p.stale_after_ms),
+        health_interval: Duration::from_millis(p.health_interval_ms.max(1)),
+        probe_timeout: Duration::from_millis(p.probe_timeout_ms.max(1)),
+        unhealthy_after: p.unhealthy_after.max(1),
+        breaker_failures: p.breaker_failures.max(1),
+        breaker_open: Duration::from_millis(p.breaker_open_ms),
+    }
+}
+
+fn parse_addr(field: &str, value: &str, problems: &mut Vec<String>) -> SocketAddr {
+    value.parse().unwrap_or_else(|_| {
+        problems.push(format!(
+            "{field}: `{value}` is not an address like 127.0.0.1:8080"
+        ));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+fn admin_token(a: &file::AdminFile, problems: &mut Vec<String>) -> String {
+    match (&a.token, &a.token_env) {
+        (Some(t), None) if !t.is_empty() => t.clone(),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(t) if !t.is_empty() => t,
+            _ => {
+                problems.push(format!(
+                    "admin.token_env: environment variable {var} is not set or empty"
+                ));
+                String::new()
+            }
+        },
+        (Some(_), Some(_)) => {
+            problems.push("admin: give one of token and token_env, not both".into());
+            String::new()
+        }
+        _ => {
+            problems.push("admin: a non-empty token or token_env is required".into());
+            String::new()
+        }
+    }
+}
+
+/// Checks what can be checked of a pipeline without the policy registry: weights and
+/// picker parameters. Unknown policies are reported when the pipeline is installed.
+fn pipeline_problems(at: &str, spec: &PipelineSpec, problems: &mut Vec<String>) {
+    for (i, s) in spec.scorers.iter().enumerate() {
+        if !(0.0..=1.0).contains(&s.weight) {
+            problems.push(format!(
+                "{at}.scorers[{i}].weight: {} is outside [0, 1]",
+                s.weight
+            ));
+        }
+    }
+    if let crate::policy::Picker::Softmax { temperature } = spec.picker
+        && (temperature.is_nan() || temperature <= 0.0)
+    {
+        problems.push(format!(
+            "{at}.picker.temperature: {temperature} must be above 0"
+        ));
+    }
+    if spec.placer.is_some() && !spec.scorers.is_empty() {
+        problems.push(format!("{at}: a placer takes no scorers"));
+    }
+}
+
+#[cfg(test)]
+mod tests;

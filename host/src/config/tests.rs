@@ -1,0 +1,101 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(Path::new("router.yaml"), text)
+}
+
+const BACKEND: &str = "
+backends:
+  - name: a
+    url: http://127.0.0.1:9001
+    models: [m]
+";
+
+#[test]
+fn minimal_file_takes_defaults() {
+    let c = parse(BACKEND).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.pool.scrape_interval, Duration::from_millis(100));
+    assert_eq!(c.proxy.max_attempts, 3);
+    assert_eq!(c.backends[0].name, "a");
+    assert!(c.admin.is_none());
+}
+
+#[test]
+fn unknown_field_names_file_and_path() {
+    let err = parse(&format!("{BACKEND}    colour: red\n")).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("router.yaml: backends[0]"), "{text}");
+    assert!(text.contains("colour"), "{text}");
+}
+
+#[test]
+fn every_problem_is_listed() {
+    let text = "
+listen: nowhere
+backends:
+  - name: a
+    url: not a url
+    models: []
+  - name: a
+    url: http://127.0.0.1:1
+    models: [m]
+tenants:
+  acme:
+    pipeline:
+      scorers:
+        - policy: prefix-affinity
+          weight: 1.7
+";
+    let ConfigError::Invalid { problems, .. } = parse(text).unwrap_err() else {
+        panic!("expected Invalid");
+    };
+    let all = problems.join("\n");
+    for needle in [
+        "listen: `nowhere`",
+        "backends[0].url",
+        "backends[0].models",
+        "backends[1].name: `a` is used twice",
+        "tenants.acme.pipeline.scorers[0].weight: 1.7 is outside [0, 1]",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in\n{all}");
+    }
+}
+
+#[test]
+fn admin_token_from_missing_env_is_a_problem() {
+    let text = format!("{BACKEND}admin:\n  token_env: SWITCHYARD_TEST_UNSET_TOKEN_VAR\n");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("SWITCHYARD_TEST_UNSET_TOKEN_VAR is not set"),
+        "{err}"
+    );
+}
+
+/// Parses a file under `examples/`; the only problems allowed are those naming `allowed`.
+fn example(file: &str, allowed: &[&str]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(file);
+    match Config::load(&path) {
+        Ok(_) => {}
+        Err(ConfigError::Invalid { problems, .. }) => {
+            for p in &problems {
+                assert!(
+                    allowed.iter().any(|a| p.contains(a)),
+                    "{file}: unexpected problem {p}"
+                );
+            }
+        }
+        Err(e) => panic!("{file}: {e}"),
+    }
+}
+
+#[test]
+fn shipped_examples_parse() {
+    example("quickstart.yaml", &["SWITCHYARD_ADMIN_TOKEN"]);
+    example(
+        "config-reference.yaml",
+        &["SWITCHYARD_ADMIN_TOKEN", "policies[0].path"],
+    );
+}

@@ -1,0 +1,330 @@
+//! One backend: its spec as configured and its live state (health, drain, breaker,
+//! the router's own in-flight counters, the latest scraped engine figures).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::breaker::{Breaker, Pass};
+use super::scrape::EngineLoad;
+use crate::policy::Role;
+
+/// Which engine a backend runs; decides how its `/metrics` are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// vLLM (`vllm:*` metrics).
+    Vllm,
+    /// SGLang (`sglang:*` metrics).
+    Sglang,
+    /// llama.cpp `llama-server` (`llamacpp:*` metrics, needs `--metrics`).
+    Llamacpp,
+    /// Any other OpenAI-compatible server; no metrics are scraped (default).
+    #[default]
+    Openai,
+}
+
+impl EngineKind {
+    /// The path health checks request.
+    fn default_health_path(self) -> &'static str {
+        match self {
+            EngineKind::Openai => "/v1/models",
+            _ => "/health",
+        }
+    }
+
+    /// Whether the engine exposes metrics the router understands.
+    pub fn has_metrics(self) -> bool {
+        self != EngineKind::Openai
+    }
+}
+
+/// Declared performance figures; 0 means unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Capability {
+    /// Prefill speed, tokens per second. Example: `prefill_tokens_per_s: 12000`.
+    pub prefill_tokens_per_s: f32,
+    /// Decode speed per sequence, tokens per second.
+    pub decode_tokens_per_s: f32,
+    /// KV cache capacity, tokens (scraped from vLLM when 0).
+    pub kv_capacity_tokens: u64,
+    /// KV transfer link bandwidth, gigabytes per second.
+    pub kv_link_gbytes_per_s: f32,
+    /// KV bytes per token of context. Example: `kv_bytes_per_token: 131072`.
+    pub kv_bytes_per_token: u32,
+}
+
+/// A backend as configured in the file or added through the admin API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// Unique name: letters, digits, `-`, `_`, `.`. Example: `name: h100-a`.
+    pub name: String,
+    /// Server root; requests go to `<url>/v1/...`. Example: `url: http://10.0.0.5:8000`.
+    pub url: String,
+    /// Models it serves, as clients name them.
+    pub models: Vec<String>,
+    /// Engine kind. Default `openai`.
+    #[serde(default)]
+    pub engine: EngineKind,
+    /// Accelerator vendor, lowercase. Example: `vendor: amd`.
+    #[serde(default)]
+    pub vendor: String,
+    /// Accelerator model, lowercase. Example: `accelerator: mi300x`.
+    #[serde(default)]
+    pub accelerator: String,
+    /// Region. Example: `region: eu-west`.
+    #[serde(default)]
+    pub region: String,
+    /// Operator labels policies can read.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Role in prefill/decode splits. Default `any`.
+    #[serde(default)]
+    pub role: Role,
+    /// Price per hour, any currency. Default 0.
+    #[serde(default)]
+    pub cost_per_hour: f64,
+    /// Declared performance figures.
+    #[serde(default)]
+    pub capability: Capability,
+    /// The engine's KV-event endpoint, e.g. `tcp://10.0.0.5:5557`; carried for the KV index.
+    #[serde(default)]
+    pub kv_events: Option<String>,
+    /// Health check path. Default `/health` (`/v1/models` for `openai`).
+    #[serde(default)]
+    pub health_path: Option<String>,
+}
+
+impl BackendSpec {
+    /// Problems with the spec, each starting with its field name; empty when valid.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let name_ok = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !name_ok {
+            out.push(format!(
+                "name: `{}` must be non-empty letters, digits, `-`, `_` or `.`",
+                self.name
+            ));
+        }
+        match reqwest::Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => out.push(format!("url: `{}` is not an http(s) URL", self.url)),
+        }
+        if self.models.is_empty() || self.models.iter().any(String::is_empty) {
+            out.push("models: list at least one non-empty model name".into());
+        }
+        if self.cost_per_hour.is_nan() || self.cost_per_hour < 0.0 {
+            out.push(format!("cost_per_hour: {} is negative", self.cost_per_hour));
+        }
+        if let Some(p) = &self.health_path
+            && !p.starts_with('/')
+        {
+            out.push(format!("health_path: `{p}` must start with `/`"));
+        }
+        out
+    }
+
+    /// `<url><path>`, `path` starting with `/`.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+
+    pub(crate) fn health_url(&self) -> String {
+        self.endpoint(
+            self.health_path
+                .as_deref()
+                .unwrap_or(self.engine.default_health_path()),
+        )
+    }
+}
+
+/// A backend with its live state. Shared by the fleet snapshot, the prober and
+/// in-flight requests.
+#[derive(Debug)]
+pub struct Backend {
+    /// As configured.
+    pub spec: BackendSpec,
+    healthy: AtomicBool,
+    health_failures: AtomicU32,
+    draining: AtomicBool,
+    removed: AtomicBool,
+    in_flight_requests: AtomicU32,
+    in_flight_prefill_tokens: AtomicU32,
+    load: Mutex<Option<(EngineLoad, Instant)>>,
+    breaker: Breaker,
+}
+
+impl Backend {
+    pub(crate) fn new(spec: BackendSpec, draining: bool, breaker: Breaker) -> Backend {
+        Backend {
+            spec,
+            // NB: down until the first health check passes, so /ready means something.
+            healthy: AtomicBool::new(false),
+            health_failures: AtomicU32::new(0),
+            draining: AtomicBool::new(draining),
+            removed: AtomicBool::new(false),
+            in_flight_requests: AtomicU32::new(0),
+            in_flight_prefill_tokens: AtomicU32::new(0),
+            load: Mutex::new(None),
+            breaker,
+        }
+    }
+
+    /// Whether the last health checks passed and no request saw it die since.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    /// Whether it takes no new requests.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn mark_removed(&self) {
+        self.removed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether new requests may be sent: healthy, not draining, circuit passable.
+    pub fn is_available(&self) -> bool {
+        self.is_healthy() && !self.is_draining() && self.breaker.is_passable()
+    }
+
+    /// The router's own in-flight requests to it.
+    pub fn in_flight_requests(&self) -> u32 {
+        self.in_flight_requests.load(Ordering::SeqCst)
+    }
+
+    /// Prompt tokens of in-flight requests still before their first byte.
+    pub fn in_flight_prefill_tokens(&self) -> u32 {
+        self.in_flight_prefill_tokens.load(Ordering::SeqCst)
+    }
+
+    /// The circuit breaker's state name: `closed`, `open` or `half_open`.
+    pub fn breaker_state(&self) -> &'static str {
+        self.breaker.state_name()
+    }
+
+    /// The latest scraped figures and their age, if any.
+    pub fn load(&self) -> Option<(EngineLoad, Duration)> {
+        let guard = self.load.lock().unwrap_or_else(|e| e.into_inner());
+        guard.map(|(l, at)| (l, at.elapsed()))
+    }
+
+    pub(crate) fn set_load(&self, load: EngineLoad) {
+        *self.load.lock().unwrap_or_else(|e| e.into_inner()) = Some((load, Instant::now()));
+    }
+
+    /// Records a health check result; `threshold` consecutive failures mark it down.
+    pub(crate) fn record_health(&self, ok: bool, threshold: u32) {
+        if ok {
+            self.health_failures.store(0, Ordering::SeqCst);
+            if !self.healthy.swap(true, Ordering::SeqCst) {
+                tracing::info!(backend = %self.spec.name, "backend up");
+            }
+        } else if self.health_failures.fetch_add(1, Ordering::SeqCst) + 1 >= threshold {
+            self.mark_down("health check failed");
+        }
+    }
+
+    /// Marks it down at once (a request saw it fail at the transport level); health
+    /// checks bring it back.
+    pub fn mark_down(&self, why: &str) {
+        if self.healthy.swap(false, Ordering::SeqCst) {
+            tracing::warn!(backend = %self.spec.name, reason = why, "backend down");
+        }
+    }
+
+    /// Claims a slot for one attempt with `prefill_tokens` prompt tokens; `None` when the
+    /// backend stopped being available (drained, down or circuit open) since the
+    /// candidates were built.
+    ///
+    /// NB: the in-flight count goes up *before* the drain flag is read, so once a drain
+    /// call has returned and the count is seen at zero, no request can reach the backend.
+    pub fn try_claim(self: &Arc<Self>, prefill_tokens: u32) -> Option<InFlight> {
+        self.in_flight_requests.fetch_add(1, Ordering::SeqCst);
+        self.in_flight_prefill_tokens
+            .fetch_add(prefill_tokens, Ordering::SeqCst);
+        let mut claim = InFlight {
+            backend: self.clone(),
+            prefill_tokens,
+            trial: false,
+            settled: false,
+        };
+        if !self.is_healthy() || self.is_draining() {
+            return None;
+        }
+        match self.breaker.try_pass() {
+            Pass::Closed => Some(claim),
+            Pass::Trial => {
+                claim.trial = true;
+                Some(claim)
+            }
+            Pass::Refused => None,
+        }
+    }
+}
+
+/// One attempt's claim on a backend. Its drop gives back the in-flight request and any
+/// prefill tokens, on every path: success, failure, timeout, client disconnect.
+#[derive(Debug)]
+pub struct InFlight {
+    backend: Arc<Backend>,
+    prefill_tokens: u32,
+    trial: bool,
+    settled: bool,
+}
+
+impl InFlight {
+    /// The backend claimed.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// The first byte arrived: the prompt is no longer waiting for prefill.
+    pub fn first_byte(&mut self) {
+        let n = std::mem::take(&mut self.prefill_tokens);
+        self.backend
+            .in_flight_prefill_tokens
+            .fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// Records the attempt's outcome with the circuit breaker.
+    pub fn settle(&mut self, success: bool) {
+        self.settled = true;
+        if success {
+            self.backend.breaker.record_success();
+        } else {
+            self.backend.breaker.record_failure();
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.first_byte();
+        self.backend
+            .in_flight_requests
+            .fetch_sub(1, Ordering::SeqCst);
+        if self.trial && !self.settled {
+            // The trial was abandoned (client gone): let the next request try instead.
+            self.backend.breaker.abandon_trial();
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The decision log: a bounded ring of recent decisions, with per-candidate figures,
+//! scores and reasons, for `GET /admin/decisions`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::policy::{Candidate, Decision, Fault, Placement, Variant};
+use crate::pool::Fleet;
+
+/// One candidate as the decision saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateRecord {
+    /// Backend name.
+    pub backend: String,
+    /// Live figures passed to the pipeline.
+    #[serde(flatten)]
+    pub figures: Candidate,
+    /// Its total weighted score, when the pipeline scored.
+    pub score: Option<f32>,
+}
+
+/// A backend a filter removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExclusionRecord {
+    /// Backend name.
+    pub backend: String,
+    /// The filter's reason.
+    pub reason: String,
+}
+
+/// One decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionRecord {
+    /// The request id.
+    pub request_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Model.
+    pub model: String,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// Estimated prompt tokens.
+    pub prompt_tokens: u32,
+    /// `single`, `split` or `reject`.
+    pub placement: &'static str,
+    /// Backend chosen (the decode backend of a split).
+    pub backend: Option<String>,
+    /// Prefill backend of a split. NB: the whole request is sent to the decode backend
+    /// until two-phase prefill/decode lands.
+    pub prefill_backend: Option<String>,
+    /// Rejection status and message.
+    pub reject: Option<(u16, String)>,
+    /// Which pipeline decided.
+    pub variant: Variant,
+    /// The tenant pipeline's version.
+    pub pipeline_version: u64,
+    /// `name@version` of each policy that ran.
+    pub policies: Vec<String>,
+    /// Every candidate with its figures and score.
+    pub candidates: Vec<CandidateRecord>,
+    /// Backends filters removed.
+    pub exclusions: Vec<ExclusionRecord>,
+    /// The policy failure that made the failure mode apply.
+    pub fault: Option<Fault>,
+    /// Whether a shadow pipeline agreed.
+    pub shadow_agreed: Option<bool>,
+    /// Decision time, microseconds.
+    pub elapsed_us: f64,
+}
+
+/// Request context a record needs besides the decision.
+#[derive(Debug)]
+pub struct RecordContext<'a> {
+    /// The request id.
+    pub request_id: &'a str,
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Model.
+    pub model: &'a str,
+    /// Estimated prompt tokens.
+    pub prompt_tokens: u32,
+}
+
+impl DecisionRecord {
+    /// Builds a record from a decision and the fleet it was made on.
+    pub fn new(
+        ctx: RecordContext<'_>,
+        fleet: &Fleet,
+        candidates: &[Candidate],
+        d: &Decision,
+    ) -> Self {
+        let name = |i: u32| {
+            fleet
+                .facts
+                .backends
+                .get(i as usize)
+                .map_or_else(|| format!("#{i}"), |b| b.name.clone())
+        };
+        let (placement, backend, prefill_backend, reject) = match &d.placement {
+            Placement::Single(i) => ("single", Some(name(*i)), None, None),
+            Placement::Split { prefill, decode } => {
+                ("split", Some(name(*decode)), Some(name(*prefill)), None)
+            }
+            Placement::Reject { status, message } => {
+                ("reject", None, None, Some((*status, message.clone())))
+            }
+        };
+        DecisionRecord {
+            request_id: ctx.request_id.into(),
+            tenant: ctx.tenant.into(),
+            model: ctx.model.into(),
+            unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            prompt_tokens: ctx.prompt_tokens,
+            placement,
+            backend,
+            prefill_backend,
+            reject,
+            variant: d.variant,
+            pipeline_version: d.pipeline_version,
+            policies: d.policies.clone(),
+            candidates: candidates
+                .iter()
+                .map(|c| CandidateRecord {
+                    backend: name(c.backend),
+                    figures: *c,
+                    score: d
+                        .scores
+                        .iter()
+                        .find(|(i, _)| *i == c.backend)
+                        .map(|(_, s)| *s),
+                })
+                .collect(),
+            exclusions: d
+                .exclusions
+                .iter()
+                .map(|(i, reason)| ExclusionRecord {
+                    backend: name(*i),
+                    reason: reason.clone(),
+                })
+                .collect(),
+            fault: d.fault.clone(),
+            shadow_agreed: d.shadow_agreed,
+            elapsed_us: d.elapsed.as_secs_f64() * 1e6,
+        }
+    }
+}
+
+/// The ring. Cheap to share behind an `Arc`; the lock is held only to push or copy.
+#[derive(Debug)]
+pub struct DecisionLog {
+    capacity: usize,
+    ring: Mutex<VecDeque<Arc<DecisionRecord>>>,
+}
+
+impl DecisionLog {
+    /// A log keeping the last `capacity` decisions.
+    pub fn new(capacity: usize) -> DecisionLog {
+        DecisionLog {
+            capacity,
+            ring: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+        }
+    }
+
+    /// Adds a record, dropping the oldest when full.
+    pub fn push(&self, record: DecisionRecord) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.len() == self.capacity {
+            ring.pop_front();
+        }
+        ring.push_back(Arc::new(record));
+    }
+
+    /// The newest `limit` records, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<Arc<DecisionRecord>> {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        ring.iter().rev().take(limit).cloned().collect()
+    }
+}

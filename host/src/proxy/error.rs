@@ -1,0 +1,134 @@
+//! [`ApiError`]: every way a client request can fail, each mapped once to a status and
+//! an OpenAI-shaped error body.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// A client request's failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The body is not JSON of the expected shape.
+    #[error("invalid JSON body: {0}")]
+    BadJson(String),
+    /// A required field is absent.
+    #[error("missing required field `{0}`")]
+    MissingField(&'static str),
+    /// The body is larger than the configured cap.
+    #[error("request body is over the {max}-byte limit")]
+    TooLarge {
+        /// The cap, bytes.
+        max: usize,
+    },
+    /// No API key, or one that belongs to no tenant, when keys are required.
+    #[error("invalid or missing API key")]
+    Unauthorized,
+    /// No backend serves the model.
+    #[error("model `{0}` is not served here")]
+    UnknownModel(String),
+    /// The tenant is over one of its limits.
+    #[error("tenant `{tenant}` is over its {limit} limit")]
+    RateLimited {
+        /// Tenant name.
+        tenant: String,
+        /// Which limit: `concurrency`, `requests per second`, `tokens per second`.
+        limit: &'static str,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// Every backend serving the model is down, draining or has an open circuit.
+    #[error("no healthy backend serves model `{0}`")]
+    NoBackend(String),
+    /// The tenant's pipeline refused the request.
+    #[error("{message}")]
+    Rejected {
+        /// Status chosen by the policy.
+        status: StatusCode,
+        /// Message chosen by the policy.
+        message: String,
+    },
+    /// Every attempt failed before a byte reached the client.
+    #[error("every attempt failed: {}", .0.join("; "))]
+    AllFailed(Vec<String>),
+    /// No such route.
+    #[error("no route {0}")]
+    NoRoute(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadJson(_) | ApiError::MissingField(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::UnknownModel(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Rejected { status, .. } => *status,
+            ApiError::AllFailed(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// (`type`, `code`, `param`) of the OpenAI error body.
+    fn kind(&self) -> (&'static str, &'static str, Option<&'static str>) {
+        match self {
+            ApiError::BadJson(_) => ("invalid_request_error", "invalid_json", None),
+            ApiError::MissingField(f) => ("invalid_request_error", "missing_field", Some(*f)),
+            ApiError::TooLarge { .. } => ("invalid_request_error", "body_too_large", None),
+            ApiError::Unauthorized => ("authentication_error", "invalid_api_key", None),
+            ApiError::UnknownModel(_) => {
+                ("invalid_request_error", "model_not_found", Some("model"))
+            }
+            ApiError::NoRoute(_) => ("invalid_request_error", "not_found", None),
+            ApiError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded", None),
+            ApiError::NoBackend(_) => ("server_error", "no_healthy_backend", None),
+            ApiError::Rejected { .. } => ("invalid_request_error", "rejected_by_policy", None),
+            ApiError::AllFailed(_) => ("server_error", "backend_failed", None),
+        }
+    }
+
+    /// The OpenAI error body for this error.
+    pub fn body(&self) -> serde_json::Value {
+        let (kind, code, param) = self.kind();
+        error_body(&self.to_string(), kind, code, param)
+    }
+}
+
+/// `{"error": {"message", "type", "param", "code"}}`.
+pub(crate) fn error_body(
+    message: &str,
+    kind: &str,
+    code: &str,
+    param: Option<&str>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "error": { "message": message, "type": kind, "param": param, "code": code }
+    })
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, "request refused");
+        }
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after, .. } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            ApiError::NoBackend(_) => Some(1),
+            _ => None,
+        };
+        let mut resp = (status, Json(self.body())).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}

@@ -1,0 +1,154 @@
+//! Tenants: who a request is for (API key or a configured header) and the tenant's
+//! limits (concurrent requests, requests per second, tokens per second).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, header};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::ApiError;
+use crate::config::{AuthConfig, TenantConfig};
+use crate::policy::DEFAULT_TENANT;
+
+/// One tenant and its limiters.
+#[derive(Debug)]
+pub struct Tenant {
+    /// Tenant name.
+    pub name: String,
+    concurrency: Option<Arc<Semaphore>>,
+    requests: Option<DefaultDirectRateLimiter>,
+    tokens: Option<DefaultDirectRateLimiter>,
+}
+
+/// A request's admission: holds the tenant's concurrency slot until dropped.
+#[derive(Debug)]
+pub struct Admission {
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Tenant {
+    fn new(c: &TenantConfig) -> Tenant {
+        let limiter = |n: NonZeroU32| RateLimiter::direct(Quota::per_second(n));
+        Tenant {
+            name: c.name.clone(),
+            concurrency: c
+                .max_concurrent
+                .map(|n| Arc::new(Semaphore::new(n as usize))),
+            requests: c.requests_per_s.map(limiter),
+            tokens: c.tokens_per_s.map(limiter),
+        }
+    }
+
+    fn unlimited(name: &str) -> Tenant {
+        Tenant {
+            name: name.into(),
+            concurrency: None,
+            requests: None,
+            tokens: None,
+        }
+    }
+
+    /// Admits one request of about `tokens` tokens.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::RateLimited`] naming the limit and when to retry.
+    pub fn admit(&self, tokens: u32) -> Result<Admission, ApiError> {
+        let limited = |limit, retry_after| ApiError::RateLimited {
+            tenant: self.name.clone(),
+            limit,
+            retry_after,
+        };
+        let clock = DefaultClock::default();
+        if let Some(r) = &self.requests {
+            r.check()
+                .map_err(|n| limited("requests per second", n.wait_time_from(clock.now())))?;
+        }
+        if let (Some(t), Some(n)) = (&self.tokens, NonZeroU32::new(tokens)) {
+            match t.check_n(n) {
+                Ok(Ok(())) => {}
+                Ok(Err(n)) => {
+                    return Err(limited("tokens per second", n.wait_time_from(clock.now())));
+                }
+                Err(_) => return Err(limited("tokens per second", Duration::from_secs(1))),
+            }
+        }
+        let slot = match &self.concurrency {
+            Some(s) => Some(
+                s.clone()
+                    .try_acquire_owned()
+                    .map_err(|_| limited("concurrency", Duration::from_secs(1)))?,
+            ),
+            None => None,
+        };
+        Ok(Admission { _slot: slot })
+    }
+}
+
+/// The tenant table.
+#[derive(Debug)]
+pub struct Tenants {
+    by_key: HashMap<String, Arc<Tenant>>,
+    by_name: HashMap<String, Arc<Tenant>>,
+    default: Arc<Tenant>,
+    require_api_key: bool,
+    header: Option<HeaderName>,
+}
+
+impl Tenants {
+    /// Builds the table from the config.
+    pub fn new(auth: &AuthConfig, tenants: &[TenantConfig]) -> Tenants {
+        let by_name: HashMap<String, Arc<Tenant>> = tenants
+            .iter()
+            .map(|t| (t.name.clone(), Arc::new(Tenant::new(t))))
+            .collect();
+        let by_key = tenants
+            .iter()
+            .flat_map(|t| t.api_keys.iter().map(move |k| (k.clone(), t.name.clone())))
+            .filter_map(|(k, name)| by_name.get(&name).map(|t| (k, t.clone())))
+            .collect();
+        let default = by_name
+            .get(DEFAULT_TENANT)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Tenant::unlimited(DEFAULT_TENANT)));
+        Tenants {
+            by_key,
+            by_name,
+            default,
+            require_api_key: auth.require_api_key,
+            header: auth.tenant_header.clone(),
+        }
+    }
+
+    /// The tenant of a request: its API key's, else (when keys are not required) the
+    /// one its tenant header names, else `default`.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::Unauthorized`] when keys are required and none matched.
+    pub fn resolve(&self, headers: &HeaderMap) -> Result<Arc<Tenant>, ApiError> {
+        let key = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if let Some(t) = key.and_then(|k| self.by_key.get(k)) {
+            return Ok(t.clone());
+        }
+        if self.require_api_key {
+            return Err(ApiError::Unauthorized);
+        }
+        let named = self
+            .header
+            .as_ref()
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|name| self.by_name.get(name));
+        Ok(named.unwrap_or(&self.default).clone())
+    }
+}

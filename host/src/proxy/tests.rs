@@ -1,0 +1,181 @@
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, Request};
+use tower::ServiceExt;
+
+use super::*;
+use crate::config::{AuthConfig, PoolSettings, TenantConfig};
+use crate::policy::{Limits, Variant};
+
+fn decision(placement: Placement, scores: Vec<(u32, f32)>) -> Decision {
+    Decision {
+        placement,
+        variant: Variant::Active,
+        pipeline_version: 1,
+        policies: Vec::new(),
+        scores,
+        exclusions: Vec::new(),
+        fault: None,
+        fuel_used: 0,
+        shadow_agreed: None,
+        elapsed: Duration::ZERO,
+    }
+}
+
+fn candidate(backend: u32, in_flight_requests: u32) -> Candidate {
+    Candidate {
+        backend,
+        in_flight_requests,
+        ..Candidate::default()
+    }
+}
+
+#[test]
+fn retries_follow_scores_then_load() {
+    let cands = [
+        candidate(0, 0),
+        candidate(1, 5),
+        candidate(2, 0),
+        candidate(3, 1),
+    ];
+    let d = decision(
+        Placement::Single(2),
+        vec![(0, 0.1), (1, 0.9), (2, 0.5), (3, 0.1)],
+    );
+    assert_eq!(attempt_order(&d, &cands).unwrap(), vec![2, 1, 0, 3]);
+    let d = decision(
+        Placement::Split {
+            prefill: 0,
+            decode: 3,
+        },
+        Vec::new(),
+    );
+    assert_eq!(attempt_order(&d, &cands).unwrap(), vec![3, 0, 2, 1]);
+}
+
+#[test]
+fn a_policy_rejection_keeps_its_status() {
+    let d = decision(
+        Placement::Reject {
+            status: 451,
+            message: "not here".into(),
+        },
+        Vec::new(),
+    );
+    let err = attempt_order(&d, &[candidate(0, 0)]).unwrap_err();
+    assert!(matches!(err, ApiError::Rejected { status, .. } if status.as_u16() == 451));
+}
+
+fn tenant(name: &str, key: &str, max_concurrent: Option<u32>) -> TenantConfig {
+    TenantConfig {
+        name: name.into(),
+        api_keys: vec![key.into()],
+        pipeline: None,
+        max_concurrent,
+        requests_per_s: None,
+        tokens_per_s: None,
+    }
+}
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(*k, HeaderValue::from_str(v).unwrap());
+    }
+    h
+}
+
+#[test]
+fn tenants_come_from_keys_then_the_header() {
+    let auth = AuthConfig {
+        require_api_key: false,
+        tenant_header: Some(HeaderName::from_static("x-tenant")),
+    };
+    let t = Tenants::new(
+        &auth,
+        &[tenant("acme", "k1", None), tenant("beta", "k2", None)],
+    );
+    let name = |h: HeaderMap| t.resolve(&h).unwrap().name.clone();
+    assert_eq!(name(headers(&[("authorization", "Bearer k2")])), "beta");
+    assert_eq!(name(headers(&[("x-tenant", "acme")])), "acme");
+    assert_eq!(name(headers(&[("x-tenant", "nobody")])), "default");
+    assert_eq!(
+        name(headers(&[
+            ("authorization", "Bearer k1"),
+            ("x-tenant", "beta")
+        ])),
+        "acme"
+    );
+
+    let strict = Tenants::new(
+        &AuthConfig {
+            require_api_key: true,
+            tenant_header: None,
+        },
+        &[tenant("acme", "k1", None)],
+    );
+    assert!(matches!(
+        strict.resolve(&headers(&[("authorization", "Bearer nope")])),
+        Err(ApiError::Unauthorized)
+    ));
+    assert!(matches!(
+        strict.resolve(&HeaderMap::new()),
+        Err(ApiError::Unauthorized)
+    ));
+}
+
+#[test]
+fn concurrency_slots_return_on_drop() {
+    let t = Tenants::new(&AuthConfig::default(), &[tenant("default", "k", Some(1))]);
+    let tenant = t.resolve(&HeaderMap::new()).unwrap();
+    let first = tenant.admit(10).unwrap();
+    assert!(matches!(
+        tenant.admit(10),
+        Err(ApiError::RateLimited {
+            limit: "concurrency",
+            ..
+        })
+    ));
+    drop(first);
+    assert!(tenant.admit(10).is_ok());
+}
+
+#[tokio::test]
+async fn router_answers_without_backends() {
+    let app = App::new(AppParts {
+        pool: Pool::start(PoolSettings::default(), Vec::new(), None),
+        policies: Policies::new(Limits::default(), None).unwrap(),
+        tenants: Tenants::new(&AuthConfig::default(), &[]),
+        settings: ProxySettings {
+            max_body_bytes: 1024,
+            attempt_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            max_attempts: 2,
+            decision_log: 8,
+        },
+        decisions: Arc::new(DecisionLog::new(8)),
+        metrics: ProxyMetrics::default(),
+        registry: Arc::new(Registry::default()),
+    });
+    let call = |req: Request<Body>| router(app.clone()).oneshot(req);
+    let post = |body: &'static str| {
+        Request::post("/v1/chat/completions")
+            .header("x-request-id", "r-1")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let r = call(post(r#"{"model":"m","messages":[]}"#)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.headers()["x-request-id"], "r-1");
+    let r = call(post("{")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = call(Request::get("/ready").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let r = call(Request::get("/v1/models").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+    assert_eq!(&body[..], br#"{"data":[],"object":"list"}"#);
+}

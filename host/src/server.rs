@@ -1,0 +1,238 @@
+//! Assembling and running the router from a [`Config`]: the pool, the policy runtime,
+//! the metrics registry, the client and admin listeners, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::policy::{Limits, Policies};
+use crate::pool::{Pool, PoolCollector};
+use crate::proxy::{App, AppParts, DecisionLog, Tenants};
+use crate::state::StateDir;
+use crate::telemetry::ProxyMetrics;
+use crate::{admin, policy, proxy};
+
+/// Why the router could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The state directory cannot be opened.
+    #[error(transparent)]
+    State(#[from] crate::state::Error),
+    /// The policy runtime failed to start.
+    #[error("policy runtime")]
+    Policies(#[source] Box<policy::Error>),
+    /// A policy listed in the config cannot be loaded.
+    #[error("{config}: policies: `{name}` from {file}")]
+    Policy {
+        /// The config file.
+        config: String,
+        /// The policy name.
+        name: String,
+        /// Its component file.
+        file: String,
+        /// Why.
+        #[source]
+        source: PolicyLoadError,
+    },
+    /// A tenant's configured pipeline cannot be installed.
+    #[error("{config}: tenants.{tenant}.pipeline")]
+    Pipeline {
+        /// The config file.
+        config: String,
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        #[source]
+        source: Box<policy::Error>,
+    },
+    /// A listener cannot be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A start-up task died.
+    #[error("start-up task failed")]
+    Task(#[from] tokio::task::JoinError),
+    /// Serving failed.
+    #[error("serving failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Why a configured policy file did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyLoadError {
+    /// The file cannot be read.
+    #[error("cannot read")]
+    Read(#[source] std::io::Error),
+    /// The runtime refused it.
+    #[error(transparent)]
+    Upload(Box<policy::Error>),
+}
+
+/// A router with its listeners bound, ready to serve.
+pub struct Server {
+    client: (TcpListener, axum::Router),
+    admin: Option<(TcpListener, axum::Router)>,
+}
+
+impl Server {
+    /// Builds everything from `config` and binds both listeners. Nothing is served
+    /// until [`Server::serve`]; a failure here leaves nothing half-started. Call inside
+    /// a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// When the state directory, a policy, a pipeline or a listener fails.
+    pub async fn bind(config: Config) -> Result<Server, Error> {
+        let state = config.state_dir.as_ref().map(StateDir::open).transpose()?;
+        let policies = start_policies(&config, state.clone()).await?;
+        let pool = Pool::start(config.pool.clone(), config.backends.clone(), state);
+
+        let mut registry = Registry::default();
+        let metrics = ProxyMetrics::default();
+        metrics.register(&mut registry);
+        policies.metrics().register(&mut registry);
+        registry.register_collector(Box::new(PoolCollector::new(pool.clone())));
+
+        let decisions = Arc::new(DecisionLog::new(config.proxy.decision_log));
+        let app = App::new(AppParts {
+            pool: pool.clone(),
+            policies: policies.clone(),
+            tenants: Tenants::new(&config.auth, &config.tenants),
+            settings: config.proxy.clone(),
+            decisions: decisions.clone(),
+            metrics,
+            registry: Arc::new(registry),
+        });
+        let client = (bind(config.listen).await?, proxy::router(app));
+        let admin = match &config.admin {
+            Some(a) => {
+                let router = admin::router(admin::Admin {
+                    pool,
+                    policies,
+                    decisions,
+                    token: a.token.as_str().into(),
+                });
+                Some((bind(a.listen).await?, router))
+            }
+            None => None,
+        };
+        Ok(Server { client, admin })
+    }
+
+    /// The client API's bound address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.client.0.local_addr().ok()
+    }
+
+    /// The admin API's bound address, when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Serves both APIs until `shutdown` resolves, then lets in-flight requests finish.
+    ///
+    /// # Errors
+    ///
+    /// When a listener fails.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let (listener, router) = self.client;
+        let client = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+        match self.admin {
+            Some((listener, router)) => {
+                let admin = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx));
+                let (a, b) = tokio::join!(client.into_future(), admin.into_future());
+                a.and(b).map_err(Error::Serve)
+            }
+            None => client.await.map_err(Error::Serve),
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Starts the policy runtime: stored state, shipped policies, the config's policies,
+/// then the config's pipelines for tenants that have none restored.
+async fn start_policies(config: &Config, state: Option<StateDir>) -> Result<Policies, Error> {
+    let config = config.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let policies =
+            Policies::new(Limits::default(), state).map_err(|e| Error::Policies(Box::new(e)))?;
+        policies
+            .install_shipped()
+            .map_err(|e| Error::Policies(Box::new(e)))?;
+        let cfg = config.path.display().to_string();
+        for (name, file) in &config.policies {
+            let err = |source| Error::Policy {
+                config: cfg.clone(),
+                name: name.clone(),
+                file: file.display().to_string(),
+                source,
+            };
+            let bytes = std::fs::read(file).map_err(|e| err(PolicyLoadError::Read(e)))?;
+            policies
+                .upload(name, &bytes, true)
+                .map_err(|e| err(PolicyLoadError::Upload(Box::new(e))))?;
+        }
+        for t in &config.tenants {
+            if let Some(spec) = &t.pipeline {
+                policies
+                    .set_initial_pipeline(&t.name, spec.clone())
+                    .map_err(|source| Error::Pipeline {
+                        config: cfg.clone(),
+                        tenant: t.name.clone(),
+                        source: Box::new(source),
+                    })?;
+            }
+        }
+        Ok(policies)
+    });
+    task.await
+        .map_err(|e| Error::Serve(std::io::Error::other(e)))?
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
