@@ -1,0 +1,200 @@
+//! One request against an OpenAI-compatible endpoint, streamed and timed.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::Api;
+use super::workload::Message;
+
+/// Response header naming the backend that served a request (set by the router).
+pub const BACKEND_HEADER: &str = "x-switchyard-backend";
+
+/// What one request measured.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// Why it failed, if it did (`http 500`, `timeout`, `broken stream`, ...).
+    pub error: Option<String>,
+    /// Time to the first content token.
+    pub ttft: Option<Duration>,
+    /// Gaps between consecutive content tokens.
+    pub itls: Vec<Duration>,
+    /// Time to the end of the response.
+    pub e2e: Duration,
+    /// Output tokens (from `usage`, else counted chunks).
+    pub output_tokens: u64,
+    /// Prompt tokens from `usage`.
+    pub prompt_tokens: u64,
+    /// Cached prompt tokens from `usage.prompt_tokens_details`.
+    pub cached_tokens: u64,
+    /// Value of [`BACKEND_HEADER`], if the server sent one.
+    pub backend: Option<String>,
+    /// Generated text (multi-turn sessions feed it back).
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<ChunkChoice<'a>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+/// The request body for `messages` on `api`.
+pub fn body(api: Api, model: &str, messages: &[Message], max_tokens: usize) -> Value {
+    let mut body = json!({
+        "model": model,
+        "max_tokens": max_tokens,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    match api {
+        Api::Chat => {
+            body["messages"] = messages
+                .iter()
+                .map(|m| json!({"role": m.role, "content": m.content}))
+                .collect();
+        }
+        Api::Completions => {
+            let prompt: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+            body["prompt"] = Value::from(prompt.join("\n"));
+        }
+    }
+    body
+}
+
+/// Sends one streaming request to `url` and measures it; never fails, errors are in the
+/// sample.
+pub async fn send(client: &reqwest::Client, url: &str, body: &Value, timeout: Duration) -> Sample {
+    let start = Instant::now();
+    let mut sample = Sample::default();
+    let outcome =
+        tokio::time::timeout(timeout, stream(client, url, body, start, &mut sample)).await;
+    sample.e2e = start.elapsed();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => sample.error = Some(e),
+        Err(_) => sample.error = Some("timeout".to_owned()),
+    }
+    sample
+}
+
+async fn stream(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    start: Instant,
+    sample: &mut Sample,
+) -> Result<(), String> {
+    let resp = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    sample.backend = resp
+        .headers()
+        .get(BACKEND_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if !resp.status().is_success() {
+        return Err(format!("http {}", resp.status().as_u16()));
+    }
+    let mut bytes = resp.bytes_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut last: Option<Instant> = None;
+    let mut chunks = 0u64;
+    let mut usage = None;
+    while let Some(piece) = bytes.next().await {
+        let piece = piece.map_err(|_| "broken stream".to_owned())?;
+        let now = Instant::now();
+        buf.extend_from_slice(&piece);
+        // Handle every complete event in the buffer (`\n\n`-terminated).
+        let mut consumed = 0;
+        while let Some(end) = find(&buf[consumed..], b"\n\n") {
+            let event = &buf[consumed..consumed + end];
+            consumed += end + 2;
+            for line in event.split(|b| *b == b'\n') {
+                let Some(data) = line.strip_prefix(b"data:") else {
+                    continue;
+                };
+                let data = data.trim_ascii();
+                if data == b"[DONE]" {
+                    finish(sample, usage, chunks);
+                    return Ok(());
+                }
+                let chunk: Chunk<'_> =
+                    serde_json::from_slice(data).map_err(|e| format!("bad chunk: {e}"))?;
+                if let Some(u) = chunk.usage {
+                    usage = Some(u);
+                }
+                let content = chunk.choices.first().and_then(|c| {
+                    c.delta
+                        .as_ref()
+                        .and_then(|d| d.content.as_deref())
+                        .or(c.text.as_deref())
+                });
+                if let Some(text) = content.filter(|t| !t.is_empty()) {
+                    match last {
+                        None => sample.ttft = Some(now - start),
+                        Some(prev) => sample.itls.push(now - prev),
+                    }
+                    last = Some(now);
+                    chunks += 1;
+                    sample.text.push_str(text);
+                }
+            }
+        }
+        buf.drain(..consumed);
+    }
+    Err("stream ended without [DONE]".to_owned())
+}
+
+fn finish(sample: &mut Sample, usage: Option<WireUsage>, chunks: u64) {
+    match usage {
+        Some(u) => {
+            sample.output_tokens = u.completion_tokens;
+            sample.prompt_tokens = u.prompt_tokens;
+            sample.cached_tokens = u.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
+        }
+        None => sample.output_tokens = chunks,
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

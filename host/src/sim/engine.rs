@@ -1,0 +1,332 @@
+//! The engine loop: one tokio task per backend that steps the [`Scheduler`] on a
+//! simulated clock, sleeping to each step's deadline, and feeds every request's stream
+//! through a channel.
+//!
+//! Simulated time follows wall time scaled by `speed` while the engine is idle; while it
+//! is busy, simulated time advances by exactly each step's modelled duration and the loop
+//! sleeps until the wall instant that corresponds. A step that completes after its
+//! deadline is *lag*: it is recorded, and the schedule is kept (later steps catch up)
+//! rather than shifted, so lag never accumulates into the simulated latencies.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+
+use super::cache::{BlockId, CacheEvent};
+use super::events::Publisher;
+use super::metrics::Metrics;
+use super::scheduler::{Emission, Scheduler, SeqId, Submission, Usage};
+
+/// What a request's stream receives from the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The token at `index` of the output (0 = first) was generated.
+    Token {
+        /// Position in the output.
+        index: usize,
+    },
+    /// The request completed.
+    Finished {
+        /// Token counts.
+        usage: Usage,
+        /// KV blocks that held the prompt.
+        prompt_blocks: Vec<BlockId>,
+    },
+}
+
+/// Cached block hashes and occupancy of an engine's KV cache at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSnapshot {
+    /// Each cached block hash with the number of physical blocks holding it.
+    pub hashes: HashMap<u64, usize>,
+    /// Fraction of blocks in use.
+    pub usage: f64,
+    /// Total blocks.
+    pub num_blocks: usize,
+}
+
+enum Command {
+    Submit {
+        sub: Submission,
+        arrived: Instant,
+        tx: mpsc::UnboundedSender<StreamEvent>,
+    },
+    Abort(SeqId),
+    Snapshot(oneshot::Sender<CacheSnapshot>),
+    ResetPrefixCache,
+}
+
+/// Sends requests to an engine loop. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Submit { .. } => "Submit",
+            Command::Abort(_) => "Abort",
+            Command::Snapshot(_) => "Snapshot",
+            Command::ResetPrefixCache => "ResetPrefixCache",
+        })
+    }
+}
+
+impl EngineHandle {
+    /// Queues a request; its tokens arrive on the returned receiver, which ends early only
+    /// if the engine stops. Dropping the receiver aborts the request at the next token.
+    pub fn submit(&self, sub: Submission) -> mpsc::UnboundedReceiver<StreamEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.tx.send(Command::Submit {
+            sub,
+            arrived: Instant::now(),
+            tx,
+        });
+        rx
+    }
+
+    /// Drops a request.
+    pub fn abort(&self, id: SeqId) {
+        let _ = self.tx.send(Command::Abort(id));
+    }
+
+    /// Forgets every cached prefix.
+    pub fn reset_prefix_cache(&self) {
+        let _ = self.tx.send(Command::ResetPrefixCache);
+    }
+
+    /// The cache's contents as of the last completed step, or `None` if the engine stopped.
+    pub async fn snapshot(&self) -> Option<CacheSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Snapshot(tx)).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Maps between wall instants and simulated milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    origin: Instant,
+    speed: f64,
+}
+
+impl Clock {
+    fn sim_ms(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.origin).as_secs_f64() * 1e3 * self.speed
+    }
+
+    fn wall(&self, sim_ms: f64) -> Instant {
+        self.origin + Duration::from_secs_f64((sim_ms / 1e3 / self.speed).max(0.0))
+    }
+}
+
+struct Stream {
+    tx: mpsc::UnboundedSender<StreamEvent>,
+    arrival_ms: f64,
+    last_ms: f64,
+}
+
+/// The state the engine task owns.
+struct Engine {
+    scheduler: Scheduler,
+    clock: Clock,
+    now_ms: f64,
+    metrics: Arc<Metrics>,
+    publisher: Option<Publisher>,
+    streams: HashMap<SeqId, Stream>,
+}
+
+/// The runtime every engine loop of the process runs on: one dedicated thread.
+///
+/// NB: engine steps must not queue behind the thousands of HTTP stream tasks of the
+/// caller's runtime; on their own thread they get an OS share of the CPU and keep their
+/// schedule even when token delivery falls behind.
+fn engine_runtime() -> std::io::Result<&'static Handle> {
+    static RUNTIME: OnceLock<Handle> = OnceLock::new();
+    if let Some(handle) = RUNTIME.get() {
+        return Ok(handle);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("sim-engines".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    // A racing caller may have set it first; its thread then serves both.
+    Ok(RUNTIME.get_or_init(|| handle))
+}
+
+/// Starts an engine loop on the engines' runtime thread; it runs until every handle is
+/// dropped (or the task is aborted).
+///
+/// # Errors
+///
+/// When the engines' runtime thread cannot be started.
+pub fn spawn(
+    scheduler: Scheduler,
+    speed: f64,
+    metrics: Arc<Metrics>,
+    publisher: Option<Publisher>,
+) -> std::io::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let engine = Engine {
+        scheduler,
+        clock: Clock {
+            origin: Instant::now(),
+            speed,
+        },
+        now_ms: 0.0,
+        metrics,
+        publisher,
+        streams: HashMap::new(),
+    };
+    Ok((EngineHandle { tx }, engine_runtime()?.spawn(engine.run(rx))))
+}
+
+impl Engine {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        // Set when a step could schedule nothing (no free blocks): wait for a change.
+        let mut stalled = false;
+        loop {
+            if stalled || !self.scheduler.has_runnable() {
+                stalled = false;
+                let command = match self.scheduler.next_transfer_ms() {
+                    Some(t) => tokio::select! {
+                        c = rx.recv() => c.map(Some),
+                        () = sleep_until(self.clock.wall(t)) => Some(None),
+                    },
+                    None => rx.recv().await.map(Some),
+                };
+                match command {
+                    None => return,
+                    Some(Some(c)) => {
+                        // Idle: simulated time catches up with the wall clock.
+                        self.now_ms = self.now_ms.max(self.clock.sim_ms(Instant::now()));
+                        self.handle(c);
+                    }
+                    // A transfer completed: resume at its simulated deadline, not at the
+                    // (slightly later) instant the timer fired.
+                    Some(None) => {
+                        self.now_ms = self
+                            .now_ms
+                            .max(self.scheduler.next_transfer_ms().unwrap_or(self.now_ms));
+                    }
+                }
+            }
+            while let Ok(c) = rx.try_recv() {
+                self.handle(c);
+            }
+            if !self.scheduler.has_runnable()
+                && self
+                    .scheduler
+                    .next_transfer_ms()
+                    .is_none_or(|t| t > self.now_ms)
+            {
+                continue;
+            }
+            let out = self.scheduler.step(self.now_ms);
+            if out.batch_size == 0 && out.emissions.is_empty() && out.events.is_empty() {
+                stalled = true;
+                continue;
+            }
+            self.now_ms += out.duration_ms;
+            let deadline = self.clock.wall(self.now_ms);
+            sleep_until(deadline).await;
+            let lag = Instant::now().saturating_duration_since(deadline);
+            self.metrics.observe_lag(lag.as_secs_f64());
+            self.deliver(out.emissions);
+            self.metrics.record_stats(&self.scheduler.stats());
+            self.publish(out.events);
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Submit { sub, arrived, tx } => {
+                let arrival_ms = self.clock.sim_ms(arrived);
+                self.streams.insert(
+                    sub.id,
+                    Stream {
+                        tx,
+                        arrival_ms,
+                        last_ms: arrival_ms,
+                    },
+                );
+                self.scheduler.submit(sub);
+            }
+            Command::Abort(id) => {
+                self.streams.remove(&id);
+                self.scheduler.abort(id);
+            }
+            Command::Snapshot(reply) => {
+                let cache = self.scheduler.cache();
+                let _ = reply.send(CacheSnapshot {
+                    hashes: cache.cached_hashes(),
+                    usage: cache.usage(),
+                    num_blocks: cache.num_blocks(),
+                });
+            }
+            Command::ResetPrefixCache => {
+                let events = self.scheduler.reset_prefix_cache();
+                self.publish(events);
+            }
+        }
+    }
+
+    fn deliver(&mut self, emissions: Vec<Emission>) {
+        let now = self.now_ms;
+        let mut gone = Vec::new();
+        for e in emissions {
+            match e {
+                Emission::Token { seq, index, .. } => {
+                    let Some(stream) = self.streams.get_mut(&seq) else {
+                        continue;
+                    };
+                    if index == 0 {
+                        self.metrics
+                            .observe_first_token((now - stream.arrival_ms).max(0.0) / 1e3);
+                    } else {
+                        self.metrics.observe_token((now - stream.last_ms) / 1e3);
+                    }
+                    stream.last_ms = now;
+                    if stream.tx.send(StreamEvent::Token { index }).is_err() {
+                        gone.push(seq);
+                    }
+                }
+                Emission::Finished {
+                    seq,
+                    usage,
+                    prompt_blocks,
+                } => {
+                    let Some(stream) = self.streams.remove(&seq) else {
+                        continue;
+                    };
+                    self.metrics.observe_finished(
+                        (now - stream.arrival_ms).max(0.0) / 1e3,
+                        usage.prompt_tokens,
+                    );
+                    let _ = stream.tx.send(StreamEvent::Finished {
+                        usage,
+                        prompt_blocks,
+                    });
+                }
+            }
+        }
+        for seq in gone {
+            self.streams.remove(&seq);
+            self.scheduler.abort(seq);
+        }
+    }
+
+    fn publish(&self, events: Vec<CacheEvent>) {
+        if let Some(p) = &self.publisher {
+            p.publish(events);
+        }
+    }
+}
