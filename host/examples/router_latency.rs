@@ -3,7 +3,8 @@
 //!
 //! - `router_latency backend`: a minimal OpenAI-compatible backend on a free loopback port
 //!   (prints `listening on http://...`, then serves until killed). It answers a fixed
-//!   non-streaming chat completion at once, plus `/health` and `/v1/models`.
+//!   non-streaming chat completion at once, plus `/health`, `/v1/models`, and `{}` with 200
+//!   for any other path (the SGLang gateway probes `/server_info` and `/model_info`).
 //! - `router_latency load [--rate R] [--warmup S] [--duration S] [--rounds N] NAME=URL...`:
 //!   for each round, for each target in turn, sends non-streaming chat requests
 //!   (`max_tokens: 1`) open-loop at `R` requests/s (a pacing thread starts each request on
@@ -22,7 +23,8 @@ use axum::routing::{get, post};
 use hdrhistogram::Histogram;
 
 const ANSWER: &str = r#"{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"length"}],"usage":{"prompt_tokens":24,"completion_tokens":1,"total_tokens":25}}"#;
-const MODELS: &str = r#"{"object":"list","data":[{"id":"m","object":"model","created":0,"owned_by":"bench"}]}"#;
+const MODELS: &str =
+    r#"{"object":"list","data":[{"id":"m","object":"model","created":0,"owned_by":"bench"}]}"#;
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -36,7 +38,9 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("backend") => backend(),
         Some("load") => load(&args[1..]),
-        _ => bail!("usage: router_latency backend | load [--rate R] [--warmup S] [--duration S] [--rounds N] NAME=URL..."),
+        _ => bail!(
+            "usage: router_latency backend | load [--rate R] [--warmup S] [--duration S] [--rounds N] NAME=URL..."
+        ),
     }
 }
 
@@ -49,7 +53,8 @@ fn backend() -> anyhow::Result<()> {
             .route(
                 "/v1/chat/completions",
                 post(move || async move { (json, ANSWER) }),
-            );
+            )
+            .fallback(move || async move { (json, "{}") });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("listening on http://{}", listener.local_addr()?);
         axum::serve(listener, app).await?;
@@ -84,7 +89,8 @@ fn parse(args: &[String]) -> anyhow::Result<Load> {
             "--rounds" => l.rounds = value()?.parse()?,
             t => {
                 let (name, url) = t.split_once('=').context("a target is NAME=URL")?;
-                l.targets.push((name.to_owned(), url.trim_end_matches('/').to_owned()));
+                l.targets
+                    .push((name.to_owned(), url.trim_end_matches('/').to_owned()));
             }
         }
     }
@@ -108,7 +114,12 @@ fn load(args: &[String]) -> anyhow::Result<()> {
     let errors = Arc::new(Mutex::new(vec![0u64; l.targets.len()]));
     for round in 0..l.rounds {
         for (i, (name, url)) in l.targets.iter().enumerate() {
-            eprintln!("round {}/{}: {name} at {} req/s", round + 1, l.rounds, l.rate);
+            eprintln!(
+                "round {}/{}: {name} at {} req/s",
+                round + 1,
+                l.rounds,
+                l.rate
+            );
             run(&rt, &client, url, &l, &hists[i], &errors, i);
         }
     }

@@ -41,8 +41,19 @@ async fn llama(name: &str) -> ExternalBackend {
     let (server, model) = artifacts();
     let model = model.to_string_lossy().into_owned();
     let args = [
-        "-m", &model, "--metrics", "-np", "2", "-c", "4096", "-t", "1", "--host",
-        "127.0.0.1", "--port", "{port}",
+        "-m",
+        &model,
+        "--metrics",
+        "-np",
+        "2",
+        "-c",
+        "4096",
+        "-t",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
     ];
     ExternalBackend::start(name, free_port(), &server, &args, "/health").await
 }
@@ -145,8 +156,7 @@ async fn llamacpp_metric_names_are_scraped() {
 async fn repeated_prompt_hits_the_prompt_cache() {
     let dir = tempfile::tempdir().unwrap();
     let (_a, _b, sy) = fleet(dir.path()).await;
-    let prompt = "The router sends every request to the backend that holds its prefix. "
-        .repeat(20);
+    let prompt = "The router sends every request to the backend that holds its prefix. ".repeat(20);
     let body = serde_json::json!({
         "model": MODEL, "prompt": prompt, "max_tokens": 2, "cache_prompt": true
     });
@@ -180,7 +190,10 @@ async fn repeated_prompt_hits_the_prompt_cache() {
                 "repeat on {backend} reused {cached} of {prompt_tokens} tokens: {seen:?}"
             );
         } else {
-            assert!(*cached == 0, "first request on {backend} was cached: {seen:?}");
+            assert!(
+                *cached == 0,
+                "first request on {backend} was cached: {seen:?}"
+            );
         }
     }
 }
