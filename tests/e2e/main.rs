@@ -1,5 +1,5 @@
 //! End-to-end tests: the real `switchyard` binary on loopback in front of in-process
-//! OpenAI-compatible test backends.
+//! OpenAI-compatible test backends and real engines (`llama-server`, see `llamacpp`).
 //!
 //! One binary, one `mod` per area. New tests go in the module of their area; anything
 //! shared (processes, backends, configs) goes in `harness`.
@@ -9,6 +9,7 @@ mod harness;
 mod admin;
 mod client_api;
 mod faults;
+mod llamacpp;
 mod load;
 mod persistence;
 mod python;

@@ -3,7 +3,9 @@
 //! - `cargo xtask demo [ARGS]`: installs the `wasm32-wasip2` target if missing, then runs
 //!   `switchyard demo` (release build) on its embedded default fleet and workload.
 //! - `cargo xtask test`: installs the wasm target and the Python packages the end-to-end
-//!   tests drive the router with, then runs the whole workspace's tests.
+//!   tests drive the router with, builds a real llama.cpp `llama-server` and a tiny model
+//!   (`tests/llama/setup.sh`, cached under `target/`), then runs the whole workspace's
+//!   tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,12 +14,14 @@ use anyhow::{Context, Result, bail};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 
-/// Python packages the end-to-end tests use: the real OpenAI client, and a ZeroMQ
-/// publisher speaking vLLM's KV-event wire format.
+/// Python packages the end-to-end tests use: the real OpenAI client, a ZeroMQ
+/// publisher speaking vLLM's KV-event wire format, and the GGUF writer of the tiny
+/// llama.cpp model.
 const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("openai", "openai>=1.40"),
     ("zmq", "pyzmq>=25"),
     ("msgspec", "msgspec>=0.18"),
+    ("gguf", "gguf>=0.10"),
 ];
 
 fn main() -> Result<()> {
@@ -38,6 +42,7 @@ fn main() -> Result<()> {
         Some("test") => {
             ensure_wasm_target()?;
             ensure_python_packages()?;
+            llama_setup(&root)?;
             cargo(
                 &root,
                 &[&["test", "--workspace"], &str_refs(&args[1..])[..]].concat(),
@@ -68,6 +73,21 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
         .context("run cargo")?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs `tests/llama/setup.sh`: builds `llama-server` (first run only, several minutes;
+/// installs `cmake` and `ninja-build` with apt if missing) and writes the tiny model.
+fn llama_setup(root: &Path) -> Result<()> {
+    eprintln!("xtask: tests/llama/setup.sh (llama.cpp server and tiny model for the e2e tests)");
+    let status = Command::new("bash")
+        .arg(root.join("tests/llama/setup.sh"))
+        .current_dir(root)
+        .status()
+        .context("run tests/llama/setup.sh")?;
+    if !status.success() {
+        bail!("tests/llama/setup.sh failed ({status})");
     }
     Ok(())
 }

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Router added latency, side by side in one run: the same fast backend called directly,
+# through Switchyard (Wasm pipeline: prefix-affinity + least-load), through the SGLang
+# gateway (cache_aware) and through vLLM's router (cache_aware). Open-loop fixed-rate
+# non-streaming load from `host/examples/router_latency.rs`; results in docs/router-latency.md.
+#
+# Usage: bench/router-latency.sh [--rate 2000] [--warmup 2] [--duration 5] [--rounds 3]
+# Needs: pip install sglang-router vllm-router (installed here if missing).
+# Everything binds 127.0.0.1 on free ports; all processes are stopped on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+command -v sglang-router >/dev/null && command -v vllm-router >/dev/null ||
+    python3 -m pip install --quiet sglang-router vllm-router
+
+cargo build --quiet --release -p switchyard --bin switchyard --example router_latency
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ok() { # URL: poll until it answers 2xx (60 s)
+    for _ in $(seq 600); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "never ready: $1" >&2
+    return 1
+}
+
+# The fast backend prints its address on its first line.
+"$BIN/examples/router_latency" backend > "$WORK/backend.out" &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q listening "$WORK/backend.out" && break; sleep 0.1; done
+BACKEND="$(sed -n 's/^listening on //p' "$WORK/backend.out")"
+wait_ok "$BACKEND/health"
+
+SY_PORT="$(free_port)"
+cat > "$WORK/switchyard.yaml" <<YAML
+listen: 127.0.0.1:$SY_PORT
+backends:
+  - {name: fast, url: "$BACKEND", models: [m], engine: openai, health_path: /health}
+tenants:
+  default:
+    pipeline:
+      scorers:
+        - {policy: prefix-affinity, weight: 0.6}
+        - {policy: least-load, weight: 0.4}
+YAML
+RUST_LOG=warn "$BIN/switchyard" serve --config "$WORK/switchyard.yaml" > "$WORK/switchyard.log" 2>&1 &
+PIDS+=($!)
+wait_ok "http://127.0.0.1:$SY_PORT/ready"
+
+SG_PORT="$(free_port)"
+sglang-router launch --host 127.0.0.1 --port "$SG_PORT" --worker-urls "$BACKEND" \
+    --policy cache_aware --prometheus-host 127.0.0.1 --prometheus-port "$(free_port)" \
+    --log-level error > "$WORK/sglang.log" 2>&1 &
+PIDS+=($!)
+VL_PORT="$(free_port)"
+vllm-router --host 127.0.0.1 --port "$VL_PORT" --worker-urls "$BACKEND" \
+    --policy cache_aware --prometheus-host 127.0.0.1 --prometheus-port "$(free_port)" \
+    --log-level error > "$WORK/vllm.log" 2>&1 &
+PIDS+=($!)
+wait_ok "http://127.0.0.1:$SG_PORT/health" || { tail "$WORK/sglang.log"; exit 1; }
+wait_ok "http://127.0.0.1:$VL_PORT/health" || { tail "$WORK/vllm.log"; exit 1; }
+
+echo "machine: $(nproc) cores, $(uname -srm), load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ)"
+"$BIN/examples/router_latency" load "$@" \
+    "direct=$BACKEND" \
+    "switchyard (wasm pipeline)=http://127.0.0.1:$SY_PORT" \
+    "sglang-router (cache_aware)=http://127.0.0.1:$SG_PORT" \
+    "vllm-router (cache_aware)=http://127.0.0.1:$VL_PORT"
