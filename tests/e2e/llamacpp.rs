@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::{ExternalBackend, Fleet, MODEL, Switchyard, client, free_port};
+use crate::harness::{
+    ExternalBackend, Fleet, MODEL, Switchyard, client, free_port, run_openai_client,
+};
 
 /// The load metrics the router reads from llama.cpp. The engine's third name,
 /// `llamacpp:kv_cache_usage_ratio`, is no longer exposed by current llama.cpp (this build,
@@ -72,24 +74,8 @@ async fn fleet(dir: &Path) -> (ExternalBackend, ExternalBackend, Switchyard) {
 async fn openai_client_through_router_to_llama_server() {
     let dir = tempfile::tempdir().unwrap();
     let (_a, _b, sy) = fleet(dir.path()).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/openai_client.py");
-    let url = sy.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(&script)
-            .arg(&url)
-            .arg(MODEL)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "openai client failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let run = run_openai_client(&sy.url, MODEL).await;
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
     // The model's text is random (and may hold newlines): check each step's tag line and,
     // for streams, that several chunks arrived.
     let tagged = |tag: &str| {

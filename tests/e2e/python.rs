@@ -2,31 +2,15 @@
 //! chat and completions, an error, the model list. Needs `python3` with `openai`
 //! installed (`pip install openai`).
 
-use crate::harness::{Fleet, MODEL, Switchyard, TestBackend};
+use crate::harness::{Fleet, MODEL, Switchyard, TestBackend, run_openai_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_package_streams_and_not() {
     let dir = tempfile::tempdir().unwrap();
     let a = TestBackend::start("a").await;
     let sy = Switchyard::start(dir.path(), &Fleet::new(&[&a]).yaml()).await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/openai_client.py");
-    let url = sy.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(&script)
-            .arg(&url)
-            .arg(MODEL)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "openai client failed (is `pip install openai` done?)\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let run = run_openai_client(&sy.url, MODEL).await;
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
     let expected = [
         "ok chat Hello from the backend",
         "ok chat-stream 4 Hello from the backend",

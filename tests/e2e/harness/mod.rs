@@ -4,10 +4,12 @@
 
 mod backend;
 mod external;
+mod openai_client;
 mod process;
 
 pub use backend::{Mode, TestBackend};
 pub use external::{ExternalBackend, free_port};
+pub use openai_client::run_openai_client;
 pub use process::{Switchyard, switchyard_binary};
 
 /// The admin token every test config uses.
