@@ -15,7 +15,9 @@ use super::Error;
 use super::scenario::{Pipeline, Scenario};
 use crate::Server;
 use crate::bench::{self, Arrival, BenchConfig, BenchReport};
-use crate::config::{AdminConfig, AuthConfig, Config, PoolSettings, ProxySettings, TenantConfig};
+use crate::config::{
+    AdminConfig, AuthConfig, Config, PoolSettings, ProxySettings, SplitFallback, TenantConfig,
+};
 use crate::policy::DEFAULT_TENANT;
 use crate::pool::{BackendSpec, Capability, EngineKind};
 use crate::sim::{self, BackendFile, FleetFile, FleetSpec, KV_BYTES_PER_TOKEN, Profile};
@@ -208,6 +210,7 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
             request_timeout: Duration::from_secs(600),
             max_attempts: 3,
             decision_log: DECISION_LOG,
+            split_fallback: SplitFallback::default(),
         },
         // NB: generous probes. Every backend, the router and the load generator share
         // this process and, on a small machine, its cores with whatever else runs; a
