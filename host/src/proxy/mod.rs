@@ -288,12 +288,7 @@ fn route(d: &Decision, candidates: &[Candidate], facts: &FleetFacts) -> Result<R
             .then(builtin_load(a).total_cmp(&builtin_load(b)))
     });
     let ranked: Vec<u32> = sorted.iter().map(|c| c.backend).collect();
-    let role = |b: u32| {
-        facts
-            .backends
-            .get(b as usize)
-            .map_or(Role::Any, |f| f.role)
-    };
+    let role = |b: u32| facts.backends.get(b as usize).map_or(Role::Any, |f| f.role);
     // `first`, then the ranked candidates other than `first` and `skip` that `can` serve.
     let order = |first: u32, skip: u32, can: fn(Role) -> bool| -> Vec<u32> {
         std::iter::once(first)
