@@ -65,6 +65,8 @@ pub struct RunResult {
     pub backend_share: BTreeMap<String, f64>,
     /// Decisions that chose a prefill/decode split, from the router's decision log.
     pub split_decisions: u64,
+    /// Requests served in two phases, prefill then decode, from the decision log.
+    pub splits_served: u64,
     /// Decisions logged.
     pub decisions: u64,
 }
@@ -130,6 +132,7 @@ pub async fn run(p: &RunParams<'_>) -> Result<RunResult, Error> {
         vendor_share,
         backend_share,
         split_decisions: decisions.iter().filter(|d| d.placement == "split").count() as u64,
+        splits_served: decisions.iter().filter(|d| d.split).count() as u64,
         decisions: decisions.len() as u64,
     })
 }
@@ -319,6 +322,9 @@ struct Status {
 #[derive(Deserialize)]
 struct Decision {
     placement: String,
+    /// Whether the request was served in two phases.
+    #[serde(default)]
+    split: bool,
 }
 
 impl AdminClient {
