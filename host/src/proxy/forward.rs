@@ -15,6 +15,7 @@ use tracing::Instrument;
 use super::request::Parsed;
 use super::tenant::Admission;
 use super::{ApiError, App, BACKEND_HEADER, error_body};
+use crate::policy::Candidate;
 use crate::pool::{Fleet, InFlight};
 use crate::telemetry::BackendLabels;
 
@@ -72,15 +73,24 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
-    /// The whole request on `backend`, which has `cached` of its prompt tokens cached.
-    pub(crate) fn whole(out: &Outgoing, backend: u32, cached: u32) -> Attempt {
+    /// The whole request on `backend`.
+    pub(crate) fn whole(out: &Outgoing, backend: u32, candidates: &[Candidate]) -> Attempt {
         Attempt {
             backend,
             body: out.req.body.clone(),
             prefill_tokens: out.prompt_tokens,
-            uncached_tokens: out.prompt_tokens.saturating_sub(cached),
+            uncached_tokens: uncached_tokens(out, backend, candidates),
         }
     }
+}
+
+/// The request's prompt tokens `backend` has no cached prefix for.
+pub(crate) fn uncached_tokens(out: &Outgoing, backend: u32, candidates: &[Candidate]) -> u32 {
+    let cached = candidates
+        .iter()
+        .find(|c| c.backend == backend)
+        .map_or(0, |c| c.cached_prefix_tokens);
+    out.prompt_tokens.saturating_sub(cached)
 }
 
 /// Fewest uncached prompt tokens whose time to first token is taken as a prefill speed

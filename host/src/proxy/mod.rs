@@ -235,15 +235,9 @@ impl App {
         };
         let result = match &route {
             Route::Single(order) => {
-                let cached = |b: u32| {
-                    candidates
-                        .iter()
-                        .find(|c| c.backend == b)
-                        .map_or(0, |c| c.cached_prefix_tokens)
-                };
                 let attempts = order
                     .iter()
-                    .map(|&b| Attempt::whole(&out, b, cached(b)))
+                    .map(|&b| Attempt::whole(&out, b, &candidates))
                     .collect();
                 self.send(out, &fleet, attempts).await
             }

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 
 use super::decisions::Legs;
-use super::forward::{Attempt, AttemptError, MIN_PREFILL_SAMPLE_TOKENS, Outgoing};
+use super::forward::{Attempt, AttemptError, MIN_PREFILL_SAMPLE_TOKENS, Outgoing, uncached_tokens};
 use super::{ApiError, App, BACKEND_HEADER};
 use crate::config::SplitFallback;
 use crate::policy::Candidate;
@@ -66,12 +66,6 @@ impl App {
         route: &SplitRoute,
         legs: &mut Legs,
     ) -> Result<Response, ApiError> {
-        let cached = |b: u32| {
-            candidates
-                .iter()
-                .find(|c| c.backend == b)
-                .map_or(0, |c| c.cached_prefix_tokens)
-        };
         let tries = match self.inner.settings.split_fallback {
             SplitFallback::Retry => self.inner.settings.max_attempts as usize,
             SplitFallback::DecodeOnly => 1,
@@ -91,7 +85,7 @@ impl App {
         let mut failures = Vec::new();
         let mut prefilled = None;
         for &p in route.prefill.iter().take(tries) {
-            let uncached = out.prompt_tokens.saturating_sub(cached(p));
+            let uncached = uncached_tokens(&out, p, candidates);
             match self.prefill(&out, fleet, p, &prefill_body, uncached).await {
                 Ok(params) => {
                     prefilled = Some((p, params));
@@ -116,9 +110,9 @@ impl App {
             });
         } else {
             legs.split_fallback = Some(failures.join("; "));
-            attempts.push(Attempt::whole(&out, decode, cached(decode)));
+            attempts.push(Attempt::whole(&out, decode, candidates));
         }
-        attempts.extend(others.iter().map(|&d| Attempt::whole(&out, d, cached(d))));
+        attempts.extend(others.iter().map(|&d| Attempt::whole(&out, d, candidates)));
         let mut resp = self.send(out, fleet, attempts).await?;
         let served = resp
             .headers()
