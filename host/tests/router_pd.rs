@@ -261,6 +261,26 @@ async fn a_split_request_prefills_remotely_and_streams_from_the_decode_backend()
     assert_eq!(d["prefill_served_by"], "p0", "{d}");
     assert_eq!(d["served_by"], "d0", "{d}");
     r.assert_load_returns_to_zero().await;
+
+    // Each leg fed the capability learner of its backend: a prefill sample on p0, a
+    // decode sample on d0; the admin view shows them next to the declared figures.
+    let list = r.admin_get("/admin/backends").await.expect("backends");
+    let backend = |name: &str| {
+        list.as_array()
+            .and_then(|l| l.iter().find(|b| b["name"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (p0, d0) = (backend("p0"), backend("d0"));
+    assert_eq!(p0["measured"]["prefill_samples"], 1, "{p0}");
+    assert_eq!(p0["measured"]["decode_samples"], 0, "{p0}");
+    assert_eq!(d0["measured"]["prefill_samples"], 0, "{d0}");
+    assert_eq!(d0["measured"]["decode_samples"], 1, "{d0}");
+    assert!(
+        d0["measured"]["decode_tokens_per_s"].is_null(),
+        "too few samples: {d0}"
+    );
+    assert_eq!(d0["capability"]["decode_tokens_per_s"], 50.0, "{d0}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
