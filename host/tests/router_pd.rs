@@ -358,6 +358,6 @@ async fn a_decode_backend_failing_before_its_first_byte_is_replaced() {
     assert_eq!(d["served_by"], "d-good", "{d}");
     assert_eq!(d["split"], false, "{d}");
     let why = d["split_fallback"].as_str().unwrap_or_default();
-    assert!(why.contains("decode on d-bad"), "{d}");
+    assert!(why.contains("decode on d-bad did not answer"), "{d}");
     r.assert_load_returns_to_zero().await;
 }

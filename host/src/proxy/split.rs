@@ -113,7 +113,15 @@ impl App {
             attempts.push(Attempt::whole(&out, decode, candidates));
         }
         attempts.extend(others.iter().map(|&d| Attempt::whole(&out, d, candidates)));
-        let mut resp = self.send(out, fleet, attempts).await?;
+        let mut resp = match self.send(out, fleet, attempts).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                if prefilled.is_some() {
+                    legs.split_fallback = Some(format!("decode failed: {e}"));
+                }
+                return Err(e);
+            }
+        };
         let served = resp
             .headers()
             .get(&BACKEND_HEADER)
@@ -129,7 +137,7 @@ impl App {
             }
             Some(_) => {
                 legs.split_fallback = Some(format!(
-                    "decode on {} failed before its first byte; served whole by {served}",
+                    "decode on {} did not answer before its first byte; served whole by {served}",
                     name(fleet, decode)
                 ));
             }
