@@ -1,7 +1,9 @@
 //! Sending a decided request: a visible retry loop over attempts, each on another
 //! backend, until one produces its first body byte; then the body is passed through
 //! chunk by chunk. Nothing reaches the client before that first byte, so a retry can
-//! never duplicate a stream.
+//! never duplicate a stream. Each [`Attempt`] carries its own body (a split's decode leg
+//! adds `kv_transfer_params`); first bytes and finished streams are the samples of each
+//! backend's measured prefill and decode speed.
 
 use std::time::Instant;
 

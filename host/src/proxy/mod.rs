@@ -5,6 +5,9 @@
 //! - Each request is parsed once ([`Parsed`]), gets one fleet snapshot and one pipeline
 //!   snapshot, one candidate list and one decision; the send loop then retries on other
 //!   backends only before the first byte reached the client.
+//! - A prefill/decode split is served in two phases (`split`): prefill on one backend,
+//!   decode, streamed back, on another; the response names both
+//!   ([`BACKEND_HEADER`], [`PREFILL_BACKEND_HEADER`]).
 //! - Every failure is an [`ApiError`] with an OpenAI-shaped body.
 
 mod decisions;
