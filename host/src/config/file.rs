@@ -86,6 +86,12 @@ pub(crate) struct ProxyFile {
     /// Recent decisions kept for `GET /admin/decisions`. Default 1024.
     #[serde(default = "default_decision_log")]
     pub decision_log: usize,
+    /// When the prefill leg of a prefill/decode split fails: `retry` it on the next
+    /// prefill-capable candidate, then serve the whole request on the decode backend
+    /// (default), or `decode_only`: serve it there at once.
+    /// Example: `split_fallback: decode_only`.
+    #[serde(default)]
+    pub split_fallback: super::SplitFallback,
 }
 
 impl Default for ProxyFile {
@@ -96,6 +102,7 @@ impl Default for ProxyFile {
             request_timeout_ms: default_request_timeout_ms(),
             max_attempts: default_max_attempts(),
             decision_log: default_decision_log(),
+            split_fallback: super::SplitFallback::default(),
         }
     }
 }

@@ -108,6 +108,20 @@ pub struct ProxySettings {
     pub max_attempts: u32,
     /// Decisions kept for the admin API.
     pub decision_log: usize,
+    /// What a prefill/decode split does when its prefill leg fails.
+    pub split_fallback: SplitFallback,
+}
+
+/// What a prefill/decode split does when its prefill leg fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitFallback {
+    /// Try the prefill on the next prefill-capable candidate, then serve the whole
+    /// request on the decode backend if none succeeds (default).
+    #[default]
+    Retry,
+    /// Serve the whole request on the decode backend at once.
+    DecodeOnly,
 }
 
 /// Health checks, scraping and circuit breaking.
@@ -223,6 +237,7 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         request_timeout: Duration::from_millis(p.request_timeout_ms),
         max_attempts: p.max_attempts.max(1),
         decision_log: p.decision_log,
+        split_fallback: p.split_fallback,
     };
     for (field, value) in [
         ("pool.scrape_interval_ms", raw.pool.scrape_interval_ms),

@@ -64,6 +64,8 @@ pub struct PipelineSummary {
     pub cost_per_mtok: f64,
     /// Decisions in the headline run that chose a prefill/decode split.
     pub split_decisions: u64,
+    /// Requests of the headline run served in two phases, prefill then decode.
+    pub splits_served: u64,
     /// Every swept rate.
     pub sweep: Vec<SweepPoint>,
 }
@@ -239,8 +241,8 @@ impl Comparison {
             if s.split_decisions > 0 {
                 let _ = writeln!(
                     out,
-                    "NOTE {}: {} of the headline run's decisions chose a prefill/decode split; the router has no two-phase path yet, so each was served whole by its decode backend",
-                    p.name, s.split_decisions
+                    "NOTE {}: {} of the headline run's decisions chose a prefill/decode split; {} were served in two phases, the rest whole by a decode backend",
+                    p.name, s.split_decisions, s.splits_served
                 );
             }
         }
@@ -309,6 +311,7 @@ fn summarise(
         goodput_rps_at_slo,
         cost_per_mtok,
         split_decisions: run.split_decisions,
+        splits_served: run.splits_served,
         sweep,
     })
 }
@@ -337,6 +340,7 @@ mod tests {
                 vendor_share: BTreeMap::from([("amd".to_owned(), 1.0)]),
                 backend_share: BTreeMap::new(),
                 split_decisions: 0,
+                splits_served: 0,
                 decisions: 100,
             },
         }

@@ -15,7 +15,9 @@ use super::Error;
 use super::scenario::{Pipeline, Scenario};
 use crate::Server;
 use crate::bench::{self, Arrival, BenchConfig, BenchReport};
-use crate::config::{AdminConfig, AuthConfig, Config, PoolSettings, ProxySettings, TenantConfig};
+use crate::config::{
+    AdminConfig, AuthConfig, Config, PoolSettings, ProxySettings, SplitFallback, TenantConfig,
+};
 use crate::policy::DEFAULT_TENANT;
 use crate::pool::{BackendSpec, Capability, EngineKind};
 use crate::sim::{self, BackendFile, FleetFile, FleetSpec, KV_BYTES_PER_TOKEN, Profile};
@@ -63,6 +65,8 @@ pub struct RunResult {
     pub backend_share: BTreeMap<String, f64>,
     /// Decisions that chose a prefill/decode split, from the router's decision log.
     pub split_decisions: u64,
+    /// Requests served in two phases, prefill then decode, from the decision log.
+    pub splits_served: u64,
     /// Decisions logged.
     pub decisions: u64,
 }
@@ -128,6 +132,7 @@ pub async fn run(p: &RunParams<'_>) -> Result<RunResult, Error> {
         vendor_share,
         backend_share,
         split_decisions: decisions.iter().filter(|d| d.placement == "split").count() as u64,
+        splits_served: decisions.iter().filter(|d| d.split).count() as u64,
         decisions: decisions.len() as u64,
     })
 }
@@ -208,6 +213,7 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
             request_timeout: Duration::from_secs(600),
             max_attempts: 3,
             decision_log: DECISION_LOG,
+            split_fallback: SplitFallback::default(),
         },
         // NB: generous probes. Every backend, the router and the load generator share
         // this process and, on a small machine, its cores with whatever else runs; a
@@ -316,6 +322,9 @@ struct Status {
 #[derive(Deserialize)]
 struct Decision {
     placement: String,
+    /// Whether the request was served in two phases.
+    #[serde(default)]
+    split: bool,
 }
 
 impl AdminClient {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::breaker::{Breaker, Pass};
+use super::learned::{Learned, Measured};
 use super::scrape::EngineLoad;
 use crate::policy::Role;
 
@@ -166,6 +167,7 @@ pub struct Backend {
     in_flight_requests: AtomicU32,
     in_flight_prefill_tokens: AtomicU32,
     load: Mutex<Option<(EngineLoad, Instant)>>,
+    learned: Mutex<Learned>,
     breaker: Breaker,
 }
 
@@ -181,6 +183,7 @@ impl Backend {
             in_flight_requests: AtomicU32::new(0),
             in_flight_prefill_tokens: AtomicU32::new(0),
             load: Mutex::new(None),
+            learned: Mutex::new(Learned::default()),
             breaker,
         }
     }
@@ -235,6 +238,44 @@ impl Backend {
 
     pub(crate) fn set_load(&self, load: EngineLoad) {
         *self.load.lock().unwrap_or_else(|e| e.into_inner()) = Some((load, Instant::now()));
+    }
+
+    /// Speeds measured from the requests the router sent it.
+    pub fn measured(&self) -> Measured {
+        self.learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .measured()
+    }
+
+    /// Prefill speed for policies: measured when enough samples exist, else declared.
+    pub fn prefill_tokens_per_s(&self) -> f32 {
+        self.measured()
+            .prefill_tokens_per_s
+            .unwrap_or(self.spec.capability.prefill_tokens_per_s)
+    }
+
+    /// Decode speed for policies: measured when enough samples exist, else declared.
+    pub fn decode_tokens_per_s(&self) -> f32 {
+        self.measured()
+            .decode_tokens_per_s
+            .unwrap_or(self.spec.capability.decode_tokens_per_s)
+    }
+
+    /// Records that `tokens` uncached prompt tokens took `elapsed` to their first token.
+    pub fn observe_prefill(&self, tokens: u32, elapsed: Duration) {
+        self.learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe_prefill(tokens, elapsed);
+    }
+
+    /// Records that a stream delivered `tokens` tokens after its first in `elapsed`.
+    pub fn observe_decode(&self, tokens: u32, elapsed: Duration) {
+        self.learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe_decode(tokens, elapsed);
     }
 
     /// Records a health check result; `threshold` consecutive failures mark it down.

@@ -13,6 +13,7 @@
 
 mod backend;
 mod breaker;
+mod learned;
 mod metrics;
 mod probe;
 mod scrape;
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 pub use backend::{Backend, BackendSpec, Capability, EngineKind, InFlight};
+pub use learned::{Ewma, MIN_SAMPLES, Measured};
 pub use metrics::PoolCollector;
 pub use scrape::{EngineLoad, ScrapeError, parse as parse_metrics};
 
@@ -69,6 +71,8 @@ pub struct BackendStatus {
     pub in_flight_requests: u32,
     /// Prompt tokens in flight before their first byte.
     pub in_flight_prefill_tokens: u32,
+    /// Speeds measured from routed requests, next to the declared `capability`.
+    pub measured: Measured,
     /// The latest scraped figures, if any.
     pub load: Option<EngineLoad>,
     /// Age of those figures, milliseconds.
@@ -115,7 +119,8 @@ impl Fleet {
     }
 
     /// The candidates for a request for `model`: available backends serving it (never
-    /// draining, down or with an open circuit), with their live figures. Stale scraped
+    /// draining, down or with an open circuit), with their live figures; speeds are the
+    /// measured ones once enough samples exist, else the declared ones. Stale scraped
     /// figures are left at zero; `metrics_age_ms` says how old they are.
     pub fn candidates(&self, model: &str) -> Vec<Candidate> {
         self.backends
@@ -123,13 +128,12 @@ impl Fleet {
             .enumerate()
             .filter(|(_, b)| b.spec.models.iter().any(|m| m == model) && b.is_available())
             .map(|(i, b)| {
-                let cap = b.spec.capability;
                 let mut c = Candidate {
                     backend: i as u32,
                     in_flight_requests: b.in_flight_requests(),
                     in_flight_prefill_tokens: b.in_flight_prefill_tokens(),
-                    prefill_tokens_per_s: cap.prefill_tokens_per_s,
-                    decode_tokens_per_s: cap.decode_tokens_per_s,
+                    prefill_tokens_per_s: b.prefill_tokens_per_s(),
+                    decode_tokens_per_s: b.decode_tokens_per_s(),
                     metrics_age_ms: u32::MAX,
                     ..Candidate::default()
                 };
@@ -242,6 +246,7 @@ impl Pool {
             breaker: b.breaker_state(),
             in_flight_requests: b.in_flight_requests(),
             in_flight_prefill_tokens: b.in_flight_prefill_tokens(),
+            measured: b.measured(),
             load: load.map(|(l, _)| l),
             metrics_age_ms: load.map(|(_, age)| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
             metrics_stale: b.spec.engine.has_metrics()

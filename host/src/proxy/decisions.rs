@@ -47,9 +47,11 @@ pub struct DecisionRecord {
     pub placement: &'static str,
     /// Backend chosen (the decode backend of a split).
     pub backend: Option<String>,
-    /// Prefill backend of a split. NB: the whole request is sent to the decode backend
-    /// until two-phase prefill/decode lands.
+    /// Prefill backend the split placement chose.
     pub prefill_backend: Option<String>,
+    /// Which backends served the request.
+    #[serde(flatten)]
+    pub legs: Legs,
     /// Rejection status and message.
     pub reject: Option<(u16, String)>,
     /// Which pipeline decided.
@@ -68,6 +70,20 @@ pub struct DecisionRecord {
     pub shadow_agreed: Option<bool>,
     /// Decision time, microseconds.
     pub elapsed_us: f64,
+}
+
+/// Which backends served a request, filled in once it was sent.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Legs {
+    /// Backend that served the response (the decode leg of a split); none when every
+    /// attempt failed.
+    pub served_by: Option<String>,
+    /// Backend that served the prefill leg of a split.
+    pub prefill_served_by: Option<String>,
+    /// Whether the request was served in two phases, prefill then decode.
+    pub split: bool,
+    /// Why a split placement was served by a single backend instead.
+    pub split_fallback: Option<String>,
 }
 
 /// Request context a record needs besides the decision.
@@ -118,6 +134,7 @@ impl DecisionRecord {
             placement,
             backend,
             prefill_backend,
+            legs: Legs::default(),
             reject,
             variant: d.variant,
             pipeline_version: d.pipeline_version,

@@ -1,7 +1,9 @@
 //! Sending a decided request: a visible retry loop over attempts, each on another
 //! backend, until one produces its first body byte; then the body is passed through
 //! chunk by chunk. Nothing reaches the client before that first byte, so a retry can
-//! never duplicate a stream.
+//! never duplicate a stream. Each [`Attempt`] carries its own body (a split's decode leg
+//! adds `kv_transfer_params`); first bytes and finished streams are the samples of each
+//! backend's measured prefill and decode speed.
 
 use std::time::Instant;
 
@@ -15,12 +17,13 @@ use tracing::Instrument;
 use super::request::Parsed;
 use super::tenant::Admission;
 use super::{ApiError, App, BACKEND_HEADER, error_body};
+use crate::policy::Candidate;
 use crate::pool::{Fleet, InFlight};
 use crate::telemetry::BackendLabels;
 
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]
-enum AttemptError {
+pub(super) enum AttemptError {
     /// Connecting or reading failed: the backend is likely gone.
     #[error("transport error: {0}")]
     Transport(#[source] reqwest::Error),
@@ -33,11 +36,15 @@ enum AttemptError {
 }
 
 /// What the first successful attempt hands to the response.
-struct Opened {
-    status: StatusCode,
-    content_type: Option<HeaderValue>,
-    first: Option<Bytes>,
-    rest: BoxStream<'static, reqwest::Result<Bytes>>,
+pub(super) struct Opened {
+    /// The backend's status.
+    pub status: StatusCode,
+    /// The backend's content type.
+    pub content_type: Option<HeaderValue>,
+    /// The first body chunk; `None` for an empty body.
+    pub first: Option<Bytes>,
+    /// The rest of the body.
+    pub rest: BoxStream<'static, reqwest::Result<Bytes>>,
 }
 
 /// The request, with everything the send loop and the body stream need.
@@ -54,8 +61,49 @@ pub(crate) struct Outgoing {
     pub admission: Admission,
 }
 
+/// One attempt the send loop may make: a backend and what to send it.
+pub(crate) struct Attempt {
+    /// Fleet index.
+    pub backend: u32,
+    /// The request body for this backend.
+    pub body: Bytes,
+    /// Prompt tokens counted as in-flight prefill until the first byte.
+    pub prefill_tokens: u32,
+    /// Prompt tokens the backend has no cache for; the time to first token of a stream
+    /// over them is a prefill speed sample. 0: no sample.
+    pub uncached_tokens: u32,
+}
+
+impl Attempt {
+    /// The whole request on `backend`.
+    pub(crate) fn whole(out: &Outgoing, backend: u32, candidates: &[Candidate]) -> Attempt {
+        Attempt {
+            backend,
+            body: out.req.body.clone(),
+            prefill_tokens: out.prompt_tokens,
+            uncached_tokens: uncached_tokens(out, backend, candidates),
+        }
+    }
+}
+
+/// The request's prompt tokens `backend` has no cached prefix for.
+pub(crate) fn uncached_tokens(out: &Outgoing, backend: u32, candidates: &[Candidate]) -> u32 {
+    let cached = candidates
+        .iter()
+        .find(|c| c.backend == backend)
+        .map_or(0, |c| c.cached_prefix_tokens);
+    out.prompt_tokens.saturating_sub(cached)
+}
+
+/// Fewest uncached prompt tokens whose time to first token is taken as a prefill speed
+/// sample; below it, fixed overheads dominate.
+pub(crate) const MIN_PREFILL_SAMPLE_TOKENS: u32 = 256;
+
+/// Fewest streamed tokens whose pace is taken as a decode speed sample.
+const MIN_DECODE_SAMPLE_TOKENS: u32 = 4;
+
 impl App {
-    /// Tries the backends in `order` (fleet indices, best first) until one answers.
+    /// Makes the `attempts` in order (best first) until one answers.
     ///
     /// # Errors
     ///
@@ -65,28 +113,36 @@ impl App {
         &self,
         out: Outgoing,
         fleet: &Fleet,
-        order: &[u32],
+        attempts: Vec<Attempt>,
     ) -> Result<Response, ApiError> {
         let settings = &self.inner.settings;
         let deadline = out.started + settings.request_timeout;
         let mut failures = Vec::new();
         let mut attempt = 0u32;
-        for &index in order {
+        for a in attempts {
             if attempt >= settings.max_attempts {
                 break;
             }
-            let Some(backend) = fleet.backend(index) else {
+            let Some(backend) = fleet.backend(a.backend) else {
                 continue;
             };
-            let Some(mut claim) = backend.try_claim(out.prompt_tokens) else {
+            let Some(mut claim) = backend.try_claim(a.prefill_tokens) else {
                 continue;
             };
             attempt += 1;
             let name = backend.spec.name.clone();
             let span = tracing::info_span!("forward", backend = %name, attempt);
-            match self.attempt(&out, &claim, deadline).instrument(span).await {
+            let sent = Instant::now();
+            match self
+                .attempt(&out, &claim, &a.body, deadline)
+                .instrument(span)
+                .await
+            {
                 Ok(opened) => {
                     claim.first_byte();
+                    if out.req.stream && a.uncached_tokens >= MIN_PREFILL_SAMPLE_TOKENS {
+                        backend.observe_prefill(a.uncached_tokens, sent.elapsed());
+                    }
                     self.inner
                         .metrics
                         .ttfb_seconds
@@ -99,21 +155,7 @@ impl App {
                     claim.settle(true);
                     return Ok(respond(out, claim, opened, deadline));
                 }
-                Err(e) => {
-                    claim.settle(false);
-                    if matches!(e, AttemptError::Transport(_)) {
-                        backend.mark_down("request failed at the transport level");
-                    }
-                    tracing::warn!(backend = %name, error = %e, "attempt failed");
-                    self.inner
-                        .metrics
-                        .retries
-                        .get_or_create(&BackendLabels {
-                            backend: name.clone(),
-                        })
-                        .inc();
-                    failures.push(format!("backend {name} {e}"));
-                }
+                Err(e) => failures.push(self.failed(&mut claim, &e)),
             }
         }
         if failures.is_empty() {
@@ -123,11 +165,32 @@ impl App {
         }
     }
 
-    /// One attempt, up to the first body byte.
-    async fn attempt(
+    /// Books a failed attempt: breaker, health on transport errors, log, retry metric.
+    /// Returns the failure's description.
+    pub(super) fn failed(&self, claim: &mut InFlight, e: &AttemptError) -> String {
+        claim.settle(false);
+        let backend = claim.backend();
+        let name = &backend.spec.name;
+        if matches!(e, AttemptError::Transport(_)) {
+            backend.mark_down("request failed at the transport level");
+        }
+        tracing::warn!(backend = %name, error = %e, "attempt failed");
+        self.inner
+            .metrics
+            .retries
+            .get_or_create(&BackendLabels {
+                backend: name.clone(),
+            })
+            .inc();
+        format!("backend {name} {e}")
+    }
+
+    /// One attempt with `body`, up to the first body byte.
+    pub(super) async fn attempt(
         &self,
         out: &Outgoing,
         claim: &InFlight,
+        body: &Bytes,
         deadline: Instant,
     ) -> Result<Opened, AttemptError> {
         let limit = self.inner.settings.attempt_timeout;
@@ -140,7 +203,7 @@ impl App {
                 .post(url)
                 .header(header::CONTENT_TYPE, "application/json")
                 .header("x-request-id", &out.request_id)
-                .body(out.req.body.clone())
+                .body(body.clone())
                 .send()
                 .await
                 .map_err(AttemptError::Transport)?;
@@ -178,6 +241,10 @@ struct Passing {
     deadline: Instant,
     sse: bool,
     done: bool,
+    /// When the first byte was passed on, and SSE events seen since: the stream's pace
+    /// is a decode speed sample.
+    opened_at: Instant,
+    events: u32,
     _admission: Admission,
 }
 
@@ -187,11 +254,21 @@ impl Passing {
             return None;
         }
         if let Some(first) = self.first.take() {
+            self.opened_at = Instant::now();
             return Some(Ok(first));
         }
         let failure = match tokio::time::timeout_at(self.deadline.into(), self.rest.next()).await {
-            Ok(Some(Ok(chunk))) => return Some(Ok(chunk)),
-            Ok(None) => return None,
+            Ok(Some(Ok(chunk))) => {
+                if self.sse {
+                    let n = chunk.windows(5).filter(|w| w == b"data:").count();
+                    self.events = self.events.saturating_add(n as u32);
+                }
+                return Some(Ok(chunk));
+            }
+            Ok(None) => {
+                self.observe_decode();
+                return None;
+            }
             Ok(Some(Err(e))) => {
                 let backend = self.claim.backend().clone();
                 backend.mark_down("stream broke");
@@ -212,6 +289,19 @@ impl Passing {
     }
 }
 
+impl Passing {
+    /// Records the finished stream's pace. Events after the first chunk are tokens, less
+    /// the final `[DONE]`.
+    fn observe_decode(&self) {
+        let tokens = self.events.saturating_sub(1);
+        if self.sse && tokens >= MIN_DECODE_SAMPLE_TOKENS {
+            self.claim
+                .backend()
+                .observe_decode(tokens, self.opened_at.elapsed());
+        }
+    }
+}
+
 fn respond(out: Outgoing, claim: InFlight, opened: Opened, deadline: Instant) -> Response {
     let backend = HeaderValue::from_str(&claim.backend().spec.name).ok();
     let sse = out.req.stream && opened.status.is_success();
@@ -222,6 +312,8 @@ fn respond(out: Outgoing, claim: InFlight, opened: Opened, deadline: Instant) ->
         deadline,
         sse,
         done: false,
+        opened_at: Instant::now(),
+        events: 0,
         _admission: out.admission,
     };
     let stream = futures::stream::unfold(state, |mut s| async move {

@@ -5,12 +5,16 @@
 //! - Each request is parsed once ([`Parsed`]), gets one fleet snapshot and one pipeline
 //!   snapshot, one candidate list and one decision; the send loop then retries on other
 //!   backends only before the first byte reached the client.
+//! - A prefill/decode split is served in two phases (`split`): prefill on one backend,
+//!   decode, streamed back, on another; the response names both
+//!   ([`BACKEND_HEADER`], [`PREFILL_BACKEND_HEADER`]).
 //! - Every failure is an [`ApiError`] with an OpenAI-shaped body.
 
 mod decisions;
 mod error;
 mod forward;
 mod request;
+mod split;
 mod tenant;
 
 use std::sync::Arc;
@@ -26,19 +30,23 @@ use prometheus_client::registry::Registry;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-pub use decisions::{DecisionLog, DecisionRecord};
+pub use decisions::{DecisionLog, DecisionRecord, Legs};
 pub use error::ApiError;
 pub(crate) use error::error_body;
 pub use request::{Endpoint, Parsed, PromptFacts, prompt_facts};
+pub use split::PREFILL_BACKEND_HEADER;
 pub use tenant::{Admission, Tenant, Tenants};
 
 use crate::config::ProxySettings;
 use crate::kv::KvIndex;
-use crate::policy::{Candidate, Decision, Placement, Policies, RequestFacts, builtin_load};
+use crate::policy::{
+    Candidate, Decision, FleetFacts, Placement, Policies, RequestFacts, Role, builtin_load,
+};
 use crate::pool::Pool;
 use crate::telemetry::{ProxyMetrics, RequestLabels};
 use decisions::RecordContext;
-use forward::Outgoing;
+use forward::{Attempt, Outgoing};
+use split::SplitRoute;
 
 /// Response header naming the backend that served a request.
 pub const BACKEND_HEADER: HeaderName = HeaderName::from_static("x-switchyard-backend");
@@ -196,7 +204,7 @@ impl App {
         let decision = decide.in_scope(|| pipeline.decide(&fleet.facts, &facts, &candidates));
         decide.record("policy", decision.policies.join(",").as_str());
         decide.record("elapsed_us", decision.elapsed.as_micros() as u64);
-        self.inner.decisions.push(DecisionRecord::new(
+        let mut record = DecisionRecord::new(
             RecordContext {
                 request_id,
                 tenant: &tenant.name,
@@ -206,9 +214,19 @@ impl App {
             &fleet,
             &candidates,
             &decision,
-        ));
-        let order = attempt_order(&decision, &candidates)?;
-        if let Some(position) = candidates.iter().position(|c| c.backend == order[0]) {
+        );
+        let route = match route(&decision, &candidates, &fleet.facts) {
+            Ok(r) => r,
+            Err(e) => {
+                self.inner.decisions.push(record);
+                return Err(e);
+            }
+        };
+        let first = match &route {
+            Route::Single(order) => order[0],
+            Route::Split(s) => s.decode[0],
+        };
+        if let Some(position) = candidates.iter().position(|c| c.backend == first) {
             prompt.record(&self.inner.kv, position);
         }
         let out = Outgoing {
@@ -218,39 +236,78 @@ impl App {
             started,
             admission,
         };
-        self.send(out, &fleet, &order).await
+        let result = match &route {
+            Route::Single(order) => {
+                let attempts = order
+                    .iter()
+                    .map(|&b| Attempt::whole(&out, b, &candidates))
+                    .collect();
+                self.send(out, &fleet, attempts).await
+            }
+            Route::Split(s) => {
+                self.send_split(out, &fleet, &candidates, s, &mut record.legs)
+                    .await
+            }
+        };
+        record.legs.served_by = result.as_ref().ok().and_then(|r| {
+            r.headers()
+                .get(&BACKEND_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+        self.inner.decisions.push(record);
+        result
     }
 }
 
-/// The backends to try, best first: the decision's choice (the decode backend of a
-/// split, which for now serves the whole request), then the other candidates by score,
-/// then by load.
-fn attempt_order(d: &Decision, candidates: &[Candidate]) -> Result<Vec<u32>, ApiError> {
-    let first = match &d.placement {
-        Placement::Single(i) => *i,
-        Placement::Split { decode, .. } => *decode,
-        Placement::Reject { status, message } => {
-            return Err(ApiError::Rejected {
-                status: StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-                message: message.clone(),
-            });
-        }
-    };
+/// Where to send a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    /// The whole request, on these backends in order; never empty.
+    Single(Vec<u32>),
+    /// Prefill on one backend, decode on another; both lists never empty.
+    Split(SplitRoute),
+}
+
+/// The backends to try, best first: the decision's choice, then the other candidates by
+/// score, then by load. A split's legs fall back only to backends whose role allows them.
+fn route(d: &Decision, candidates: &[Candidate], facts: &FleetFacts) -> Result<Route, ApiError> {
     let score = |c: &Candidate| {
         d.scores
             .iter()
             .find(|(i, _)| *i == c.backend)
             .map_or(f32::NEG_INFINITY, |(_, s)| *s)
     };
-    let mut rest: Vec<&Candidate> = candidates.iter().filter(|c| c.backend != first).collect();
-    rest.sort_by(|a, b| {
+    let mut sorted: Vec<&Candidate> = candidates.iter().collect();
+    sorted.sort_by(|a, b| {
         score(b)
             .total_cmp(&score(a))
             .then(builtin_load(a).total_cmp(&builtin_load(b)))
     });
-    Ok(std::iter::once(first)
-        .chain(rest.iter().map(|c| c.backend))
-        .collect())
+    let ranked: Vec<u32> = sorted.iter().map(|c| c.backend).collect();
+    let role = |b: u32| facts.backends.get(b as usize).map_or(Role::Any, |f| f.role);
+    // `first`, then the ranked candidates other than `first` and `skip` that `can` serve.
+    let order = |first: u32, skip: u32, can: fn(Role) -> bool| -> Vec<u32> {
+        std::iter::once(first)
+            .chain(
+                ranked
+                    .iter()
+                    .copied()
+                    .filter(|&b| b != first && b != skip && can(role(b))),
+            )
+            .collect()
+    };
+    match &d.placement {
+        Placement::Single(i) => Ok(Route::Single(order(*i, *i, |_| true))),
+        Placement::Split { prefill, decode } => Ok(Route::Split(SplitRoute {
+            prefill: order(*prefill, *decode, |r| r != Role::Decode),
+            decode: order(*decode, *decode, |r| r != Role::Prefill),
+        })),
+        Placement::Reject { status, message } => Err(ApiError::Rejected {
+            status: StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            message: message.clone(),
+        }),
+    }
 }
 
 /// Reads the body up to `max` bytes.

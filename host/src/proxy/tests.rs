@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, HeaderValue, Request};
 use tower::ServiceExt;
 
 use super::*;
-use crate::config::{AuthConfig, PoolSettings, TenantConfig};
+use crate::config::{AuthConfig, PoolSettings, SplitFallback, TenantConfig};
 use crate::policy::{Limits, Variant};
 
 fn decision(placement: Placement, scores: Vec<(u32, f32)>) -> Decision {
@@ -30,6 +30,19 @@ fn candidate(backend: u32, in_flight_requests: u32) -> Candidate {
     }
 }
 
+fn facts(roles: &[Role]) -> FleetFacts {
+    FleetFacts {
+        generation: 1,
+        backends: roles
+            .iter()
+            .map(|&role| crate::policy::BackendFacts {
+                role,
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
 #[test]
 fn retries_follow_scores_then_load() {
     let cands = [
@@ -38,11 +51,26 @@ fn retries_follow_scores_then_load() {
         candidate(2, 0),
         candidate(3, 1),
     ];
+    let any = facts(&[Role::Any; 4]);
     let d = decision(
         Placement::Single(2),
         vec![(0, 0.1), (1, 0.9), (2, 0.5), (3, 0.1)],
     );
-    assert_eq!(attempt_order(&d, &cands).unwrap(), vec![2, 1, 0, 3]);
+    assert_eq!(
+        route(&d, &cands, &any).unwrap(),
+        Route::Single(vec![2, 1, 0, 3])
+    );
+}
+
+#[test]
+fn split_legs_fall_back_only_to_backends_their_role_allows() {
+    let cands = [
+        candidate(0, 0),
+        candidate(1, 5),
+        candidate(2, 0),
+        candidate(3, 1),
+    ];
+    let roles = facts(&[Role::Prefill, Role::Decode, Role::Any, Role::Decode]);
     let d = decision(
         Placement::Split {
             prefill: 0,
@@ -50,7 +78,13 @@ fn retries_follow_scores_then_load() {
         },
         Vec::new(),
     );
-    assert_eq!(attempt_order(&d, &cands).unwrap(), vec![3, 0, 2, 1]);
+    assert_eq!(
+        route(&d, &cands, &roles).unwrap(),
+        Route::Split(SplitRoute {
+            prefill: vec![0, 2],
+            decode: vec![3, 2, 1],
+        })
+    );
 }
 
 #[test]
@@ -62,7 +96,7 @@ fn a_policy_rejection_keeps_its_status() {
         },
         Vec::new(),
     );
-    let err = attempt_order(&d, &[candidate(0, 0)]).unwrap_err();
+    let err = route(&d, &[candidate(0, 0)], &facts(&[Role::Any])).unwrap_err();
     assert!(matches!(err, ApiError::Rejected { status, .. } if status.as_u16() == 451));
 }
 
@@ -152,6 +186,7 @@ async fn router_answers_without_backends() {
             request_timeout: Duration::from_secs(1),
             max_attempts: 2,
             decision_log: 8,
+            split_fallback: SplitFallback::default(),
         },
         decisions: Arc::new(DecisionLog::new(8)),
         metrics: ProxyMetrics::default(),
