@@ -107,20 +107,39 @@ impl From<types::Request> for Request {
     }
 }
 
-impl From<types::Candidate> for Candidate {
-    fn from(c: types::Candidate) -> Self {
-        Candidate {
-            backend: BackendId(c.backend),
-            waiting: c.waiting,
-            running: c.running,
-            kv_usage: c.kv_usage,
-            cached_prefix_tokens: c.cached_prefix_tokens,
-            in_flight_requests: c.in_flight_requests,
-            in_flight_prefill_tokens: c.in_flight_prefill_tokens,
-            prefill_tokens_per_s: c.prefill_tokens_per_s,
-            decode_tokens_per_s: c.decode_tokens_per_s,
-            metrics_age_ms: c.metrics_age_ms,
-        }
+impl Candidate {
+    /// Rebuilds the candidates from the contract's columns, one per row. The host sends
+    /// columns of equal length; should they differ, the shortest bounds the rows.
+    pub(crate) fn from_columns(c: &types::Candidates) -> Vec<Candidate> {
+        let rows = [
+            c.backend.len(),
+            c.waiting.len(),
+            c.running.len(),
+            c.kv_usage.len(),
+            c.cached_prefix_tokens.len(),
+            c.in_flight_requests.len(),
+            c.in_flight_prefill_tokens.len(),
+            c.prefill_tokens_per_s.len(),
+            c.decode_tokens_per_s.len(),
+            c.metrics_age_ms.len(),
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(0);
+        (0..rows)
+            .map(|i| Candidate {
+                backend: BackendId(c.backend[i]),
+                waiting: c.waiting[i],
+                running: c.running[i],
+                kv_usage: c.kv_usage[i],
+                cached_prefix_tokens: c.cached_prefix_tokens[i],
+                in_flight_requests: c.in_flight_requests[i],
+                in_flight_prefill_tokens: c.in_flight_prefill_tokens[i],
+                prefill_tokens_per_s: c.prefill_tokens_per_s[i],
+                decode_tokens_per_s: c.decode_tokens_per_s[i],
+                metrics_age_ms: c.metrics_age_ms[i],
+            })
+            .collect()
     }
 }
 

@@ -52,7 +52,8 @@ struct Warm {
     exports: Exports,
     fleet_generation: Option<u64>,
     calls: u32,
-    candidates: Vec<types::Candidate>,
+    /// Column buffers refilled for every call, so a call allocates nothing for them.
+    candidates: types::Candidates,
 }
 
 /// One policy version with its config, ready to call.
@@ -283,9 +284,7 @@ impl Stage {
             .map_err(Failure::Wasm)?;
             warm.fleet_generation = Some(fleet.generation);
         }
-        warm.candidates.clear();
-        warm.candidates
-            .extend(candidates.iter().map(to_wit_candidate));
+        fill_columns(&mut warm.candidates, candidates);
         let budget = self.arm(&mut warm.store)?;
         let out = f(warm)?;
         let fuel_used = budget - warm.store.get_fuel().unwrap_or(0);
@@ -350,7 +349,18 @@ impl Stage {
             exports,
             fleet_generation: None,
             calls: 0,
-            candidates: Vec::new(),
+            candidates: types::Candidates {
+                backend: Vec::new(),
+                waiting: Vec::new(),
+                running: Vec::new(),
+                kv_usage: Vec::new(),
+                cached_prefix_tokens: Vec::new(),
+                in_flight_requests: Vec::new(),
+                in_flight_prefill_tokens: Vec::new(),
+                prefill_tokens_per_s: Vec::new(),
+                decode_tokens_per_s: Vec::new(),
+                metrics_age_ms: Vec::new(),
+            },
         })
     }
 
@@ -487,18 +497,41 @@ fn to_wit_fleet(f: &FleetFacts) -> types::Fleet {
     }
 }
 
-fn to_wit_candidate(c: &super::Candidate) -> types::Candidate {
-    types::Candidate {
-        backend: c.backend,
-        waiting: c.waiting,
-        running: c.running,
-        kv_usage: c.kv_usage,
-        cached_prefix_tokens: c.cached_prefix_tokens,
-        in_flight_requests: c.in_flight_requests,
-        in_flight_prefill_tokens: c.in_flight_prefill_tokens,
-        prefill_tokens_per_s: c.prefill_tokens_per_s,
-        decode_tokens_per_s: c.decode_tokens_per_s,
-        metrics_age_ms: c.metrics_age_ms,
+/// Refills `columns` with `candidates`, one row each, keeping the buffers' capacity.
+fn fill_columns(columns: &mut types::Candidates, candidates: &[super::Candidate]) {
+    let types::Candidates {
+        backend,
+        waiting,
+        running,
+        kv_usage,
+        cached_prefix_tokens,
+        in_flight_requests,
+        in_flight_prefill_tokens,
+        prefill_tokens_per_s,
+        decode_tokens_per_s,
+        metrics_age_ms,
+    } = columns;
+    backend.clear();
+    waiting.clear();
+    running.clear();
+    kv_usage.clear();
+    cached_prefix_tokens.clear();
+    in_flight_requests.clear();
+    in_flight_prefill_tokens.clear();
+    prefill_tokens_per_s.clear();
+    decode_tokens_per_s.clear();
+    metrics_age_ms.clear();
+    for c in candidates {
+        backend.push(c.backend);
+        waiting.push(c.waiting);
+        running.push(c.running);
+        kv_usage.push(c.kv_usage);
+        cached_prefix_tokens.push(c.cached_prefix_tokens);
+        in_flight_requests.push(c.in_flight_requests);
+        in_flight_prefill_tokens.push(c.in_flight_prefill_tokens);
+        prefill_tokens_per_s.push(c.prefill_tokens_per_s);
+        decode_tokens_per_s.push(c.decode_tokens_per_s);
+        metrics_age_ms.push(c.metrics_age_ms);
     }
 }
 
