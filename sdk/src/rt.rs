@@ -44,22 +44,16 @@ fn with_policy<P: 'static, R>(f: impl FnOnce(&P, &Fleet) -> R) -> R {
     })
 }
 
-fn convert(
-    request: types::Request,
-    candidates: Vec<types::Candidate>,
-) -> (Request, Vec<Candidate>) {
-    (
-        request.into(),
-        candidates.into_iter().map(Candidate::from).collect(),
-    )
+fn convert(request: types::Request, candidates: &types::Candidates) -> (Request, Vec<Candidate>) {
+    (request.into(), Candidate::from_columns(candidates))
 }
 
 /// The `exclude` export for filter `P`.
 pub fn exclude<P: Filter>(
     request: types::Request,
-    candidates: Vec<types::Candidate>,
+    candidates: types::Candidates,
 ) -> Vec<types::Exclusion> {
-    let (req, cands) = convert(request, candidates);
+    let (req, cands) = convert(request, &candidates);
     with_policy::<P, _>(|p, fleet| {
         p.exclude(&req, &cands, fleet)
             .into_iter()
@@ -72,8 +66,8 @@ pub fn exclude<P: Filter>(
 }
 
 /// The `score` export for scorer `P`.
-pub fn score<P: Scorer>(request: types::Request, candidates: Vec<types::Candidate>) -> Vec<f32> {
-    let (req, cands) = convert(request, candidates);
+pub fn score<P: Scorer>(request: types::Request, candidates: types::Candidates) -> Vec<f32> {
+    let (req, cands) = convert(request, &candidates);
     with_policy::<P, _>(|p, fleet| {
         p.score_all(&req, &cands, fleet)
             .into_iter()
@@ -85,9 +79,9 @@ pub fn score<P: Scorer>(request: types::Request, candidates: Vec<types::Candidat
 /// The `place` export for placer `P`.
 pub fn place<P: Placer>(
     request: types::Request,
-    candidates: Vec<types::Candidate>,
+    candidates: types::Candidates,
 ) -> types::Placement {
-    let (req, cands) = convert(request, candidates);
+    let (req, cands) = convert(request, &candidates);
     with_policy::<P, _>(|p, fleet| match p.place(&req, &cands, fleet) {
         Placement::Single(BackendId(b)) => types::Placement::Single(b),
         Placement::Split { prefill, decode } => types::Placement::Split(types::Split {
@@ -118,7 +112,7 @@ macro_rules! export_filter {
             }
             fn exclude(
                 request: $crate::wit::types::Request,
-                candidates: ::std::vec::Vec<$crate::wit::types::Candidate>,
+                candidates: $crate::wit::types::Candidates,
             ) -> ::std::vec::Vec<$crate::wit::types::Exclusion> {
                 $crate::rt::exclude::<$policy>(request, candidates)
             }
@@ -148,7 +142,7 @@ macro_rules! export_scorer {
             }
             fn score(
                 request: $crate::wit::types::Request,
-                candidates: ::std::vec::Vec<$crate::wit::types::Candidate>,
+                candidates: $crate::wit::types::Candidates,
             ) -> ::std::vec::Vec<f32> {
                 $crate::rt::score::<$policy>(request, candidates)
             }
@@ -178,7 +172,7 @@ macro_rules! export_placer {
             }
             fn place(
                 request: $crate::wit::types::Request,
-                candidates: ::std::vec::Vec<$crate::wit::types::Candidate>,
+                candidates: $crate::wit::types::Candidates,
             ) -> $crate::wit::types::Placement {
                 $crate::rt::place::<$policy>(request, candidates)
             }

@@ -17,7 +17,7 @@ impl scorer::Guest for HugeResult {
 
     fn set_fleet(_fleet: types::Fleet) {}
 
-    fn score(_request: types::Request, _candidates: Vec<types::Candidate>) -> Vec<f32> {
+    fn score(_request: types::Request, _candidates: types::Candidates) -> Vec<f32> {
         vec![0.5; SCORES]
     }
 }

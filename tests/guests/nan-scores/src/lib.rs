@@ -34,9 +34,9 @@ impl scorer::Guest for NanScores {
 
     fn set_fleet(_fleet: types::Fleet) {}
 
-    fn score(_request: types::Request, candidates: Vec<types::Candidate>) -> Vec<f32> {
+    fn score(_request: types::Request, candidates: types::Candidates) -> Vec<f32> {
         let value = VALUE.with(Cell::get);
-        (0..candidates.len())
+        (0..candidates.backend.len())
             .map(|i| match value {
                 Some(v) => v,
                 None if i % 2 == 0 => f32::NAN,
