@@ -106,6 +106,18 @@ impl Fleet {
         self.backends.get(id.0 as usize)
     }
 
+    /// Whether backend `id` may generate a request's output (role `any` or `decode`), so
+    /// serve a whole request or the decode leg of a split. False for an unknown id.
+    pub fn can_decode(&self, id: BackendId) -> bool {
+        self.get(id).is_some_and(|b| b.role.can_decode())
+    }
+
+    /// Whether backend `id` may run a request's prompt (role `any` or `prefill`). False
+    /// for an unknown id.
+    pub fn can_prefill(&self, id: BackendId) -> bool {
+        self.get(id).is_some_and(|b| b.role.can_prefill())
+    }
+
     /// The id of the backend called `name`.
     pub fn find(&self, name: &str) -> Option<BackendId> {
         self.backends
@@ -150,5 +162,23 @@ impl From<types::Fleet> for Fleet {
             generation: f.generation,
             backends: f.backends.into_iter().map(Backend::from).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_decide_which_leg_a_backend_may_take() {
+        let mut fleet = crate::testing::fleet(3);
+        fleet.backends[1].role = Role::Prefill;
+        fleet.backends[2].role = Role::Decode;
+        let ids = [0, 1, 2, 9].map(BackendId);
+        assert_eq!(ids.map(|i| fleet.can_decode(i)), [true, false, true, false]);
+        assert_eq!(
+            ids.map(|i| fleet.can_prefill(i)),
+            [true, true, false, false]
+        );
     }
 }

@@ -102,7 +102,7 @@ impl Placer for DynamoCost {
         // A prefill-only backend cannot serve a whole request.
         let workers: Vec<&Candidate> = candidates
             .iter()
-            .filter(|c| fleet.get(c.backend).is_some_and(|b| b.role.can_decode()))
+            .filter(|c| fleet.can_decode(c.backend))
             .collect();
         if workers.is_empty() {
             return Placement::Reject {

@@ -117,10 +117,6 @@ pub struct Decision {
     pub why: Why,
 }
 
-fn can(fleet: &Fleet, c: &Candidate, role: fn(Role) -> bool) -> bool {
-    fleet.get(c.backend).is_some_and(|b| role(b.role))
-}
-
 impl PdSplit {
     /// Places the request and says why.
     pub fn decide(&self, req: &Request, candidates: &[Candidate], fleet: &Fleet) -> Decision {
@@ -146,7 +142,7 @@ impl PdSplit {
         };
         let best = candidates
             .iter()
-            .filter(|p| p.backend != decode.backend && can(fleet, p, Role::can_prefill))
+            .filter(|p| p.backend != decode.backend && fleet.can_prefill(p.backend))
             .filter_map(|p| Some((p, self.split_seconds(req, p, decode, uncached, fleet)?)))
             .min_by(|(a, ta), (b, tb)| ta.total_cmp(tb).then(a.backend.cmp(&b.backend)));
         let Some((prefill, split_s)) = best else {
@@ -173,11 +169,7 @@ impl PdSplit {
         candidates: &'a [Candidate],
         fleet: &Fleet,
     ) -> Option<&'a Candidate> {
-        let decoders = || {
-            candidates
-                .iter()
-                .filter(|c| can(fleet, c, Role::can_decode))
-        };
+        let decoders = || candidates.iter().filter(|c| fleet.can_decode(c.backend));
         let fastest = decoders()
             .map(|c| c.decode_tokens_per_s)
             .fold(0.0_f32, f32::max);

@@ -96,7 +96,7 @@ impl Placer for SglangCacheAware {
         // A prefill-only backend cannot serve a whole request.
         let workers: Vec<&Candidate> = candidates
             .iter()
-            .filter(|c| fleet.get(c.backend).is_some_and(|b| b.role.can_decode()))
+            .filter(|c| fleet.can_decode(c.backend))
             .collect();
         let Some(min_load) = least_loaded(&workers) else {
             return Placement::Reject {
