@@ -99,26 +99,21 @@ async fn upload_set_pipeline_and_read_decisions() {
     );
 
     let builtin = sy
-        .admin_call(Method::PUT, "/admin/tenants/default/pipeline")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(Method::PUT, "/admin/tenants/default/pipeline", &json!({}))
+        .await;
     assert_eq!(builtin.status(), StatusCode::OK);
     let spec = json!({"scorers": [{"policy": format!("affinity-copy@{}", v["version"].as_str().unwrap()), "weight": 0.6}]});
     let set = sy
-        .admin_call(Method::PUT, "/admin/tenants/default/pipeline")
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
+        .admin_json(Method::PUT, "/admin/tenants/default/pipeline", &spec)
+        .await;
     assert_eq!(set.status(), StatusCode::OK);
     let unknown = sy
-        .admin_call(Method::PUT, "/admin/tenants/default/pipeline")
-        .json(&json!({"scorers": [{"policy": "nope"}]}))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(
+            Method::PUT,
+            "/admin/tenants/default/pipeline",
+            &json!({"scorers": [{"policy": "nope"}]}),
+        )
+        .await;
     assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
 
     let r = client()
@@ -158,29 +153,20 @@ async fn upload_set_pipeline_and_read_decisions() {
 
     let canary = json!({"pipeline": {}, "share": 0.25});
     let r = sy
-        .admin_call(Method::PUT, "/admin/tenants/default/canary")
-        .json(&canary)
-        .send()
-        .await
-        .unwrap();
+        .admin_json(Method::PUT, "/admin/tenants/default/canary", &canary)
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     let r = sy
-        .admin_call(Method::PUT, "/admin/tenants/default/shadow")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(Method::PUT, "/admin/tenants/default/shadow", &json!({}))
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     let info = &sy.admin_get("/admin/tenants").await[0];
     assert_eq!(info["canary"]["share"], 0.25);
     assert!(info["shadow"].is_object(), "{info}");
     let bad_share = json!({"pipeline": {}, "share": 1.5});
     let r = sy
-        .admin_call(Method::PUT, "/admin/tenants/default/canary")
-        .json(&bad_share)
-        .send()
-        .await
-        .unwrap();
+        .admin_json(Method::PUT, "/admin/tenants/default/canary", &bad_share)
+        .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     for route in ["canary", "shadow"] {
         let r = sy
@@ -229,25 +215,24 @@ async fn add_drain_and_remove_backends() {
     );
 
     let add = sy
-        .admin_call(Method::POST, "/admin/backends")
-        .json(&json!({"name": "b", "url": b.url, "models": [crate::harness::MODEL], "engine": "vllm", "vendor": "amd"}))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(Method::POST, "/admin/backends", &json!({"name": "b", "url": b.url, "models": [crate::harness::MODEL], "engine": "vllm", "vendor": "amd"}))
+        .await;
     assert_eq!(add.status(), StatusCode::CREATED);
     let dup = sy
-        .admin_call(Method::POST, "/admin/backends")
-        .json(&json!({"name": "b", "url": b.url, "models": ["m"]}))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(
+            Method::POST,
+            "/admin/backends",
+            &json!({"name": "b", "url": b.url, "models": ["m"]}),
+        )
+        .await;
     assert_eq!(dup.status(), StatusCode::CONFLICT);
     let bad = sy
-        .admin_call(Method::POST, "/admin/backends")
-        .json(&json!({"name": "c", "url": "ftp://x", "models": []}))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(
+            Method::POST,
+            "/admin/backends",
+            &json!({"name": "c", "url": "ftp://x", "models": []}),
+        )
+        .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     eventually(10, "b healthy", || async {
         sy.backend("b").await["healthy"] == true

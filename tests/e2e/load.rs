@@ -43,11 +43,12 @@ async fn hot_swap_and_drain_under_load_lose_nothing() {
             for i in 0..(SECONDS * 10) {
                 tick.tick().await;
                 let r = sy
-                    .admin_call(Method::PUT, "/admin/tenants/default/pipeline")
-                    .json(&specs[(i % 2) as usize])
-                    .send()
-                    .await
-                    .unwrap();
+                    .admin_json(
+                        Method::PUT,
+                        "/admin/tenants/default/pipeline",
+                        &specs[(i % 2) as usize],
+                    )
+                    .await;
                 assert!(r.status().is_success(), "swap {i}: {}", r.status());
                 swaps += 1;
             }

@@ -31,18 +31,16 @@ async fn admin_changes_survive_sigkill_and_damage_is_skipped() {
     let pinned = format!("affinity-copy@{version}");
     let spec = json!({"scorers": [{"policy": pinned, "weight": 0.6}]});
     let set = sy
-        .admin_call(Method::PUT, "/admin/tenants/default/pipeline")
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
+        .admin_json(Method::PUT, "/admin/tenants/default/pipeline", &spec)
+        .await;
     assert_eq!(set.status(), StatusCode::OK);
     let add = sy
-        .admin_call(Method::POST, "/admin/backends")
-        .json(&json!({"name": "b", "url": b.url, "models": [MODEL], "engine": "vllm"}))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(
+            Method::POST,
+            "/admin/backends",
+            &json!({"name": "b", "url": b.url, "models": [MODEL], "engine": "vllm"}),
+        )
+        .await;
     assert_eq!(add.status(), StatusCode::CREATED);
     let drain = sy
         .admin_call(Method::POST, "/admin/backends/a/drain")

@@ -226,6 +226,20 @@ impl Switchyard {
             .bearer_auth(super::TOKEN)
     }
 
+    /// Sends `body` as JSON to the admin API with the token; the response, any status.
+    pub async fn admin_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.admin_call(method, path)
+            .json(body)
+            .send()
+            .await
+            .expect("admin call")
+    }
+
     /// One backend's admin status.
     pub async fn backend(&self, name: &str) -> serde_json::Value {
         self.admin_get(&format!("/admin/backends/{name}")).await
