@@ -529,6 +529,19 @@ impl KvIndex {
             .map(|b| b.id)
     }
 
+    /// The ids of several backends by name, in order, under one read of the backend list
+    /// (the per-request path: one lock, not one per candidate).
+    pub fn backend_ids<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Option<BackendId>> {
+        let backends = self.backends();
+        names
+            .into_iter()
+            .map(|n| backends.iter().find(|b| b.name == n).map(|b| b.id))
+            .collect()
+    }
+
     /// Sets a backend's capacity in blocks (e.g. from [`approx::num_gpu_blocks`]).
     ///
     /// # Errors

@@ -212,14 +212,11 @@ pub fn prompt_facts(
             };
         }
     };
-    let kv_backends: Vec<Option<BackendId>> = candidates
-        .iter()
-        .map(|c| {
-            fleet
-                .backend(c.backend)
-                .and_then(|b| kv.backend(&b.spec.name))
-        })
-        .collect();
+    let kv_backends = kv.backend_ids(candidates.iter().map(|c| {
+        fleet
+            .backend(c.backend)
+            .map_or("", |b| b.spec.name.as_str())
+    }));
     let ids: Vec<BackendId> = kv_backends.iter().flatten().copied().collect();
     let mut cached = vec![0u32; ids.len()];
     kv.lookup(&keys, &ids, &mut cached);
