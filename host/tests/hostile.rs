@@ -1,48 +1,18 @@
 //! Hostile policies: each gets a clear error at upload or a failed call that yields the
 //! tenant's failure mode, with a counted fault; the host is never crashed or hung.
 //!
-//! The guests live in `tests/guests/` (their own workspace) and are built here once.
+//! The guests live in `tests/guests/` (their own workspace) and are built once per test
+//! binary by `support::guest`.
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
+mod support;
+
 use std::time::Duration;
 
+use support::guest;
 use switchyard::policy::{
     BackendFacts, Candidate, Error, FailureMode, FleetFacts, Limits, Outcome, PipelineSpec,
     Placement, Policies, PolicyFault, RequestFacts, StageSpec, WeightedStageSpec,
 };
-
-fn guests_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/guests")
-}
-
-/// Builds every hostile guest once per test binary and returns one's component bytes.
-fn guest(name: &str) -> Vec<u8> {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--target",
-                "wasm32-wasip2",
-                "--profile",
-                "guest",
-            ])
-            .arg("--manifest-path")
-            .arg(guests_dir().join("Cargo.toml"))
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("run cargo for the hostile guests");
-        assert!(status.success(), "building tests/guests failed");
-    });
-    let file = guests_dir()
-        .join("target/wasm32-wasip2/guest")
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-}
 
 fn fleet() -> FleetFacts {
     FleetFacts {

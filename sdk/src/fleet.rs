@@ -3,7 +3,20 @@
 use crate::wit::types;
 
 /// A backend's index in the [`Fleet`]; what candidates and placements refer to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    bytemuck::Pod,
+    bytemuck::Zeroable,
+)]
+#[repr(transparent)]
 pub struct BackendId(pub u32);
 
 /// What a backend is deployed to do in a prefill/decode split.

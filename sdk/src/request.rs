@@ -41,7 +41,11 @@ impl Request {
 }
 
 /// One backend able to serve the request, with its live figures.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+///
+/// NB: `repr(C)` with the fields in the order of the contract's row layout (ten 4-byte
+/// words), so the host's rows are read in place as candidates, without a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 pub struct Candidate {
     /// The backend, to look up in the [`crate::Fleet`].
     pub backend: BackendId,
@@ -107,51 +111,17 @@ impl From<types::Request> for Request {
     }
 }
 
+/// Words per candidate in the contract's `candidates.rows`.
+pub(crate) const CANDIDATE_WORDS: usize = 10;
+
+const _: () = assert!(std::mem::size_of::<Candidate>() == CANDIDATE_WORDS * 4);
+
 impl Candidate {
-    /// Rebuilds the candidates from the contract's columns, one per row. The host sends
-    /// columns of equal length; should they differ, the shortest bounds the rows.
-    pub(crate) fn from_columns(c: &types::Candidates) -> Vec<Candidate> {
-        let rows = [
-            c.backend.len(),
-            c.waiting.len(),
-            c.running.len(),
-            c.kv_usage.len(),
-            c.cached_prefix_tokens.len(),
-            c.in_flight_requests.len(),
-            c.in_flight_prefill_tokens.len(),
-            c.prefill_tokens_per_s.len(),
-            c.decode_tokens_per_s.len(),
-            c.metrics_age_ms.len(),
-        ]
-        .into_iter()
-        .min()
-        .unwrap_or(0);
-        // NB: every column cut to `rows` first, so the indexing below is provably in
-        // bounds and compiles without a check per field.
-        let backend = &c.backend[..rows];
-        let waiting = &c.waiting[..rows];
-        let running = &c.running[..rows];
-        let kv_usage = &c.kv_usage[..rows];
-        let cached_prefix_tokens = &c.cached_prefix_tokens[..rows];
-        let in_flight_requests = &c.in_flight_requests[..rows];
-        let in_flight_prefill_tokens = &c.in_flight_prefill_tokens[..rows];
-        let prefill_tokens_per_s = &c.prefill_tokens_per_s[..rows];
-        let decode_tokens_per_s = &c.decode_tokens_per_s[..rows];
-        let metrics_age_ms = &c.metrics_age_ms[..rows];
-        (0..rows)
-            .map(|i| Candidate {
-                backend: BackendId(backend[i]),
-                waiting: waiting[i],
-                running: running[i],
-                kv_usage: kv_usage[i],
-                cached_prefix_tokens: cached_prefix_tokens[i],
-                in_flight_requests: in_flight_requests[i],
-                in_flight_prefill_tokens: in_flight_prefill_tokens[i],
-                prefill_tokens_per_s: prefill_tokens_per_s[i],
-                decode_tokens_per_s: decode_tokens_per_s[i],
-                metrics_age_ms: metrics_age_ms[i],
-            })
-            .collect()
+    /// Views the contract's packed `candidates.rows` as candidates, in place. A trailing
+    /// partial row (never sent by the host) is ignored.
+    pub fn from_rows(rows: &[u32]) -> &[Candidate] {
+        let whole = rows.len() - rows.len() % CANDIDATE_WORDS;
+        bytemuck::cast_slice(&rows[..whole])
     }
 }
 
@@ -186,26 +156,27 @@ mod tests {
         assert_eq!(Candidate::default().prefill_seconds(10), None);
     }
 
-    fn columns(rows: u32) -> types::Candidates {
-        let ids: Vec<u32> = (0..rows).collect();
-        let fractions: Vec<f32> = ids.iter().map(|&i| i as f32 / 10.0).collect();
-        types::Candidates {
-            backend: ids.iter().map(|i| i + 10).collect(),
-            waiting: ids.iter().map(|i| i + 20).collect(),
-            running: ids.iter().map(|i| i + 30).collect(),
-            kv_usage: fractions.clone(),
-            cached_prefix_tokens: ids.iter().map(|i| i + 40).collect(),
-            in_flight_requests: ids.iter().map(|i| i + 50).collect(),
-            in_flight_prefill_tokens: ids.iter().map(|i| i + 60).collect(),
-            prefill_tokens_per_s: fractions.iter().map(|f| f + 1.0).collect(),
-            decode_tokens_per_s: fractions.iter().map(|f| f + 2.0).collect(),
-            metrics_age_ms: ids.iter().map(|i| i + 70).collect(),
-        }
-    }
-
     #[test]
-    fn columns_rebuild_one_candidate_per_row_in_order() {
-        let cands = Candidate::from_columns(&columns(2));
+    fn rows_are_read_in_place_one_candidate_per_ten_words() {
+        let rows: Vec<u32> = (0..2u32)
+            .flat_map(|i| {
+                [
+                    10 + i,
+                    20 + i,
+                    30 + i,
+                    (i as f32 / 10.0).to_bits(),
+                    40 + i,
+                    50 + i,
+                    60 + i,
+                    (1.0 + i as f32 / 10.0).to_bits(),
+                    (2.0 + i as f32 / 10.0).to_bits(),
+                    70 + i,
+                ]
+            })
+            .collect();
+        let cands = Candidate::from_rows(&rows);
+        assert_eq!(cands.len(), 2);
+        assert_eq!(cands[0].backend, BackendId(10));
         assert_eq!(
             cands[1],
             Candidate {
@@ -221,15 +192,13 @@ mod tests {
                 metrics_age_ms: 71,
             }
         );
-        assert_eq!(cands.len(), 2);
-        assert_eq!(cands[0].backend, BackendId(10));
     }
 
     #[test]
-    fn uneven_columns_are_cut_to_the_shortest() {
-        let mut c = columns(3);
-        c.metrics_age_ms.pop();
-        assert_eq!(Candidate::from_columns(&c).len(), 2);
+    fn a_partial_row_is_ignored() {
+        let rows = vec![7u32; CANDIDATE_WORDS * 2 + 3];
+        assert_eq!(Candidate::from_rows(&rows).len(), 2);
+        assert!(Candidate::from_rows(&rows[..CANDIDATE_WORDS - 1]).is_empty());
     }
 
     #[test]

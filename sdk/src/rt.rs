@@ -44,18 +44,15 @@ fn with_policy<P: 'static, R>(f: impl FnOnce(&P, &Fleet) -> R) -> R {
     })
 }
 
-fn convert(request: types::Request, candidates: &types::Candidates) -> (Request, Vec<Candidate>) {
-    (request.into(), Candidate::from_columns(candidates))
-}
-
 /// The `exclude` export for filter `P`.
 pub fn exclude<P: Filter>(
     request: types::Request,
     candidates: types::Candidates,
 ) -> Vec<types::Exclusion> {
-    let (req, cands) = convert(request, &candidates);
+    let req = Request::from(request);
+    let cands = Candidate::from_rows(&candidates.rows);
     with_policy::<P, _>(|p, fleet| {
-        p.exclude(&req, &cands, fleet)
+        p.exclude(&req, cands, fleet)
             .into_iter()
             .map(|(backend, reason)| types::Exclusion {
                 backend: backend.0,
@@ -67,9 +64,10 @@ pub fn exclude<P: Filter>(
 
 /// The `score` export for scorer `P`.
 pub fn score<P: Scorer>(request: types::Request, candidates: types::Candidates) -> Vec<f32> {
-    let (req, cands) = convert(request, &candidates);
+    let req = Request::from(request);
+    let cands = Candidate::from_rows(&candidates.rows);
     with_policy::<P, _>(|p, fleet| {
-        p.score_all(&req, &cands, fleet)
+        p.score_all(&req, cands, fleet)
             .into_iter()
             .map(|s| s.get())
             .collect()
@@ -81,8 +79,9 @@ pub fn place<P: Placer>(
     request: types::Request,
     candidates: types::Candidates,
 ) -> types::Placement {
-    let (req, cands) = convert(request, &candidates);
-    with_policy::<P, _>(|p, fleet| match p.place(&req, &cands, fleet) {
+    let req = Request::from(request);
+    let cands = Candidate::from_rows(&candidates.rows);
+    with_policy::<P, _>(|p, fleet| match p.place(&req, cands, fleet) {
         Placement::Single(BackendId(b)) => types::Placement::Single(b),
         Placement::Split { prefill, decode } => types::Placement::Split(types::Split {
             prefill: prefill.0,

@@ -52,7 +52,7 @@ struct Warm {
     exports: Exports,
     fleet_generation: Option<u64>,
     calls: u32,
-    /// Column buffers refilled for every call, so a call allocates nothing for them.
+    /// Row buffer refilled for every call, so a call allocates nothing for it.
     candidates: types::Candidates,
 }
 
@@ -284,7 +284,7 @@ impl Stage {
             .map_err(Failure::Wasm)?;
             warm.fleet_generation = Some(fleet.generation);
         }
-        fill_columns(&mut warm.candidates, candidates);
+        fill_rows(&mut warm.candidates, candidates);
         let budget = self.arm(&mut warm.store)?;
         let out = f(warm)?;
         let fuel_used = budget - warm.store.get_fuel().unwrap_or(0);
@@ -349,7 +349,7 @@ impl Stage {
             exports,
             fleet_generation: None,
             calls: 0,
-            candidates: empty_columns(),
+            candidates: types::Candidates { rows: Vec::new() },
         })
     }
 
@@ -486,58 +486,29 @@ fn to_wit_fleet(f: &FleetFacts) -> types::Fleet {
     }
 }
 
-/// Column buffers holding no candidates yet.
-fn empty_columns() -> types::Candidates {
-    types::Candidates {
-        backend: Vec::new(),
-        waiting: Vec::new(),
-        running: Vec::new(),
-        kv_usage: Vec::new(),
-        cached_prefix_tokens: Vec::new(),
-        in_flight_requests: Vec::new(),
-        in_flight_prefill_tokens: Vec::new(),
-        prefill_tokens_per_s: Vec::new(),
-        decode_tokens_per_s: Vec::new(),
-        metrics_age_ms: Vec::new(),
-    }
-}
+/// Words per candidate in the contract's packed rows.
+const CANDIDATE_WORDS: usize = 10;
 
-/// Refills `columns` with `candidates`, one row each, keeping the buffers' capacity.
-fn fill_columns(columns: &mut types::Candidates, candidates: &[super::Candidate]) {
-    let types::Candidates {
-        backend,
-        waiting,
-        running,
-        kv_usage,
-        cached_prefix_tokens,
-        in_flight_requests,
-        in_flight_prefill_tokens,
-        prefill_tokens_per_s,
-        decode_tokens_per_s,
-        metrics_age_ms,
-    } = columns;
-    // NB: one pass per column: `extend` from a slice iterator reserves once and writes
-    // without a capacity check per element, which ten interleaved `push`es would not.
-    fn refill<T>(
-        column: &mut Vec<T>,
-        rows: &[super::Candidate],
-        field: fn(&super::Candidate) -> T,
-    ) {
-        column.clear();
-        column.extend(rows.iter().map(field));
-    }
-    refill(backend, candidates, |c| c.backend);
-    refill(waiting, candidates, |c| c.waiting);
-    refill(running, candidates, |c| c.running);
-    refill(kv_usage, candidates, |c| c.kv_usage);
-    refill(cached_prefix_tokens, candidates, |c| c.cached_prefix_tokens);
-    refill(in_flight_requests, candidates, |c| c.in_flight_requests);
-    refill(in_flight_prefill_tokens, candidates, |c| {
-        c.in_flight_prefill_tokens
-    });
-    refill(prefill_tokens_per_s, candidates, |c| c.prefill_tokens_per_s);
-    refill(decode_tokens_per_s, candidates, |c| c.decode_tokens_per_s);
-    refill(metrics_age_ms, candidates, |c| c.metrics_age_ms);
+/// Refills the row buffer with `candidates`, keeping its capacity. The word order is the
+/// contract's row layout (`wit/types.wit`).
+fn fill_rows(packed: &mut types::Candidates, candidates: &[super::Candidate]) {
+    let rows = &mut packed.rows;
+    rows.clear();
+    rows.reserve(candidates.len() * CANDIDATE_WORDS);
+    rows.extend(candidates.iter().flat_map(|c| {
+        [
+            c.backend,
+            c.waiting,
+            c.running,
+            c.kv_usage.to_bits(),
+            c.cached_prefix_tokens,
+            c.in_flight_requests,
+            c.in_flight_prefill_tokens,
+            c.prefill_tokens_per_s.to_bits(),
+            c.decode_tokens_per_s.to_bits(),
+            c.metrics_age_ms,
+        ]
+    }));
 }
 
 /// Converts request facts to the contract's record, once per decision.
@@ -561,7 +532,7 @@ mod tests {
     use crate::policy::Candidate;
 
     #[test]
-    fn columns_hold_one_row_per_candidate_and_keep_their_buffers() {
+    fn rows_hold_ten_words_per_candidate_in_contract_order_and_keep_their_buffer() {
         let cands: Vec<Candidate> = (0..3u32)
             .map(|i| Candidate {
                 backend: i,
@@ -576,23 +547,29 @@ mod tests {
                 metrics_age_ms: 80 + i,
             })
             .collect();
-        let mut cols = empty_columns();
-        fill_columns(&mut cols, &cands);
-        assert_eq!(cols.backend, [0, 1, 2]);
-        assert_eq!(cols.waiting, [10, 11, 12]);
-        assert_eq!(cols.running, [20, 21, 22]);
-        assert_eq!(cols.kv_usage, [0.0, 0.1, 0.2]);
-        assert_eq!(cols.cached_prefix_tokens, [30, 31, 32]);
-        assert_eq!(cols.in_flight_requests, [40, 41, 42]);
-        assert_eq!(cols.in_flight_prefill_tokens, [50, 51, 52]);
-        assert_eq!(cols.prefill_tokens_per_s, [60.0, 61.0, 62.0]);
-        assert_eq!(cols.decode_tokens_per_s, [70.0, 71.0, 72.0]);
-        assert_eq!(cols.metrics_age_ms, [80, 81, 82]);
+        let mut packed = types::Candidates { rows: Vec::new() };
+        fill_rows(&mut packed, &cands);
+        assert_eq!(packed.rows.len(), 3 * CANDIDATE_WORDS);
+        assert_eq!(
+            packed.rows[CANDIDATE_WORDS..2 * CANDIDATE_WORDS],
+            [
+                1,
+                11,
+                21,
+                0.1f32.to_bits(),
+                31,
+                41,
+                51,
+                61.0f32.to_bits(),
+                71.0f32.to_bits(),
+                81
+            ]
+        );
 
-        let buffer = cols.metrics_age_ms.as_ptr();
-        fill_columns(&mut cols, &cands[2..]);
-        assert_eq!(cols.backend, [2]);
-        assert_eq!(cols.metrics_age_ms, [82]);
-        assert_eq!(cols.metrics_age_ms.as_ptr(), buffer, "buffer reused");
+        let buffer = packed.rows.as_ptr();
+        fill_rows(&mut packed, &cands[2..]);
+        assert_eq!(packed.rows.len(), CANDIDATE_WORDS);
+        assert_eq!(packed.rows[0], 2);
+        assert_eq!(packed.rows.as_ptr(), buffer, "buffer reused");
     }
 }

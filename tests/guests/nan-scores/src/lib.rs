@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 
+use switchyard_policy_sdk::Candidate;
 use switchyard_policy_sdk::wit::{scorer, types};
 
 thread_local! {
@@ -36,7 +37,7 @@ impl scorer::Guest for NanScores {
 
     fn score(_request: types::Request, candidates: types::Candidates) -> Vec<f32> {
         let value = VALUE.with(Cell::get);
-        (0..candidates.backend.len())
+        (0..Candidate::from_rows(&candidates.rows).len())
             .map(|i| match value {
                 Some(v) => v,
                 None if i % 2 == 0 => f32::NAN,
