@@ -1,11 +1,18 @@
-//! The one wasmtime engine every policy runs on, the limits each call runs under, and
-//! the upload checks that turn bytes into a ready-to-instantiate policy.
+//! The wasmtime engines policies run on, the limits each call runs under, and the upload
+//! checks that turn bytes into a ready-to-instantiate policy.
+//!
+//! Compilation is tiered. An upload is checked and compiled by Winch, wasmtime's
+//! single-pass baseline compiler (about 5x faster to compile than Cranelift, code about
+//! 1.5x slower), and serves at once; Cranelift compiles it again in the background and the
+//! optimized code replaces the baseline code when ready (see `registry`). Where Winch is
+//! not available (or [`Limits::baseline_tier`] is off), uploads compile with Cranelift
+//! only.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
-use wasmtime::{Config, Engine, OptLevel, ResourceLimiter};
+use wasmtime::{Config, Engine, OptLevel, ResourceLimiter, Strategy};
 
 use super::Error;
 use super::bindings::{filter, host, placer, scorer};
@@ -33,6 +40,9 @@ pub struct Limits {
     pub log_lines_per_call: usize,
     /// Consecutive failures after which a stage is parked. Default 5.
     pub park_after_failures: u32,
+    /// Serve uploads on baseline-compiled code while the optimized code compiles in the
+    /// background. Default on; off, an upload is active only once Cranelift is done.
+    pub baseline_tier: bool,
 }
 
 impl Default for Limits {
@@ -47,6 +57,7 @@ impl Default for Limits {
             max_calls_per_instance: 10_000,
             log_lines_per_call: 32,
             park_after_failures: 5,
+            baseline_tier: true,
         }
     }
 }
@@ -90,13 +101,35 @@ impl KindPre {
             KindPre::Placer(_) => PolicyKind::Placer,
         }
     }
+
+    /// The engine the code was compiled for; its stores must come from it.
+    pub(crate) fn engine(&self) -> &Engine {
+        match self {
+            KindPre::Filter(p) => p.instance_pre().engine(),
+            KindPre::Scorer(p) => p.instance_pre().engine(),
+            KindPre::Placer(p) => p.instance_pre().engine(),
+        }
+    }
+}
+
+/// Which compiler made a policy's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Winch, the single-pass baseline compiler: what an upload serves on first.
+    Baseline,
+    /// Cranelift, the optimizing compiler.
+    #[default]
+    Optimized,
 }
 
 /// A compiled, type-checked policy, ready to instantiate.
 pub(crate) struct Compiled {
     pub pre: KindPre,
-    /// The precompiled artifact, kept so a restart skips compilation.
-    pub artifact: Vec<u8>,
+    pub tier: Tier,
+    /// The optimized precompiled artifact, kept so a restart skips compilation; `None`
+    /// for baseline code, which is never stored.
+    pub artifact: Option<Vec<u8>>,
     pub compile_time: Duration,
 }
 
@@ -210,21 +243,17 @@ const TOLERATED_IMPORTS: &[&str] = &["switchyard:policy/", "wasi:io/", "wasi:cli
 /// How often the epoch ticks; deadlines are counted in ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// The shared engine, the base linker with the host interface, and the limits.
-pub(crate) struct PolicyEngine {
-    pub engine: Engine,
+/// One compiler configuration: its engine and a linker with the host interface.
+struct Compiler {
+    engine: Engine,
     linker: Linker<HostState>,
-    pub limits: Limits,
-    /// `precompile_compatibility_hash` as hex: artifacts made under another hash are
-    /// recompiled from the stored component.
-    pub compat: String,
 }
 
-impl PolicyEngine {
-    /// Builds the engine and starts the epoch ticker thread.
-    pub(crate) fn new(limits: Limits) -> Result<Arc<Self>, Error> {
+impl Compiler {
+    fn new(strategy: Strategy) -> Result<Self, Error> {
         let mut config = Config::new();
         config
+            .strategy(strategy)
             .consume_fuel(true)
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
@@ -233,26 +262,63 @@ impl PolicyEngine {
         let mut linker = Linker::new(&engine);
         host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| Error::Compile(format!("{e:#}")))?;
+        Ok(Compiler { engine, linker })
+    }
+}
+
+/// The optimizing and baseline compilers, and the limits.
+pub(crate) struct PolicyEngine {
+    optimized: Compiler,
+    /// `None` where Winch is unavailable or the baseline tier is off.
+    baseline: Option<Compiler>,
+    pub limits: Limits,
+    /// `precompile_compatibility_hash` as hex: artifacts made under another hash are
+    /// recompiled from the stored component.
+    pub compat: String,
+}
+
+impl PolicyEngine {
+    /// Builds the engines and starts the epoch ticker thread.
+    pub(crate) fn new(limits: Limits) -> Result<Arc<Self>, Error> {
+        let optimized = Compiler::new(Strategy::Cranelift)?;
+        let baseline = if limits.baseline_tier {
+            Compiler::new(Strategy::Winch)
+                .inspect_err(|e| tracing::info!(error = %e, "no baseline compiler; uploads compile optimized only"))
+                .ok()
+        } else {
+            None
+        };
         let compat = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            engine.precompile_compatibility_hash().hash(&mut h);
+            optimized
+                .engine
+                .precompile_compatibility_hash()
+                .hash(&mut h);
             format!("{:016x}", h.finish())
         };
-        let weak = engine.weak();
+        let weak: Vec<_> = std::iter::once(&optimized)
+            .chain(&baseline)
+            .map(|c| c.engine.weak())
+            .collect();
         std::thread::Builder::new()
             .name("policy-epoch".into())
             .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
+                // NB: ticks while the optimizing engine lives; the baseline one is
+                // dropped with it.
+                while let Some(engine) = weak[0].upgrade() {
                     engine.increment_epoch();
+                    if let Some(baseline) = weak.get(1).and_then(|w| w.upgrade()) {
+                        baseline.increment_epoch();
+                    }
                     drop(engine);
                     std::thread::sleep(EPOCH_TICK);
                 }
             })
             .map_err(|e| Error::Compile(format!("epoch thread: {e}")))?;
         Ok(Arc::new(PolicyEngine {
-            engine,
-            linker,
+            optimized,
+            baseline,
             limits,
             compat,
         }))
@@ -264,12 +330,34 @@ impl PolicyEngine {
     }
 
     /// Checks and compiles an upload: size cap, component header, bounded compile,
-    /// imports, and the world it fits.
+    /// imports, and the world it fits. Compiles with the baseline compiler when there is
+    /// one, else optimized.
     ///
     /// # Errors
     ///
     /// The first check that fails.
     pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Compiled, Error> {
+        match &self.baseline {
+            Some(baseline) => self.compile_with(baseline, Tier::Baseline, bytes),
+            None => self.compile_optimized(bytes),
+        }
+    }
+
+    /// [`Self::compile`] with the optimizing compiler: the code that is stored.
+    ///
+    /// # Errors
+    ///
+    /// The first check that fails.
+    pub(crate) fn compile_optimized(&self, bytes: &[u8]) -> Result<Compiled, Error> {
+        self.compile_with(&self.optimized, Tier::Optimized, bytes)
+    }
+
+    fn compile_with(
+        &self,
+        compiler: &Compiler,
+        tier: Tier,
+        bytes: &[u8],
+    ) -> Result<Compiled, Error> {
         if bytes.len() > self.limits.max_upload_bytes {
             return Err(Error::TooLarge {
                 size: bytes.len(),
@@ -278,29 +366,34 @@ impl PolicyEngine {
         }
         check_header(bytes)?;
         let started = Instant::now();
-        let artifact = self.precompile_bounded(bytes)?;
+        let artifact = self.precompile_bounded(&compiler.engine, bytes)?;
         let compile_time = started.elapsed();
-        let pre = self.load(&artifact)?;
+        let pre = Self::load_with(compiler, &artifact)?;
         Ok(Compiled {
             pre,
-            artifact,
+            tier,
+            artifact: (tier == Tier::Optimized).then_some(artifact),
             compile_time,
         })
     }
 
-    /// Loads a precompiled artifact this engine produced, and type-checks it.
+    /// Loads an optimized artifact this engine produced, and type-checks it.
     ///
     /// # Errors
     ///
     /// When the artifact is not loadable or fits no world.
     pub(crate) fn load(&self, artifact: &[u8]) -> Result<KindPre, Error> {
-        // SAFETY: artifacts come only from `precompile_bounded` on this engine (or the
-        // state directory it writes, checked against `compat`); user bytes never reach
-        // here unless compiled first.
-        let component = unsafe { Component::deserialize(&self.engine, artifact) }
+        Self::load_with(&self.optimized, artifact)
+    }
+
+    fn load_with(compiler: &Compiler, artifact: &[u8]) -> Result<KindPre, Error> {
+        // SAFETY: artifacts come only from `precompile_bounded` on this compiler's engine
+        // (or the state directory it writes, checked against `compat`); user bytes never
+        // reach here unless compiled first.
+        let component = unsafe { Component::deserialize(&compiler.engine, artifact) }
             .map_err(|e| Error::Compile(format!("{e:#}")))?;
-        self.check_imports(&component)?;
-        let mut linker = self.linker.clone();
+        check_imports(&compiler.engine, &component)?;
+        let mut linker = compiler.linker.clone();
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(|e| Error::Compile(format!("{e:#}")))?;
@@ -310,9 +403,9 @@ impl PolicyEngine {
         classify(pre)
     }
 
-    fn precompile_bounded(&self, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+    fn precompile_bounded(&self, engine: &Engine, bytes: &[u8]) -> Result<Vec<u8>, Error> {
         let (tx, rx) = std::sync::mpsc::channel();
-        let engine = self.engine.clone();
+        let engine = engine.clone();
         let owned = bytes.to_vec();
         std::thread::Builder::new()
             .name("policy-compile".into())
@@ -331,19 +424,19 @@ impl PolicyEngine {
             ))),
         }
     }
+}
 
-    fn check_imports(&self, component: &Component) -> Result<(), Error> {
-        let ty = component.component_type();
-        let forbidden: Vec<&str> = ty
-            .imports(&self.engine)
-            .map(|(name, _)| name)
-            .filter(|name| !TOLERATED_IMPORTS.iter().any(|p| name.starts_with(p)))
-            .collect();
-        if forbidden.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::ForbiddenImport(forbidden.join(", ")))
-        }
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), Error> {
+    let ty = component.component_type();
+    let forbidden: Vec<&str> = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| !TOLERATED_IMPORTS.iter().any(|p| name.starts_with(p)))
+        .collect();
+    if forbidden.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::ForbiddenImport(forbidden.join(", ")))
     }
 }
 

@@ -26,7 +26,7 @@ mod shipped;
 mod spec;
 mod stage;
 
-pub use engine::{Limits, PolicyKind};
+pub use engine::{Limits, PolicyKind, Tier};
 pub use facts::{BackendFacts, Candidate, FleetFacts, Placement, RequestFacts, Role};
 pub use metrics::PolicyMetrics;
 pub use pipeline::{

@@ -446,7 +446,7 @@ impl Policies {
             .map(|(name, bytes)| {
                 let prepared = self.inner.registry.prepare(name, bytes)?;
                 let v = self.inner.registry.commit(prepared, bytes, true)?;
-                Ok(v.info.clone())
+                Ok(v.snapshot())
             })
             .collect()
     }
@@ -463,7 +463,22 @@ impl Policies {
             smoke_test(&self.inner.engine, prepared.loaded.clone())?;
         }
         let version = self.inner.registry.commit(prepared, bytes, false)?;
-        Ok(version.info.clone())
+        Ok(version.snapshot())
+    }
+
+    /// Waits up to `timeout` for `reference`'s optimized code to replace its baseline
+    /// code; whether it has. For tools and tests: requests never wait, they run on
+    /// whichever code is in place.
+    ///
+    /// # Errors
+    ///
+    /// When the reference is unknown.
+    pub fn wait_optimized(&self, reference: &str, timeout: Duration) -> Result<bool, Error> {
+        Ok(self
+            .inner
+            .registry
+            .resolve(reference)?
+            .wait_optimized(timeout))
     }
 
     /// Every registered version.

@@ -5,14 +5,21 @@
 //! means the same code. On disk, under `policies/`: `<name>@<version>.wasm` (the upload),
 //! `.cwasm` (the precompiled artifact) and `.json` (metadata, including the engine
 //! compatibility hash the artifact was made under).
+//!
+//! A new version first serves on baseline code (see `engine`); the registry's optimizer
+//! thread compiles it with Cranelift, one version at a time, swaps the optimized code in
+//! and only then stores the artifact. Stages notice the swap on their next call.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use super::Error;
-use super::engine::{KindPre, PolicyEngine, PolicyKind};
+use super::engine::{KindPre, PolicyEngine, PolicyKind, Tier};
 use crate::state::StateDir;
 
 /// Public facts about one uploaded version.
@@ -34,9 +41,13 @@ pub struct PolicyVersion {
     pub shipped: bool,
     /// Upload order: higher is newer. `name` alone resolves to the newest.
     pub sequence: u64,
-    /// Engine compatibility hash the stored artifact was built under.
+    /// Engine compatibility hash the stored artifact was built under; empty while there
+    /// is no stored artifact.
     #[serde(default)]
     pub engine: String,
+    /// Which compiler's code serves now: `baseline` until the optimized code is ready.
+    #[serde(default)]
+    pub tier: Tier,
 }
 
 impl PolicyVersion {
@@ -46,25 +57,81 @@ impl PolicyVersion {
     }
 }
 
+/// A version's compiled code, on one tier.
+pub(crate) struct Code {
+    pub pre: KindPre,
+    pub tier: Tier,
+}
+
 /// A version loaded into the engine.
 pub(crate) struct LoadedVersion {
     pub info: PolicyVersion,
-    pub pre: KindPre,
+    /// Swapped once, from baseline to optimized code.
+    code: ArcSwap<Code>,
+}
+
+impl LoadedVersion {
+    fn new(info: PolicyVersion, pre: KindPre, tier: Tier) -> Self {
+        LoadedVersion {
+            info,
+            code: ArcSwap::from_pointee(Code { pre, tier }),
+        }
+    }
+
+    /// The code that serves now.
+    pub(crate) fn code(&self) -> Arc<Code> {
+        self.code.load_full()
+    }
+
+    /// The world the version targets.
+    pub(crate) fn kind(&self) -> PolicyKind {
+        self.info.kind
+    }
+
+    /// The public facts, with the tier serving now.
+    pub(crate) fn snapshot(&self) -> PolicyVersion {
+        PolicyVersion {
+            tier: self.code.load().tier,
+            ..self.info.clone()
+        }
+    }
+
+    /// Waits up to `timeout` for the optimized code; whether it is in place.
+    pub(crate) fn wait_optimized(&self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        while self.code.load().tier != Tier::Optimized {
+            if started.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
 }
 
 /// A checked, compiled upload not yet registered.
 pub(crate) struct Prepared {
     /// The version, loaded.
     pub loaded: Arc<LoadedVersion>,
-    /// The precompiled artifact; `None` when the version was already registered.
+    /// Whether the same bytes were registered before under this name.
+    registered: bool,
+    /// The optimized artifact, when the upload was compiled optimized.
     artifact: Option<Vec<u8>>,
 }
 
 impl Prepared {
     /// Whether the same bytes were registered before under this name.
     pub(crate) fn is_registered(&self) -> bool {
-        self.artifact.is_none()
+        self.registered
     }
+}
+
+/// A version serving baseline code, to compile optimized.
+struct Job {
+    loaded: Arc<LoadedVersion>,
+    bytes: Vec<u8>,
+    /// Whether to store the optimized artifact.
+    store: bool,
 }
 
 /// Policy versions by name, oldest first.
@@ -72,6 +139,8 @@ pub(crate) struct Registry {
     engine: Arc<PolicyEngine>,
     versions: RwLock<BTreeMap<String, Vec<Arc<LoadedVersion>>>>,
     state: Option<StateDir>,
+    /// The optimizer thread's queue, started on first use; it ends with the registry.
+    optimizer: Mutex<Option<mpsc::Sender<Job>>>,
 }
 
 const DIR: &str = "policies";
@@ -91,6 +160,7 @@ impl Registry {
             engine,
             versions: RwLock::new(BTreeMap::new()),
             state,
+            optimizer: Mutex::new(None),
         }
     }
 
@@ -104,6 +174,7 @@ impl Registry {
         if let Some(existing) = self.find(name, Some(&sha256[..12])) {
             return Ok(Prepared {
                 loaded: existing,
+                registered: true,
                 artifact: None,
             });
         }
@@ -117,41 +188,77 @@ impl Registry {
             compile_ms: compiled.compile_time.as_secs_f64() * 1e3,
             shipped: false,
             sequence: 0,
-            engine: self.engine.compat.clone(),
+            engine: String::new(),
+            tier: compiled.tier,
         };
         Ok(Prepared {
-            loaded: Arc::new(LoadedVersion {
-                info,
-                pre: compiled.pre,
-            }),
-            artifact: Some(compiled.artifact),
+            loaded: Arc::new(LoadedVersion::new(info, compiled.pre, compiled.tier)),
+            registered: false,
+            artifact: compiled.artifact,
         })
     }
 
     /// Stores a prepared upload (`bytes` are the component it was prepared from) and
-    /// registers it as the newest version of its name.
+    /// registers it as the newest version of its name. Baseline code is queued for the
+    /// optimizer, which stores the artifact once it has one.
     pub(crate) fn commit(
         &self,
         prepared: Prepared,
         bytes: &[u8],
         shipped: bool,
     ) -> Result<Arc<LoadedVersion>, Error> {
-        let Some(artifact) = prepared.artifact else {
+        if prepared.registered {
             return Ok(prepared.loaded);
-        };
+        }
         let mut info = prepared.loaded.info.clone();
         info.shipped = shipped;
         info.sequence = self.next_sequence();
+        let store = self.state.is_some() && !shipped;
         // NB: shipped policies are rebuilt into every binary; storing them would only
         // shadow a newer build's copy.
-        if let (Some(state), false) = (&self.state, shipped) {
+        if let (Some(state), true) = (&self.state, store) {
             let base = format!("{DIR}/{}", info.label());
             state.write(format!("{base}.wasm"), bytes)?;
-            state.write(format!("{base}.cwasm"), &artifact)?;
-            let meta = serde_json::to_vec_pretty(&info).expect("version metadata serializes");
-            state.write(format!("{base}.json"), &meta)?;
+            if let Some(artifact) = &prepared.artifact {
+                state.write(format!("{base}.cwasm"), artifact)?;
+                info.engine = self.engine.compat.clone();
+            }
+            write_meta(state, &info)?;
         }
-        Ok(self.insert(info, prepared.loaded.pre.clone()))
+        let code = prepared.loaded.code();
+        let loaded = self.insert(LoadedVersion::new(info, code.pre.clone(), code.tier));
+        if code.tier == Tier::Baseline {
+            self.optimize(Job {
+                loaded: loaded.clone(),
+                bytes: bytes.to_vec(),
+                store,
+            });
+        }
+        Ok(loaded)
+    }
+
+    /// Queues `job` for the optimizer thread, starting it on first use.
+    fn optimize(&self, job: Job) {
+        let mut sender = self.optimizer.lock().expect("optimizer lock");
+        let tx = sender.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel();
+            let engine = self.engine.clone();
+            let state = self.state.clone();
+            let spawned = std::thread::Builder::new()
+                .name("policy-optimize".into())
+                .spawn(move || {
+                    for job in rx {
+                        run_optimize(&engine, state.as_ref(), job);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no optimizer thread; policies stay on baseline code");
+            }
+            tx
+        });
+        // NB: a send fails only when the thread could not start; the version then keeps
+        // serving its baseline code.
+        let _ = tx.send(job);
     }
 
     /// Loads every stored version. Entries that cannot be read or loaded are reported and
@@ -194,21 +301,20 @@ impl Registry {
                 self.engine.load(&a).map_err(|e| e.to_string())?
             }
             _ => {
-                let compiled = self.engine.compile(&wasm).map_err(|e| e.to_string())?;
-                info.engine = self.engine.compat.clone();
-                state
-                    .write(format!("{DIR}/{base}.cwasm"), &compiled.artifact)
-                    .map_err(|e| format!("{e:#}"))?;
-                let meta = serde_json::to_vec_pretty(&info).expect("version metadata serializes");
-                state
-                    .write(format!("{DIR}/{base}.json"), &meta)
+                let compiled = self
+                    .engine
+                    .compile_optimized(&wasm)
+                    .map_err(|e| e.to_string())?;
+                let artifact = compiled.artifact.expect("optimized code has an artifact");
+                store_artifact(state, &mut info, &artifact, &self.engine.compat)
                     .map_err(|e| format!("{e:#}"))?;
                 compiled.pre
             }
         };
         info.compile_ms = 0.0;
+        info.tier = Tier::Optimized;
         if self.find(&info.name, Some(&info.version)).is_none() {
-            self.insert(info, pre);
+            self.insert(LoadedVersion::new(info, pre, Tier::Optimized));
         }
         Ok(())
     }
@@ -223,8 +329,8 @@ impl Registry {
             .map_or(1, |m| m + 1)
     }
 
-    fn insert(&self, info: PolicyVersion, pre: KindPre) -> Arc<LoadedVersion> {
-        let loaded = Arc::new(LoadedVersion { info, pre });
+    fn insert(&self, loaded: LoadedVersion) -> Arc<LoadedVersion> {
+        let loaded = Arc::new(loaded);
         let mut versions = self.versions.write().expect("registry lock");
         let list = versions.entry(loaded.info.name.clone()).or_default();
         list.push(loaded.clone());
@@ -255,12 +361,54 @@ impl Registry {
     /// Every version, by name then age.
     pub(crate) fn list(&self) -> Vec<PolicyVersion> {
         let versions = self.versions.read().expect("registry lock");
-        versions
-            .values()
-            .flatten()
-            .map(|v| v.info.clone())
-            .collect()
+        versions.values().flatten().map(|v| v.snapshot()).collect()
     }
+}
+
+/// Compiles a job's version optimized, swaps the code in, then stores the artifact.
+fn run_optimize(engine: &PolicyEngine, state: Option<&StateDir>, job: Job) {
+    let label = job.loaded.info.label();
+    let compiled = match engine.compile_optimized(&job.bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(policy = %label, error = %e, "optimized compile failed; the policy stays on baseline code");
+            return;
+        }
+    };
+    job.loaded.code.store(Arc::new(Code {
+        pre: compiled.pre,
+        tier: Tier::Optimized,
+    }));
+    tracing::info!(
+        policy = %label,
+        compile_ms = compiled.compile_time.as_secs_f64() * 1e3,
+        "optimized code in place"
+    );
+    if let (Some(state), true, Some(artifact)) = (state, job.store, &compiled.artifact) {
+        let mut info = job.loaded.info.clone();
+        if let Err(e) = store_artifact(state, &mut info, artifact, &engine.compat) {
+            tracing::warn!(policy = %label, error = %e, "storing the optimized artifact failed; a restart recompiles");
+        }
+    }
+}
+
+/// Writes `info`'s optimized artifact, then its metadata naming the engine it was built
+/// under (in that order: a crash between leaves metadata that asks for a recompile).
+fn store_artifact(
+    state: &StateDir,
+    info: &mut PolicyVersion,
+    artifact: &[u8],
+    compat: &str,
+) -> Result<(), Error> {
+    state.write(format!("{DIR}/{}.cwasm", info.label()), artifact)?;
+    info.engine = compat.to_string();
+    write_meta(state, info)
+}
+
+fn write_meta(state: &StateDir, info: &PolicyVersion) -> Result<(), Error> {
+    let meta = serde_json::to_vec_pretty(info).expect("version metadata serializes");
+    state.write(format!("{DIR}/{}.json", info.label()), &meta)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use wasmtime::{Store, Trap};
 
 use super::bindings::{filter, placer, scorer, types};
-use super::engine::{HostState, KindPre, PolicyEngine};
+use super::engine::{HostState, KindPre, PolicyEngine, Tier};
 use super::facts::{FleetFacts, Placement, Role};
-use super::registry::LoadedVersion;
+use super::registry::{Code, LoadedVersion};
 use super::{Error, Fault, PolicyFault, PolicyKind};
 
 /// What one successful call cost and said.
@@ -27,6 +27,8 @@ pub struct CallReport {
     pub dropped_logs: u32,
     /// Largest linear memory the instance has had so far, bytes.
     pub peak_memory_bytes: usize,
+    /// Which compiler's code ran the call.
+    pub tier: Tier,
 }
 
 /// What a policy returned, whatever its world.
@@ -48,6 +50,9 @@ enum Exports {
 }
 
 struct Warm {
+    /// The code the instance runs; once the version's code is swapped (baseline to
+    /// optimized) the instance is retired.
+    code: Arc<Code>,
     store: Store<HostState>,
     exports: Exports,
     fleet_generation: Option<u64>,
@@ -101,13 +106,15 @@ impl Stage {
             consecutive_failures: AtomicU32::new(0),
             parked: AtomicBool::new(false),
         };
-        let warm = stage.instantiate().map_err(|e| match e {
-            Instantiate::Config(message) => Error::Configure {
-                policy: stage.label(),
-                message,
-            },
-            Instantiate::Fault(f) => Error::Smoke(f),
-        })?;
+        let warm = stage
+            .instantiate(stage.version.code())
+            .map_err(|e| match e {
+                Instantiate::Config(message) => Error::Configure {
+                    policy: stage.label(),
+                    message,
+                },
+                Instantiate::Fault(f) => Error::Smoke(f),
+            })?;
         stage.idle.lock().expect("stage pool").push(warm);
         Ok(stage)
     }
@@ -119,7 +126,7 @@ impl Stage {
 
     /// The world the policy targets.
     pub fn kind(&self) -> PolicyKind {
-        self.version.pre.kind()
+        self.version.kind()
     }
 
     /// Whether the stage has been parked after repeated failures.
@@ -234,9 +241,11 @@ impl Stage {
         if self.is_parked() {
             return Err(self.fault(PolicyFault::Parked, "parked after repeated failures".into()));
         }
-        let mut warm = match self.idle.lock().expect("stage pool").pop() {
-            Some(w) => w,
-            None => self.instantiate().map_err(|e| match e {
+        let idle = self.idle.lock().expect("stage pool").pop();
+        let current = self.version.code();
+        let mut warm = match idle {
+            Some(w) if Arc::ptr_eq(&w.code, &current) => w,
+            _ => self.instantiate(current).map_err(|e| match e {
                 Instantiate::Config(m) => self.fault(PolicyFault::Trap, m),
                 Instantiate::Fault(f) => f,
             })?,
@@ -294,6 +303,7 @@ impl Stage {
             logs: std::mem::take(&mut state.logs),
             dropped_logs: std::mem::take(&mut state.dropped_logs),
             peak_memory_bytes: state.peak_memory_bytes,
+            tier: warm.code.tier,
         };
         Ok((out, report))
     }
@@ -310,15 +320,15 @@ impl Stage {
         Ok(budget)
     }
 
-    fn instantiate(&self) -> Result<Warm, Instantiate> {
-        let mut store = Store::new(&self.engine.engine, HostState::new(&self.engine.limits));
+    fn instantiate(&self, code: Arc<Code>) -> Result<Warm, Instantiate> {
+        let mut store = Store::new(code.pre.engine(), HostState::new(&self.engine.limits));
         store.limiter(|s| s);
         self.arm(&mut store)
             .map_err(|f| Instantiate::Fault(self.fault(PolicyFault::Trap, f.to_string())))?;
         let wasm_fault = |store: &Store<HostState>, e: wasmtime::Error| {
             Instantiate::Fault(self.classify_error(store.data(), e))
         };
-        let (exports, configured) = match &self.version.pre {
+        let (exports, configured) = match &code.pre {
             KindPre::Filter(pre) => {
                 let p = pre
                     .instantiate(&mut store)
@@ -345,6 +355,7 @@ impl Stage {
             .map_err(|e| wasm_fault(&store, e))?
             .map_err(Instantiate::Config)?;
         Ok(Warm {
+            code,
             store,
             exports,
             fleet_generation: None,

@@ -1,5 +1,7 @@
 //! Runtime tests against the shipped components built into this crate.
 
+use std::time::Duration;
+
 use super::*;
 use crate::state::StateDir;
 
@@ -53,6 +55,19 @@ fn prefix_pipeline() -> PipelineSpec {
     }
 }
 
+/// Three candidates, one holding most of the prompt.
+fn candidates() -> Vec<Candidate> {
+    [0, 900, 100]
+        .into_iter()
+        .enumerate()
+        .map(|(i, cached)| Candidate {
+            backend: i as u32,
+            cached_prefix_tokens: cached,
+            ..Candidate::default()
+        })
+        .collect()
+}
+
 fn prefix_bytes() -> &'static [u8] {
     shipped_component("prefix-affinity").expect("prefix-affinity ships")
 }
@@ -74,23 +89,9 @@ fn shipped_policies_register_with_their_world() {
 fn wasm_scorer_sends_request_to_the_cached_prefix() {
     let p = runtime(None);
     p.set_pipeline("acme", prefix_pipeline()).unwrap();
-    let cands = [
-        Candidate {
-            backend: 0,
-            ..Candidate::default()
-        },
-        Candidate {
-            backend: 1,
-            cached_prefix_tokens: 900,
-            ..Candidate::default()
-        },
-        Candidate {
-            backend: 2,
-            cached_prefix_tokens: 100,
-            ..Candidate::default()
-        },
-    ];
-    let d = p.pipeline("acme").decide(&fleet(3), &request(), &cands);
+    let d = p
+        .pipeline("acme")
+        .decide(&fleet(3), &request(), &candidates());
     assert_eq!(d.placement, Placement::Single(1));
     assert!(d.fault.is_none());
     assert!(d.fuel_used > 0);
@@ -206,6 +207,68 @@ fn uploads_and_pipelines_survive_a_restart() {
     let info = p.pipeline("acme").info().clone();
     assert_eq!(info.active.scorers[0].stage.policy, uploaded.label());
     assert_eq!(p.pipelines().len(), 1);
+}
+
+#[test]
+fn an_upload_serves_on_baseline_code_until_the_optimized_code_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let p = runtime(Some(state.clone()));
+    let v = p.upload("mine", prefix_bytes(), true).unwrap();
+    // NB: Cranelift takes tens of milliseconds; the upload returns before it could finish.
+    assert_eq!(v.tier, Tier::Baseline);
+    let cwasm = format!("policies/{}.cwasm", v.label());
+    let stage = p.stage(&v.label(), &serde_json::Value::Null).unwrap();
+    let (before, first) = stage.run(&fleet(3), &request(), &candidates()).unwrap();
+    assert_eq!(before, Outcome::Scores(vec![0.0, 0.9, 0.1]));
+
+    assert!(
+        p.wait_optimized(&v.label(), Duration::from_secs(60))
+            .unwrap()
+    );
+    let listed = p.versions().into_iter().find(|l| l.label() == v.label());
+    assert_eq!(listed.map(|l| l.tier), Some(Tier::Optimized));
+    // The same stage moves to the new code on its next call, and decides the same.
+    let (after, report) = stage.run(&fleet(3), &request(), &candidates()).unwrap();
+    assert_eq!(report.tier, Tier::Optimized);
+    assert_eq!(after, before);
+    // Fuel counts Wasm operations, so the budget means the same on either tier.
+    assert_eq!(report.fuel_used, first.fuel_used);
+    // The optimized artifact is stored (after the swap, so wait for the file), and a
+    // restart loads it without compiling.
+    let started = std::time::Instant::now();
+    while state.read(&cwasm).unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{cwasm} never written"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let restored = runtime(Some(state));
+    let again = restored
+        .versions()
+        .into_iter()
+        .find(|l| l.label() == v.label())
+        .unwrap();
+    assert_eq!((again.tier, again.compile_ms), (Tier::Optimized, 0.0));
+}
+
+#[test]
+fn without_the_baseline_tier_an_upload_is_optimized_when_it_returns() {
+    let p = Policies::new(
+        Limits {
+            baseline_tier: false,
+            deadline: Duration::from_secs(2),
+            ..Limits::default()
+        },
+        None,
+    )
+    .unwrap();
+    let v = p.upload("mine", prefix_bytes(), true).unwrap();
+    assert_eq!(v.tier, Tier::Optimized);
+    let stage = p.stage(&v.label(), &serde_json::Value::Null).unwrap();
+    let (_, report) = stage.run(&fleet(3), &request(), &candidates()).unwrap();
+    assert_eq!(report.tier, Tier::Optimized);
 }
 
 #[test]
