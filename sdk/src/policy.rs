@@ -6,7 +6,11 @@ use crate::request::{Candidate, Request};
 
 /// A score in [0, 1]; higher is better. Construction clamps, and NaN becomes 0, so a
 /// policy built with this type can never return a value the host rejects.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+///
+/// NB: `repr(transparent)` over `f32`, so a `Vec<Score>` is handed to the host as its
+/// `list<f32>` without a copy.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default, bytemuck::NoUninit)]
+#[repr(transparent)]
 pub struct Score(f32);
 
 impl Score {
@@ -16,6 +20,7 @@ impl Score {
     pub const ONE: Score = Score(1.0);
 
     /// `value` clamped to [0, 1]; NaN becomes 0.
+    #[inline]
     pub fn new(value: f32) -> Score {
         if value.is_nan() {
             Score::ZERO
@@ -25,6 +30,7 @@ impl Score {
     }
 
     /// `part / whole` as a score; 0 when `whole` is 0.
+    #[inline]
     pub fn ratio(part: u32, whole: u32) -> Score {
         if whole == 0 {
             Score::ZERO
@@ -34,17 +40,20 @@ impl Score {
     }
 
     /// `1 - self`.
+    #[inline]
     pub fn inverted(self) -> Score {
         Score(1.0 - self.0)
     }
 
     /// The value, in [0, 1].
+    #[inline]
     pub fn get(self) -> f32 {
         self.0
     }
 }
 
 impl From<f32> for Score {
+    #[inline]
     fn from(value: f32) -> Self {
         Score::new(value)
     }

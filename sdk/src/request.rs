@@ -105,8 +105,8 @@ impl From<types::Request> for Request {
             max_tokens: r.max_tokens,
             session: r.session,
             labels: r.labels,
-            slo_ttft_ms: r.slo_ttft_ms,
-            slo_tpot_ms: r.slo_tpot_ms,
+            slo_ttft_ms: (r.slo_ttft_ms > 0).then_some(r.slo_ttft_ms),
+            slo_tpot_ms: (r.slo_tpot_ms > 0).then_some(r.slo_tpot_ms),
         }
     }
 }

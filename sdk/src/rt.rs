@@ -66,12 +66,7 @@ pub fn exclude<P: Filter>(
 pub fn score<P: Scorer>(request: types::Request, candidates: types::Candidates) -> Vec<f32> {
     let req = Request::from(request);
     let cands = Candidate::from_rows(&candidates.rows);
-    with_policy::<P, _>(|p, fleet| {
-        p.score_all(&req, cands, fleet)
-            .into_iter()
-            .map(|s| s.get())
-            .collect()
-    })
+    with_policy::<P, _>(|p, fleet| bytemuck::allocation::cast_vec(p.score_all(&req, cands, fleet)))
 }
 
 /// The `place` export for placer `P`.

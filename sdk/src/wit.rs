@@ -2,6 +2,7 @@
 //! the export macros and the types in the crate root wrap them.
 
 /// The `filter` world; it also generates the shared `types` and `host` interfaces.
+#[allow(clippy::too_many_arguments)] // generated: the 16 flat core arguments of a call
 pub mod filter {
     wit_bindgen::generate!({
         path: "../wit",
@@ -13,6 +14,7 @@ pub mod filter {
 }
 
 /// The `scorer` world, reusing the filter world's shared interfaces.
+#[allow(clippy::too_many_arguments)] // generated: the 16 flat core arguments of a call
 pub mod scorer {
     wit_bindgen::generate!({
         path: "../wit",
@@ -28,6 +30,7 @@ pub mod scorer {
 }
 
 /// The `placer` world, reusing the filter world's shared interfaces.
+#[allow(clippy::too_many_arguments)] // generated: the 16 flat core arguments of a call
 pub mod placer {
     wit_bindgen::generate!({
         path: "../wit",

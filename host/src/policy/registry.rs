@@ -83,6 +83,12 @@ impl LoadedVersion {
         self.code.load_full()
     }
 
+    /// Whether `code` is the code that serves now. Cheaper than [`Self::code`]: no
+    /// reference count is touched.
+    pub(crate) fn is_current(&self, code: &Arc<Code>) -> bool {
+        Arc::ptr_eq(code, &self.code.load())
+    }
+
     /// The world the version targets.
     pub(crate) fn kind(&self) -> PolicyKind {
         self.info.kind

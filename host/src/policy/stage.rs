@@ -242,10 +242,9 @@ impl Stage {
             return Err(self.fault(PolicyFault::Parked, "parked after repeated failures".into()));
         }
         let idle = self.idle.lock().expect("stage pool").pop();
-        let current = self.version.code();
         let mut warm = match idle {
-            Some(w) if Arc::ptr_eq(&w.code, &current) => w,
-            _ => self.instantiate(current).map_err(|e| match e {
+            Some(w) if self.version.is_current(&w.code) => w,
+            _ => self.instantiate(self.version.code()).map_err(|e| match e {
                 Instantiate::Config(m) => self.fault(PolicyFault::Trap, m),
                 Instantiate::Fault(f) => f,
             })?,
@@ -532,8 +531,8 @@ pub(crate) fn to_wit_request(r: &super::RequestFacts) -> types::Request {
         max_tokens: r.max_tokens,
         session: r.session.clone(),
         labels: r.labels.clone(),
-        slo_ttft_ms: r.slo_ttft_ms,
-        slo_tpot_ms: r.slo_tpot_ms,
+        slo_ttft_ms: r.slo_ttft_ms.unwrap_or(0),
+        slo_tpot_ms: r.slo_tpot_ms.unwrap_or(0),
     }
 }
 
