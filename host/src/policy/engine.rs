@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
-use wasmtime::{Config, Engine, OptLevel, ResourceLimiter, Strategy};
+use wasmtime::{Config, Engine, OptLevel, ProfilingStrategy, ResourceLimiter, Strategy};
 
 use super::Error;
 use super::bindings::{filter, host, placer, scorer};
@@ -243,6 +243,10 @@ const TOLERATED_IMPORTS: &[&str] = &["switchyard:policy/", "wasi:io/", "wasi:cli
 /// How often the epoch ticks; deadlines are counted in ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// Set (to anything) to write `/tmp/perf-<pid>.map`, so `perf report` names the functions
+/// of policies (built unstripped) and wasmtime's trampolines.
+const PERF_MAP_ENV: &str = "SWITCHYARD_PERF_MAP";
+
 /// One compiler configuration: its engine and a linker with the host interface.
 struct Compiler {
     engine: Engine,
@@ -258,6 +262,9 @@ impl Compiler {
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
             .max_wasm_stack(512 << 10);
+        if std::env::var_os(PERF_MAP_ENV).is_some() {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| Error::Compile(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)

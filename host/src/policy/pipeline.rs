@@ -1,6 +1,7 @@
 //! Pipelines and the [`Policies`] handle: per-tenant filters, weighted scorers and a
 //! picker (or one placer), swapped atomically, with canary, shadow and rollback.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ pub struct Decision {
     /// The tenant pipeline's version number (increases on every change).
     pub pipeline_version: u64,
     /// `name@version` of every policy that ran, in order.
-    pub policies: Vec<String>,
+    pub policies: Vec<Arc<str>>,
     /// Total weighted score per remaining candidate, as (fleet index, score).
     pub scores: Vec<(u32, f32)>,
     /// Backends removed by filters, as (fleet index, reason).
@@ -210,13 +211,18 @@ impl Pipeline {
             shadow_agreed: None,
             elapsed: Duration::ZERO,
         };
-        let mut remaining: Vec<Candidate> = candidates.to_vec();
+        // NB: borrowed until a filter excludes something; most decisions copy nothing.
+        let mut remaining = Cow::Borrowed(candidates);
         for step in &self.filters {
             let result = step.stage.exclude(fleet, req, &remaining);
             match d.account(step, result, metrics) {
                 Ok(excluded) => {
-                    remaining.retain(|c| !excluded.iter().any(|(b, _)| *b == c.backend));
-                    d.exclusions.extend(excluded);
+                    if !excluded.is_empty() {
+                        remaining
+                            .to_mut()
+                            .retain(|c| !excluded.iter().any(|(b, _)| *b == c.backend));
+                        d.exclusions.extend(excluded);
+                    }
                 }
                 Err(()) => {
                     // NB: a failed filter fails closed whatever the failure mode: a
@@ -288,7 +294,7 @@ impl Decision {
         result: Result<(T, CallReport), Fault>,
         metrics: &PolicyMetrics,
     ) -> Result<T, ()> {
-        self.policies.push(step.stage.label());
+        self.policies.push(step.stage.label().clone());
         match result {
             Ok((out, report)) => {
                 self.fuel_used += report.fuel_used;
@@ -704,7 +710,7 @@ impl Policies {
                 .metrics
                 .fuel
                 .get_or_create(&PolicyLabels {
-                    policy: stage.label(),
+                    policy: stage.label().to_string(),
                 })
                 .clone();
             Ok(Step {

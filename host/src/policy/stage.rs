@@ -63,6 +63,8 @@ struct Warm {
 
 /// One policy version with its config, ready to call.
 pub struct Stage {
+    /// `name@version`, made once: every decision records it.
+    label: Arc<str>,
     engine: Arc<PolicyEngine>,
     version: Arc<LoadedVersion>,
     config: String,
@@ -99,6 +101,7 @@ impl Stage {
             config.to_string()
         };
         let stage = Stage {
+            label: version.info.label().into(),
             engine,
             version,
             config,
@@ -110,7 +113,7 @@ impl Stage {
             .instantiate(stage.version.code())
             .map_err(|e| match e {
                 Instantiate::Config(message) => Error::Configure {
-                    policy: stage.label(),
+                    policy: stage.label().to_string(),
                     message,
                 },
                 Instantiate::Fault(f) => Error::Smoke(f),
@@ -120,8 +123,8 @@ impl Stage {
     }
 
     /// `name@version` of the policy.
-    pub fn label(&self) -> String {
-        self.version.info.label()
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
     }
 
     /// The world the policy targets.
@@ -389,7 +392,7 @@ impl Stage {
 
     fn fault(&self, kind: PolicyFault, message: String) -> Fault {
         Fault {
-            policy: self.label(),
+            policy: self.label().to_string(),
             kind,
             message,
         }

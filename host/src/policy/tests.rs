@@ -362,7 +362,7 @@ fn swapping_under_concurrent_decisions_never_mixes_versions() {
                         } else {
                             &two
                         };
-                        assert_eq!(d.policies, vec![expected.clone()], "mixed versions");
+                        assert_eq!(d.policies, [expected.as_str().into()], "mixed versions");
                         seen += 1;
                     }
                     seen

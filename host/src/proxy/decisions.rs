@@ -59,7 +59,7 @@ pub struct DecisionRecord {
     /// The tenant pipeline's version.
     pub pipeline_version: u64,
     /// `name@version` of each policy that ran.
-    pub policies: Vec<String>,
+    pub policies: Vec<std::sync::Arc<str>>,
     /// Every candidate with its figures and score.
     pub candidates: Vec<CandidateRecord>,
     /// Backends filters removed.
