@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -134,7 +134,8 @@ impl Prepared {
 
 /// A version serving baseline code, to compile optimized.
 struct Job {
-    loaded: Arc<LoadedVersion>,
+    /// Weak: a version dropped before its turn (its runtime is gone) is skipped.
+    loaded: Weak<LoadedVersion>,
     bytes: Vec<u8>,
     /// Whether to store the optimized artifact.
     store: bool,
@@ -235,7 +236,7 @@ impl Registry {
         let loaded = self.insert(LoadedVersion::new(info, code.pre.clone(), code.tier));
         if code.tier == Tier::Baseline {
             self.optimize(Job {
-                loaded: loaded.clone(),
+                loaded: Arc::downgrade(&loaded),
                 bytes: bytes.to_vec(),
                 store,
             });
@@ -373,7 +374,10 @@ impl Registry {
 
 /// Compiles a job's version optimized, swaps the code in, then stores the artifact.
 fn run_optimize(engine: &PolicyEngine, state: Option<&StateDir>, job: Job) {
-    let label = job.loaded.info.label();
+    let Some(loaded) = job.loaded.upgrade() else {
+        return;
+    };
+    let label = loaded.info.label();
     let compiled = match engine.compile_optimized(&job.bytes) {
         Ok(c) => c,
         Err(e) => {
@@ -381,7 +385,7 @@ fn run_optimize(engine: &PolicyEngine, state: Option<&StateDir>, job: Job) {
             return;
         }
     };
-    job.loaded.code.store(Arc::new(Code {
+    loaded.code.store(Arc::new(Code {
         pre: compiled.pre,
         tier: Tier::Optimized,
     }));
@@ -391,7 +395,7 @@ fn run_optimize(engine: &PolicyEngine, state: Option<&StateDir>, job: Job) {
         "optimized code in place"
     );
     if let (Some(state), true, Some(artifact)) = (state, job.store, &compiled.artifact) {
-        let mut info = job.loaded.info.clone();
+        let mut info = loaded.info.clone();
         if let Err(e) = store_artifact(state, &mut info, artifact, &engine.compat) {
             tracing::warn!(policy = %label, error = %e, "storing the optimized artifact failed; a restart recompiles");
         }
