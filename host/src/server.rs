@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::kv::{self, KvIndex};
-use crate::policy::{Limits, Policies};
+use crate::policy::Policies;
 use crate::pool::{BackendSpec, Pool, PoolCollector};
 use crate::proxy::{App, AppParts, DecisionLog, Tenants};
 use crate::state::StateDir;
@@ -220,8 +220,8 @@ pub(crate) fn kv_backend(spec: &BackendSpec) -> Option<kv::BackendConfig> {
 async fn start_policies(config: &Config, state: Option<StateDir>) -> Result<Policies, Error> {
     let config = config.clone();
     let task = tokio::task::spawn_blocking(move || {
-        let policies =
-            Policies::new(Limits::default(), state).map_err(|e| Error::Policies(Box::new(e)))?;
+        let policies = Policies::new(config.policy_limits.clone(), state)
+            .map_err(|e| Error::Policies(Box::new(e)))?;
         policies
             .install_shipped()
             .map_err(|e| Error::Policies(Box::new(e)))?;

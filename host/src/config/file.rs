@@ -39,6 +39,9 @@ pub(crate) struct File {
     /// Policy components to upload at start.
     #[serde(default)]
     pub policies: Vec<PolicyFile>,
+    /// Budgets every policy call runs under, and how uploads compile.
+    #[serde(default)]
+    pub policy_runtime: PolicyRuntimeFile,
     /// The KV-cache prefix index: models' tokenizers, extra event settings. Backends with
     /// a `kv_events` endpoint are followed precisely; the others in approximate mode.
     #[serde(default)]
@@ -121,6 +124,30 @@ fn default_max_attempts() -> u32 {
 }
 fn default_decision_log() -> usize {
     1024
+}
+
+/// The policy runtime's budgets; each absent field keeps the runtime's default
+/// ([`crate::policy::Limits`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyRuntimeFile {
+    /// Fuel (about one per Wasm instruction) one call may use. Default 10000000.
+    pub fuel_per_call: Option<u64>,
+    /// Wall-clock backstop per call, milliseconds. Default 100.
+    pub deadline_ms: Option<u64>,
+    /// Linear memory per policy instance, MiB. Default 32.
+    pub memory_mib: Option<usize>,
+    /// Largest accepted policy upload, bytes. Default 4194304.
+    pub max_upload_bytes: Option<usize>,
+    /// Longest an upload may take to compile, milliseconds. Default 10000.
+    pub compile_timeout_ms: Option<u64>,
+    /// Calls after which a warm instance is retired. Default 10000.
+    pub max_calls_per_instance: Option<u32>,
+    /// Consecutive failures after which a policy is parked. Default 5.
+    pub park_after_failures: Option<u32>,
+    /// Serve uploads on baseline-compiled (Winch) code while the optimized code compiles.
+    /// Default true.
+    pub baseline_tier: Option<bool>,
 }
 
 /// Health checks, scraping and circuit breaking.

@@ -73,6 +73,8 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     /// Policy components to upload at start: (name, file).
     pub policies: Vec<(String, PathBuf)>,
+    /// Budgets every policy call runs under, and how uploads compile.
+    pub policy_limits: crate::policy::Limits,
     /// The KV index's settings, tokenizer paths resolved against the file's directory.
     pub kv: crate::kv::KvConfig,
 }
@@ -218,6 +220,54 @@ impl Config {
     }
 }
 
+/// The runtime's limits with the file's overrides; zero budgets are problems.
+fn policy_limits(
+    raw: &file::PolicyRuntimeFile,
+    problems: &mut Vec<String>,
+) -> crate::policy::Limits {
+    let defaults = crate::policy::Limits::default();
+    for (field, value) in [
+        ("fuel_per_call", raw.fuel_per_call),
+        ("deadline_ms", raw.deadline_ms),
+        ("memory_mib", raw.memory_mib.map(|v| v as u64)),
+        ("max_upload_bytes", raw.max_upload_bytes.map(|v| v as u64)),
+        ("compile_timeout_ms", raw.compile_timeout_ms),
+        (
+            "max_calls_per_instance",
+            raw.max_calls_per_instance.map(u64::from),
+        ),
+        (
+            "park_after_failures",
+            raw.park_after_failures.map(u64::from),
+        ),
+    ] {
+        if value == Some(0) {
+            problems.push(format!("policy_runtime.{field}: must be at least 1"));
+        }
+    }
+    crate::policy::Limits {
+        fuel_per_call: raw.fuel_per_call.unwrap_or(defaults.fuel_per_call),
+        deadline: raw
+            .deadline_ms
+            .map_or(defaults.deadline, Duration::from_millis),
+        memory_bytes: raw
+            .memory_mib
+            .map_or(defaults.memory_bytes, |m| m.saturating_mul(1 << 20)),
+        max_upload_bytes: raw.max_upload_bytes.unwrap_or(defaults.max_upload_bytes),
+        compile_timeout: raw
+            .compile_timeout_ms
+            .map_or(defaults.compile_timeout, Duration::from_millis),
+        max_calls_per_instance: raw
+            .max_calls_per_instance
+            .unwrap_or(defaults.max_calls_per_instance),
+        park_after_failures: raw
+            .park_after_failures
+            .unwrap_or(defaults.park_after_failures),
+        baseline_tier: raw.baseline_tier.unwrap_or(defaults.baseline_tier),
+        ..defaults
+    }
+}
+
 fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config {
     let listen = parse_addr("listen", &raw.listen, problems);
     let admin = raw.admin.map(|a| AdminConfig {
@@ -301,6 +351,7 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         });
     }
 
+    let policy_limits = policy_limits(&raw.policy_runtime, problems);
     let base = path.parent().unwrap_or(Path::new("."));
     let policies = raw
         .policies
@@ -332,6 +383,7 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         },
         tenants,
         policies,
+        policy_limits,
         kv: resolve_kv_paths(raw.kv, base),
     }
 }

@@ -22,6 +22,36 @@ fn minimal_file_takes_defaults() {
 }
 
 #[test]
+fn policy_runtime_overrides_the_runtime_defaults_and_refuses_zero_budgets() {
+    let c = parse(&format!(
+        "{BACKEND}policy_runtime:\n  fuel_per_call: 5000\n  deadline_ms: 20\n  memory_mib: 8\n  baseline_tier: false\n"
+    ))
+    .unwrap();
+    let limits = &c.policy_limits;
+    assert_eq!(limits.fuel_per_call, 5000);
+    assert_eq!(limits.deadline, Duration::from_millis(20));
+    assert_eq!(limits.memory_bytes, 8 << 20);
+    assert!(!limits.baseline_tier);
+    let defaults = crate::policy::Limits::default();
+    assert_eq!(limits.max_upload_bytes, defaults.max_upload_bytes);
+    assert!(parse(BACKEND).unwrap().policy_limits.baseline_tier);
+
+    let err = parse(&format!(
+        "{BACKEND}policy_runtime:\n  fuel_per_call: 0\n  memory_mib: 0\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("policy_runtime.fuel_per_call: must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("policy_runtime.memory_mib: must be at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_field_names_file_and_path() {
     let err = parse(&format!("{BACKEND}    colour: red\n")).unwrap_err();
     let text = err.to_string();

@@ -239,6 +239,7 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
             tokens_per_s: None,
         }],
         policies: Vec::new(),
+        policy_limits: Default::default(),
     }
 }
 
