@@ -11,7 +11,7 @@ use switchyard::demo::{self, Options, Scenario};
 /// Arguments of `switchyard demo`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// `default` (round-robin vs Switchyard's pipeline, about a minute) or `hetero` (six
+    /// `default` (round-robin vs Switchyard's pipeline, about 80 s) or `hetero` (six
     /// pipelines swept over request rate on llm-d's heterogeneous workload shape).
     #[arg(long, default_value = "default")]
     scenario: String,

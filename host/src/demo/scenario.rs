@@ -154,7 +154,7 @@ impl Scenario {
                 question_len: 150,
                 output_len: 48,
             }),
-            rates_rps: vec![40.0],
+            rates_rps: vec![60.0],
             max_concurrency: 512,
             duration_s: 25.0,
             speed: 1.0,
