@@ -1,9 +1,10 @@
 //! A stage: one policy version with its config, and the warm instances that run it.
 //!
 //! Instances are reused across calls (a fresh one costs ~15 us, a call on a warm one
-//! ~2 us). Each is dropped after any failure (a trapped store is poisoned) and after
-//! `max_calls_per_instance` calls. The pool holds at most one idle instance per thread
-//! that has decided concurrently, so in practice one per worker thread.
+//! ~2 us). Each is dropped after any failure (a trapped store is poisoned), after
+//! `max_calls_per_instance` calls, and once its version's optimized code has replaced
+//! the baseline code it was made from. The pool holds at most one idle instance per
+//! thread that has decided concurrently, so in practice one per worker thread.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
