@@ -232,8 +232,17 @@ fn an_upload_serves_on_baseline_code_until_the_optimized_code_replaces_it() {
     let (after, report) = stage.run(&fleet(3), &request(), &candidates()).unwrap();
     assert_eq!(report.tier, Tier::Optimized);
     assert_eq!(after, before);
-    // Fuel counts Wasm operations, so the budget means the same on either tier.
-    assert_eq!(report.fuel_used, first.fuel_used);
+    // Both compilers charge fuel per Wasm operation, but not at identical points: the
+    // same call has cost the same on both tiers, and 2504 (Winch) against 2584
+    // (Cranelift) after an unrelated change to the guest. A budget means nearly, not
+    // exactly, the same on either tier.
+    let (a, b) = (report.fuel_used as f64, first.fuel_used as f64);
+    assert!(
+        (a - b).abs() <= 0.1 * a.max(b),
+        "fuel {} on optimized code, {} on baseline code",
+        report.fuel_used,
+        first.fuel_used
+    );
     // The optimized artifact is stored (after the swap, so wait for the file), and a
     // restart loads it without compiling.
     let started = std::time::Instant::now();
