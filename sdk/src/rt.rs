@@ -44,13 +44,17 @@ fn with_policy<P: 'static, R>(f: impl FnOnce(&P, &Fleet) -> R) -> R {
     })
 }
 
+/// The author-facing request, and the candidates read in place from their rows.
+fn convert(request: types::Request, candidates: &types::Candidates) -> (Request, &[Candidate]) {
+    (request.into(), Candidate::from_rows(&candidates.rows))
+}
+
 /// The `exclude` export for filter `P`.
 pub fn exclude<P: Filter>(
     request: types::Request,
     candidates: types::Candidates,
 ) -> Vec<types::Exclusion> {
-    let req = Request::from(request);
-    let cands = Candidate::from_rows(&candidates.rows);
+    let (req, cands) = convert(request, &candidates);
     with_policy::<P, _>(|p, fleet| {
         p.exclude(&req, cands, fleet)
             .into_iter()
@@ -64,8 +68,7 @@ pub fn exclude<P: Filter>(
 
 /// The `score` export for scorer `P`.
 pub fn score<P: Scorer>(request: types::Request, candidates: types::Candidates) -> Vec<f32> {
-    let req = Request::from(request);
-    let cands = Candidate::from_rows(&candidates.rows);
+    let (req, cands) = convert(request, &candidates);
     with_policy::<P, _>(|p, fleet| bytemuck::allocation::cast_vec(p.score_all(&req, cands, fleet)))
 }
 
@@ -74,8 +77,7 @@ pub fn place<P: Placer>(
     request: types::Request,
     candidates: types::Candidates,
 ) -> types::Placement {
-    let req = Request::from(request);
-    let cands = Candidate::from_rows(&candidates.rows);
+    let (req, cands) = convert(request, &candidates);
     with_policy::<P, _>(|p, fleet| match p.place(&req, cands, fleet) {
         Placement::Single(BackendId(b)) => types::Placement::Single(b),
         Placement::Split { prefill, decode } => types::Placement::Split(types::Split {

@@ -304,18 +304,16 @@ impl PolicyEngine {
                 .hash(&mut h);
             format!("{:016x}", h.finish())
         };
-        let weak: Vec<_> = std::iter::once(&optimized)
-            .chain(&baseline)
-            .map(|c| c.engine.weak())
-            .collect();
+        let optimized_weak = optimized.engine.weak();
+        let baseline_weak = baseline.as_ref().map(|c| c.engine.weak());
         std::thread::Builder::new()
             .name("policy-epoch".into())
             .spawn(move || {
                 // NB: ticks while the optimizing engine lives; the baseline one is
                 // dropped with it.
-                while let Some(engine) = weak[0].upgrade() {
+                while let Some(engine) = optimized_weak.upgrade() {
                     engine.increment_epoch();
-                    if let Some(baseline) = weak.get(1).and_then(|w| w.upgrade()) {
+                    if let Some(baseline) = baseline_weak.as_ref().and_then(|w| w.upgrade()) {
                         baseline.increment_epoch();
                     }
                     drop(engine);
