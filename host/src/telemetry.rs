@@ -6,7 +6,8 @@
 //!
 //! Metrics (one [`prometheus_client`] registry per app, no globals):
 //! `switchyard_requests_total{tenant,backend,status}`, `switchyard_ttfb_seconds{backend}`,
-//! `switchyard_retries_total{backend}`, the `switchyard_backend_*` gauges of
+//! `switchyard_retries_total{backend}`, `switchyard_client_fields_stripped_total{field}`,
+//! `switchyard_connections_refused_total{listener, reason}`, the `switchyard_backend_*` gauges of
 //! [`crate::pool::PoolCollector`] (health, drain, breaker, in-flight, scraped load) and the
 //! policy runtime's `switchyard_policy_*` / `switchyard_decision_*`.
 
@@ -51,6 +52,13 @@ pub struct BackendLabels {
     pub backend: String,
 }
 
+/// Labels naming a request body field.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FieldLabels {
+    /// Field name.
+    pub field: String,
+}
+
 /// The data plane's own metrics. Cheap to clone; clones share values.
 #[derive(Debug, Clone)]
 pub struct ProxyMetrics {
@@ -60,6 +68,8 @@ pub struct ProxyMetrics {
     pub ttfb_seconds: Family<BackendLabels, Histogram>,
     /// Attempts that failed and were retried on another backend, by failed backend.
     pub retries: Family<BackendLabels, Counter>,
+    /// Router-owned fields removed from client bodies, by field.
+    pub stripped_fields: Family<FieldLabels, Counter>,
 }
 
 impl Default for ProxyMetrics {
@@ -71,6 +81,7 @@ impl Default for ProxyMetrics {
                 Histogram::new(exponential_buckets(0.001, 2.0, 17))
             }),
             retries: Family::default(),
+            stripped_fields: Family::default(),
         }
     }
 }
@@ -92,6 +103,11 @@ impl ProxyMetrics {
             "switchyard_retries",
             "Failed attempts retried on another backend",
             self.retries.clone(),
+        );
+        registry.register(
+            "switchyard_client_fields_stripped",
+            "Router-owned fields removed from client request bodies before forwarding",
+            self.stripped_fields.clone(),
         );
     }
 }

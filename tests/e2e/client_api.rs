@@ -333,3 +333,107 @@ async fn an_external_openai_server_is_a_backend() {
         "openai backends are not scraped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_header_cannot_select_a_tenant_that_has_api_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestBackend::start("a").await;
+    let mut fleet = Fleet::new(&[&a]);
+    fleet.extra = "auth:\n  require_api_key: false\n  tenant_header: x-tenant\ntenants:\n  acme:\n    api_keys: [acme-key]\n  open: {}\n".into();
+    let sy = Switchyard::start(dir.path(), &fleet.yaml()).await;
+    let c = client();
+    let send = |tenant: &'static str, key: Option<&'static str>| {
+        let mut r = c
+            .post(format!("{}/v1/chat/completions", sy.url))
+            .header("x-tenant", tenant)
+            .json(&chat(false));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+
+    let (status, body) = error_of(send("acme", None).await.unwrap()).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("acme"),
+        "{body}"
+    );
+    assert_eq!(send("acme", Some("acme-key")).await.unwrap().status(), 200);
+    assert_eq!(send("open", None).await.unwrap().status(), 200);
+
+    let metrics = c
+        .get(format!("{}/metrics", sy.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_requests_total{tenant=\"\",backend=\"\",status=\"401\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("tenant=\"acme\",backend=\"a\",status=\"200\"} 2"),
+        "the header never served as acme: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_limit_counts_max_completion_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestBackend::start("a").await;
+    let mut fleet = Fleet::new(&[&a]);
+    fleet.extra = "tenants:\n  default:\n    tokens_per_s: 1000\n".into();
+    let sy = Switchyard::start(dir.path(), &fleet.yaml()).await;
+    let mut body = chat(false);
+    body["max_tokens"] = json!(1);
+    body["max_completion_tokens"] = json!(100_000);
+    let r = client()
+        .post(format!("{}/v1/chat/completions", sy.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_of(r).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(a.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kv_transfer_params_never_reach_an_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestBackend::start("a").await;
+    let sy = Switchyard::start(dir.path(), &Fleet::new(&[&a]).yaml()).await;
+    let c = client();
+    let mut body = chat(false);
+    body["kv_transfer_params"] = json!({
+        "do_remote_prefill": true,
+        "remote_host": "10.9.9.9",
+        "remote_block_ids": [1, 2, 3]
+    });
+    let r = c
+        .post(format!("{}/v1/chat/completions", sy.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sent = a.last_request();
+    assert_eq!(sent["messages"], body["messages"], "{sent}");
+    assert!(sent.get("kv_transfer_params").is_none(), "{sent}");
+    let metrics = c
+        .get(format!("{}/metrics", sy.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_client_fields_stripped_total{field=\"kv_transfer_params\"} 1"),
+        "{metrics}"
+    );
+}

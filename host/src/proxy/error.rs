@@ -23,9 +23,15 @@ pub enum ApiError {
         /// The cap, bytes.
         max: usize,
     },
+    /// The body did not arrive within the listener's body read timeout.
+    #[error("request body not received within {0:?}")]
+    BodyTimeout(Duration),
     /// No API key, or one that belongs to no tenant, when keys are required.
     #[error("invalid or missing API key")]
     Unauthorized,
+    /// The tenant header names a tenant that has API keys; only its key selects it.
+    #[error("tenant `{0}` is selected by its API key only, not by the tenant header")]
+    KeyRequired(String),
     /// No backend serves the model.
     #[error("model `{0}` is not served here")]
     UnknownModel(String),
@@ -63,7 +69,8 @@ impl ApiError {
         match self {
             ApiError::BadJson(_) | ApiError::MissingField(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unauthorized | ApiError::KeyRequired(_) => StatusCode::UNAUTHORIZED,
             ApiError::UnknownModel(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -78,7 +85,10 @@ impl ApiError {
             ApiError::BadJson(_) => ("invalid_request_error", "invalid_json", None),
             ApiError::MissingField(f) => ("invalid_request_error", "missing_field", Some(*f)),
             ApiError::TooLarge { .. } => ("invalid_request_error", "body_too_large", None),
-            ApiError::Unauthorized => ("authentication_error", "invalid_api_key", None),
+            ApiError::BodyTimeout(_) => ("invalid_request_error", "body_timeout", None),
+            ApiError::Unauthorized | ApiError::KeyRequired(_) => {
+                ("authentication_error", "invalid_api_key", None)
+            }
             ApiError::UnknownModel(_) => {
                 ("invalid_request_error", "model_not_found", Some("model"))
             }

@@ -33,17 +33,20 @@ use tracing::field::Empty;
 pub use decisions::{DecisionLog, DecisionRecord, Legs};
 pub use error::ApiError;
 pub(crate) use error::error_body;
-pub use request::{Endpoint, Parsed, PromptFacts, prompt_facts};
+pub use request::{
+    Endpoint, Parsed, PromptFacts, ROUTER_OWNED_FIELDS, output_tokens, prompt_facts,
+};
 pub use split::PREFILL_BACKEND_HEADER;
 pub use tenant::{Admission, Tenant, Tenants};
 
 use crate::config::ProxySettings;
 use crate::kv::KvIndex;
+use crate::listener::BodyTimeout;
 use crate::policy::{
     Candidate, Decision, FleetFacts, Placement, Policies, RequestFacts, Role, builtin_load,
 };
 use crate::pool::Pool;
-use crate::telemetry::{ProxyMetrics, RequestLabels};
+use crate::telemetry::{FieldLabels, ProxyMetrics, RequestLabels};
 use decisions::RecordContext;
 use forward::{Attempt, Outgoing};
 use split::SplitRoute;
@@ -177,6 +180,16 @@ impl App {
         let body = read_body(headers, body, self.inner.settings.max_body_bytes).await?;
         let req = Parsed::from_openai(endpoint, body)?;
         span.record("model", req.model.as_str());
+        for field in &req.stripped {
+            tracing::debug!(field, "router-owned field removed from the client's body");
+            self.inner
+                .metrics
+                .stripped_fields
+                .get_or_create(&FieldLabels {
+                    field: (*field).to_owned(),
+                })
+                .inc();
+        }
 
         let fleet = self.inner.pool.fleet();
         if !fleet.serves(&req.model) {
@@ -310,7 +323,7 @@ fn route(d: &Decision, candidates: &[Candidate], facts: &FleetFacts) -> Result<R
     }
 }
 
-/// Reads the body up to `max` bytes.
+/// Reads the body up to `max` bytes, within the listener's body read timeout.
 async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -324,6 +337,9 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes,
         while let Some(s) = source {
             if s.is::<http_body_util::LengthLimitError>() {
                 return ApiError::TooLarge { max };
+            }
+            if let Some(t) = s.downcast_ref::<BodyTimeout>() {
+                return ApiError::BodyTimeout(t.0);
             }
             source = s.source();
         }

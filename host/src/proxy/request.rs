@@ -1,8 +1,11 @@
 //! The client's request, parsed once into [`Parsed`]: the fields routing needs, plus
-//! the raw body forwarded verbatim.
+//! the body forwarded: verbatim, unless it carries a field only the router may set
+//! ([`ROUTER_OWNED_FIELDS`], removed) or two output limits that disagree (both set to the
+//! one the token limit counted, [`output_tokens`]).
 
 use axum::body::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
 
 use super::ApiError;
 use crate::kv::{BackendId, KvIndex, Prompt, PromptKeys, Scope};
@@ -37,7 +40,7 @@ pub struct Parsed {
     pub model: String,
     /// Whether the client asked for SSE.
     pub stream: bool,
-    /// Requested output tokens (`max_tokens` or `max_completion_tokens`), 0 when absent.
+    /// Requested output tokens, as [`output_tokens`] reads them; 0 when absent.
     pub max_tokens: u32,
     /// Bytes of prompt text (message contents or the completion prompt).
     pub prompt_bytes: usize,
@@ -47,8 +50,31 @@ pub struct Parsed {
     pub prompt: PromptText,
     /// The `cache_salt` field, which scopes prefix caching on vLLM engines.
     pub cache_salt: Option<String>,
-    /// The body as received, forwarded unchanged.
+    /// The body forwarded to backends: as received, less [`ROUTER_OWNED_FIELDS`], with
+    /// `max_tokens` and `max_completion_tokens` made equal when both were given.
     pub body: Bytes,
+    /// The router-owned fields the client sent, removed from [`Parsed::body`].
+    pub stripped: Vec<&'static str>,
+}
+
+/// Top-level body fields only the router may set: a client's are removed before
+/// forwarding. `kv_transfer_params` tells a vLLM engine where to pull or push KV blocks
+/// (remote hosts, block ids); the router sets it on the legs of a prefill/decode split.
+pub const ROUTER_OWNED_FIELDS: &[&str] = &["kv_transfer_params"];
+
+/// The output tokens a request may generate, as the token limit counts them and as
+/// engines are told: `max_completion_tokens` when present (it supersedes `max_tokens`
+/// in the OpenAI API, and vLLM reads it first), else `max_tokens`, else 0.
+pub fn output_tokens(max_tokens: Option<u32>, max_completion_tokens: Option<u32>) -> u32 {
+    max_completion_tokens.or(max_tokens).unwrap_or(0)
+}
+
+/// The body with `edit` applied to its top-level object; `None` when the body is not a
+/// JSON object or does not serialise again.
+pub(crate) fn edit_body(body: &[u8], edit: impl FnOnce(&mut Map<String, Value>)) -> Option<Bytes> {
+    let mut m = serde_json::from_slice::<Map<String, Value>>(body).ok()?;
+    edit(&mut m);
+    serde_json::to_vec(&m).ok().map(Bytes::from)
 }
 
 /// The prompt's text as the engine will template and tokenize it.
@@ -71,6 +97,15 @@ struct Wire {
     max_completion_tokens: Option<u32>,
     user: Option<String>,
     cache_salt: Option<String>,
+    /// NB: a serde field, not a byte search, so an escaped key (`"kv_transfer_param\u0073"`)
+    /// is caught as the engine's JSON parser would read it.
+    #[serde(default, deserialize_with = "present")]
+    kv_transfer_params: bool,
+}
+
+/// True for any value, `null` included: the key was there.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 #[derive(Deserialize)]
@@ -118,8 +153,9 @@ impl Parsed {
     ///
     /// # Errors
     ///
-    /// [`ApiError::BadJson`] for malformed JSON, [`ApiError::MissingField`] when
-    /// `model`, `messages` (chat) or `prompt` (completions) is absent.
+    /// [`ApiError::BadJson`] for malformed JSON (a field given twice included),
+    /// [`ApiError::MissingField`] when `model`, `messages` (chat) or `prompt`
+    /// (completions) is absent.
     pub fn from_openai(endpoint: Endpoint, body: Bytes) -> Result<Parsed, ApiError> {
         let wire: Wire =
             serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?;
@@ -139,16 +175,43 @@ impl Parsed {
                 (text_bytes(&p), PromptText::Text(text_of(&p)))
             }
         };
+        let max_tokens = output_tokens(wire.max_tokens, wire.max_completion_tokens);
+        // NB: one router-owned field today, so its flag stands for the list; a second
+        // one needs its own `Wire` flag.
+        let stripped: Vec<&'static str> = if wire.kv_transfer_params {
+            ROUTER_OWNED_FIELDS.to_vec()
+        } else {
+            Vec::new()
+        };
+        let limits_disagree = matches!(
+            (wire.max_tokens, wire.max_completion_tokens),
+            (Some(a), Some(b)) if a != b
+        );
+        let body = if stripped.is_empty() && !limits_disagree {
+            body
+        } else {
+            edit_body(&body, |m| {
+                for field in ROUTER_OWNED_FIELDS {
+                    m.remove(*field);
+                }
+                if limits_disagree {
+                    m.insert("max_tokens".into(), max_tokens.into());
+                    m.insert("max_completion_tokens".into(), max_tokens.into());
+                }
+            })
+            .ok_or_else(|| ApiError::BadJson("the body is not a JSON object".into()))?
+        };
         Ok(Parsed {
             endpoint,
             model,
             stream: wire.stream.unwrap_or(false),
-            max_tokens: wire.max_tokens.or(wire.max_completion_tokens).unwrap_or(0),
+            max_tokens,
             prompt_bytes,
             user: wire.user,
             prompt,
             cache_salt: wire.cache_salt,
             body,
+            stripped,
         })
     }
 }
@@ -246,6 +309,48 @@ mod tests {
         assert!(p.stream);
         assert_eq!(p.max_tokens, 7);
         assert_eq!(p.prompt_bytes, 8 + "text".len());
+    }
+
+    #[test]
+    fn max_completion_tokens_takes_precedence_over_max_tokens() {
+        let body = br#"{"model":"m","max_tokens":1,"max_completion_tokens":100000,"prompt":"x"}"#;
+        let p = Parsed::from_openai(Endpoint::Completions, Bytes::from_static(body)).unwrap();
+        assert_eq!(p.max_tokens, 100_000);
+        // The engine is told the limit that was counted, whichever field it reads.
+        let sent: Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(sent["max_tokens"], 100_000);
+        assert_eq!(sent["max_completion_tokens"], 100_000);
+
+        let only = br#"{"model":"m","max_completion_tokens":9,"prompt":"x"}"#;
+        let p = Parsed::from_openai(Endpoint::Completions, Bytes::from_static(only)).unwrap();
+        assert_eq!(p.max_tokens, 9);
+        assert_eq!(
+            &p.body[..],
+            &only[..],
+            "a consistent body is forwarded verbatim"
+        );
+        assert_eq!(output_tokens(Some(7), None), 7);
+        assert_eq!(output_tokens(None, None), 0);
+    }
+
+    #[test]
+    fn client_kv_transfer_params_are_stripped_before_forwarding() {
+        for body in [
+            &br#"{"model":"m","prompt":"x","kv_transfer_params":{"remote_host":"10.0.0.9","remote_block_ids":[1,2]}}"#[..],
+            br#"{"model":"m","prompt":"x","kv_transfer_params":null}"#,
+            br#"{"model":"m","prompt":"x","kv_transfer_param\u0073":{"do_remote_prefill":true}}"#,
+        ] {
+            let p = Parsed::from_openai(Endpoint::Completions, Bytes::copy_from_slice(body))
+                .unwrap();
+            assert_eq!(p.stripped, ["kv_transfer_params"]);
+            let sent: Map<String, Value> = serde_json::from_slice(&p.body).unwrap();
+            assert!(!sent.contains_key("kv_transfer_params"), "{sent:?}");
+            assert_eq!(sent["prompt"], "x");
+        }
+        let clean = br#"{"model":"m","prompt":"x"}"#;
+        let p = Parsed::from_openai(Endpoint::Completions, Bytes::from_static(clean)).unwrap();
+        assert!(p.stripped.is_empty());
+        assert_eq!(&p.body[..], &clean[..]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use super::decisions::Legs;
 use super::forward::{Attempt, AttemptError, MIN_PREFILL_SAMPLE_TOKENS, Outgoing, uncached_tokens};
+use super::request::edit_body;
 use super::{ApiError, App, BACKEND_HEADER};
 use crate::config::SplitFallback;
 use crate::policy::Candidate;
@@ -205,16 +206,10 @@ impl App {
     }
 }
 
-/// The client's body with `edit` applied to its top-level object. The body was parsed as
-/// a JSON object on arrival; were it not, it is passed on as it is.
+/// The forwarded body with `edit` applied to its top-level object. The body was parsed
+/// as a JSON object on arrival; were it not, it is passed on as it is.
 fn leg_body(body: &Bytes, edit: impl FnOnce(&mut Map<String, Value>)) -> Bytes {
-    match serde_json::from_slice::<Map<String, Value>>(body) {
-        Ok(mut m) => {
-            edit(&mut m);
-            serde_json::to_vec(&m).map_or_else(|_| body.clone(), Bytes::from)
-        }
-        Err(_) => body.clone(),
-    }
+    edit_body(body, edit).unwrap_or_else(|| body.clone())
 }
 
 /// The name of backend `index`.

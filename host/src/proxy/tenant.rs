@@ -20,6 +20,9 @@ use crate::policy::DEFAULT_TENANT;
 pub struct Tenant {
     /// Tenant name.
     pub name: String,
+    /// Whether the tenant has API keys: then only a key selects it, never the tenant
+    /// header.
+    keyed: bool,
     concurrency: Option<Arc<Semaphore>>,
     requests: Option<DefaultDirectRateLimiter>,
     tokens: Option<DefaultDirectRateLimiter>,
@@ -36,6 +39,7 @@ impl Tenant {
         let limiter = |n: NonZeroU32| RateLimiter::direct(Quota::per_second(n));
         Tenant {
             name: c.name.clone(),
+            keyed: !c.api_keys.is_empty(),
             concurrency: c
                 .max_concurrent
                 .map(|n| Arc::new(Semaphore::new(n as usize))),
@@ -47,6 +51,7 @@ impl Tenant {
     fn unlimited(name: &str) -> Tenant {
         Tenant {
             name: name.into(),
+            keyed: false,
             concurrency: None,
             requests: None,
             tokens: None,
@@ -131,11 +136,14 @@ impl Tenants {
     }
 
     /// The tenant of a request: its API key's, else (when keys are not required) the
-    /// one its tenant header names, else `default`.
+    /// one its tenant header names, else `default`. The header selects only tenants
+    /// without API keys: naming one that has keys is refused, never served under its
+    /// limits and pipeline.
     ///
     /// # Errors
     ///
-    /// [`ApiError::Unauthorized`] when keys are required and none matched.
+    /// [`ApiError::Unauthorized`] when keys are required and none matched;
+    /// [`ApiError::KeyRequired`] when the header names a tenant that has API keys.
     pub fn resolve(&self, headers: &HeaderMap) -> Result<Arc<Tenant>, ApiError> {
         let key = headers
             .get(header::AUTHORIZATION)
@@ -154,6 +162,10 @@ impl Tenants {
             .and_then(|h| headers.get(h))
             .and_then(|v| v.to_str().ok())
             .and_then(|name| self.by_name.get(name));
-        Ok(named.unwrap_or(&self.default).clone())
+        match named {
+            Some(t) if t.keyed => Err(ApiError::KeyRequired(t.name.clone())),
+            Some(t) => Ok(t.clone()),
+            None => Ok(self.default.clone()),
+        }
     }
 }

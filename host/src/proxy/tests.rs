@@ -125,13 +125,17 @@ fn tenants_come_from_keys_then_the_header() {
         require_api_key: false,
         tenant_header: Some(HeaderName::from_static("x-tenant")),
     };
+    let open = TenantConfig {
+        api_keys: Vec::new(),
+        ..tenant("open", "", None)
+    };
     let t = Tenants::new(
         &auth,
-        &[tenant("acme", "k1", None), tenant("beta", "k2", None)],
+        &[tenant("acme", "k1", None), tenant("beta", "k2", None), open],
     );
     let name = |h: HeaderMap| t.resolve(&h).unwrap().name.clone();
     assert_eq!(name(headers(&[("authorization", "Bearer k2")])), "beta");
-    assert_eq!(name(headers(&[("x-tenant", "acme")])), "acme");
+    assert_eq!(name(headers(&[("x-tenant", "open")])), "open");
     assert_eq!(name(headers(&[("x-tenant", "nobody")])), "default");
     assert_eq!(
         name(headers(&[
@@ -156,6 +160,33 @@ fn tenants_come_from_keys_then_the_header() {
         strict.resolve(&HeaderMap::new()),
         Err(ApiError::Unauthorized)
     ));
+}
+
+#[test]
+fn a_tenant_header_never_selects_a_tenant_that_has_api_keys() {
+    let auth = AuthConfig {
+        require_api_key: false,
+        tenant_header: Some(HeaderName::from_static("x-tenant")),
+    };
+    let t = Tenants::new(&auth, &[tenant("acme", "k1", None)]);
+    assert!(matches!(
+        t.resolve(&headers(&[("x-tenant", "acme")])),
+        Err(ApiError::KeyRequired(name)) if name == "acme"
+    ));
+    assert!(matches!(
+        t.resolve(&headers(&[
+            ("authorization", "Bearer wrong"),
+            ("x-tenant", "acme")
+        ])),
+        Err(ApiError::KeyRequired(_))
+    ));
+    let keyed = t
+        .resolve(&headers(&[
+            ("authorization", "Bearer k1"),
+            ("x-tenant", "acme"),
+        ]))
+        .unwrap();
+    assert_eq!(keyed.name, "acme");
 }
 
 #[test]

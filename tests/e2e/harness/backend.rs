@@ -1,8 +1,8 @@
 //! [`TestBackend`]: an in-process OpenAI-compatible backend (chat and completions,
 //! streaming and not, `/metrics` in vLLM format) with fault knobs.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
@@ -40,6 +40,8 @@ struct Knobs {
     cancelled: AtomicU64,
     in_flight: AtomicI64,
     chunk_delay_ms: AtomicU64,
+    /// The body of the last completion request received.
+    last_request: Mutex<serde_json::Value>,
 }
 
 /// A running test backend; stops when dropped.
@@ -111,6 +113,15 @@ impl TestBackend {
     /// Completion requests received so far.
     pub fn requests(&self) -> u64 {
         self.knobs.requests.load(Ordering::SeqCst)
+    }
+
+    /// The body of the last completion request received (`null` before the first).
+    pub fn last_request(&self) -> serde_json::Value {
+        self.knobs
+            .last_request
+            .lock()
+            .expect("last request")
+            .clone()
     }
 
     /// Completion responses sent to the end.
@@ -185,6 +196,10 @@ async fn serve(k: Arc<Knobs>, body: Bytes, is_chat: bool) -> Response {
         finished: false,
     };
     let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    k.last_request
+        .lock()
+        .expect("last request")
+        .clone_from(&req);
     let stream = req["stream"].as_bool().unwrap_or(false);
     let delay = Duration::from_millis(k.chunk_delay_ms.load(Ordering::SeqCst));
     match mode(&k) {
