@@ -40,6 +40,9 @@ pub struct Limits {
     pub log_lines_per_call: usize,
     /// Consecutive failures after which a stage is parked. Default 5.
     pub park_after_failures: u32,
+    /// How long a parked stage stays parked before one trial call decides whether it is
+    /// unparked (success) or parked again (failure). Default 30 s.
+    pub park_for: Duration,
     /// Serve uploads on baseline-compiled code while the optimized code compiles in the
     /// background. Default on; off, an upload is active only once Cranelift is done.
     pub baseline_tier: bool,
@@ -57,6 +60,7 @@ impl Default for Limits {
             max_calls_per_instance: 10_000,
             log_lines_per_call: 32,
             park_after_failures: 5,
+            park_for: Duration::from_secs(30),
             baseline_tier: true,
         }
     }
@@ -144,7 +148,25 @@ pub(crate) struct HostState {
     pub logs: Vec<String>,
     pub dropped_logs: u32,
     log_cap: usize,
+    /// Partial lines written to stdout and stderr, not yet in `logs`.
+    stdout_line: Vec<u8>,
+    stderr_line: Vec<u8>,
+    /// The last [`STDERR_TAIL_BYTES`] written to stderr in the call: where a panic's
+    /// message is, whatever the guest logged before it.
+    pub stderr_tail: String,
 }
+
+/// A guest's standard output stream, as [`HostState::capture`] files it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stdio {
+    /// `wasi:cli/stdout`.
+    Stdout = 1,
+    /// `wasi:cli/stderr`.
+    Stderr = 2,
+}
+
+/// Bytes of stderr kept for the fault of a failed call.
+const STDERR_TAIL_BYTES: usize = 1024;
 
 impl HostState {
     pub(crate) fn new(limits: &Limits) -> Self {
@@ -156,8 +178,77 @@ impl HostState {
             logs: Vec::new(),
             dropped_logs: 0,
             log_cap: limits.log_lines_per_call,
+            stdout_line: Vec::new(),
+            stderr_line: Vec::new(),
+            stderr_tail: String::new(),
         }
     }
+
+    /// Clears what one call logged.
+    pub(crate) fn clear_logs(&mut self) {
+        self.logs.clear();
+        self.dropped_logs = 0;
+        self.stdout_line.clear();
+        self.stderr_line.clear();
+        self.stderr_tail.clear();
+    }
+
+    /// Files `bytes` the guest wrote to `to`: each complete line becomes a log line
+    /// (`stdout: ...`, `stderr: ...`) under the same caps as the `log` import; stderr is
+    /// also kept in `stderr_tail`.
+    pub(crate) fn capture(&mut self, to: Stdio, bytes: &[u8]) {
+        if to == Stdio::Stderr {
+            let text = String::from_utf8_lossy(bytes);
+            let text = tail(&text, STDERR_TAIL_BYTES);
+            let keep = STDERR_TAIL_BYTES - text.len();
+            let cut = self.stderr_tail.len() - tail(&self.stderr_tail, keep).len();
+            self.stderr_tail.drain(..cut);
+            self.stderr_tail.push_str(text);
+        }
+        for chunk in bytes.split_inclusive(|b| *b == b'\n') {
+            let (level, pending) = match to {
+                Stdio::Stdout => ("stdout", &mut self.stdout_line),
+                Stdio::Stderr => ("stderr", &mut self.stderr_line),
+            };
+            let room = LOG_LINE_BYTES.saturating_sub(pending.len());
+            pending.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if chunk.ends_with(b"\n") {
+                let line = String::from_utf8_lossy(pending).trim_end().to_owned();
+                pending.clear();
+                self.push_log(level, line);
+            }
+        }
+    }
+
+    /// Adds a log line, cut to [`LOG_LINE_BYTES`], unless the call's cap is reached.
+    fn push_log(&mut self, level: &str, mut line: String) {
+        if self.logs.len() >= self.log_cap {
+            self.dropped_logs += 1;
+            return;
+        }
+        if line.len() > LOG_LINE_BYTES {
+            line.truncate(floor_char_boundary(&line, LOG_LINE_BYTES));
+        }
+        self.logs.push(format!("{level}: {line}"));
+    }
+}
+
+/// The largest char boundary of `s` at or below `at`.
+fn floor_char_boundary(s: &str, at: usize) -> usize {
+    let mut cut = at.min(s.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    cut
+}
+
+/// The last at most `max` bytes of `s`, cut at a char boundary.
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
 }
 
 impl ResourceLimiter for HostState {
@@ -208,19 +299,7 @@ const LOG_LINE_BYTES: usize = 512;
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String) {
-        if self.logs.len() >= self.log_cap {
-            self.dropped_logs += 1;
-            return;
-        }
-        let mut line = message;
-        if line.len() > LOG_LINE_BYTES {
-            let mut cut = LOG_LINE_BYTES;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-        }
-        self.logs.push(format!("{}: {line}", level_name(level)));
+        self.push_log(level_name(level), message);
     }
 }
 
@@ -237,7 +316,8 @@ fn level_name(level: host::Level) -> &'static str {
 }
 
 /// Import namespaces a policy may name. A std guest links WASI's io and cli interfaces;
-/// they are satisfied with functions that trap, so nothing is granted.
+/// an empty environment and stdout/stderr into the call's log are provided (`wasi`),
+/// everything else of them is a function that traps, so nothing is granted.
 const TOLERATED_IMPORTS: &[&str] = &["switchyard:policy/", "wasi:io/", "wasi:cli/"];
 
 /// How often the epoch ticks; deadlines are counted in ticks.
@@ -399,6 +479,8 @@ impl PolicyEngine {
             .map_err(|e| Error::Compile(format!("{e:#}")))?;
         check_imports(&compiler.engine, &component)?;
         let mut linker = compiler.linker.clone();
+        super::wasi::define(&mut linker, &compiler.engine, &component)
+            .map_err(|e| Error::Compile(format!("{e:#}")))?;
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(|e| Error::Compile(format!("{e:#}")))?;
@@ -472,6 +554,40 @@ fn classify(pre: InstancePre<HostState>) -> Result<KindPre, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_output_becomes_bounded_log_lines_and_a_stderr_tail() {
+        let mut state = HostState::new(&Limits {
+            log_lines_per_call: 3,
+            ..Limits::default()
+        });
+        state.capture(
+            Stdio::Stderr,
+            b"thread 'main' panicked at src/lib.rs:3:5:\nbo",
+        );
+        state.capture(Stdio::Stderr, b"om\n");
+        state.capture(Stdio::Stdout, &[b'x'; 2 * LOG_LINE_BYTES]);
+        state.capture(Stdio::Stdout, b"\nlast\n");
+        assert_eq!(
+            state.logs[..2],
+            [
+                "stderr: thread 'main' panicked at src/lib.rs:3:5:",
+                "stderr: boom"
+            ]
+        );
+        assert_eq!(state.logs[2].len(), "stdout: ".len() + LOG_LINE_BYTES);
+        assert_eq!(state.dropped_logs, 1, "the cap holds for guest output too");
+        assert!(
+            state
+                .stderr_tail
+                .ends_with("panicked at src/lib.rs:3:5:\nboom\n")
+        );
+
+        state.capture(Stdio::Stderr, &[b'y'; 3 * STDERR_TAIL_BYTES]);
+        assert_eq!(state.stderr_tail.len(), STDERR_TAIL_BYTES);
+        state.clear_logs();
+        assert!(state.logs.is_empty() && state.stderr_tail.is_empty());
+    }
 
     #[test]
     fn header_checks_tell_module_from_component() {

@@ -25,6 +25,7 @@ mod registry;
 mod shipped;
 mod spec;
 mod stage;
+mod wasi;
 
 pub use engine::{Limits, PolicyKind, Tier};
 pub use facts::{BackendFacts, Candidate, FleetFacts, Placement, RequestFacts, Role};

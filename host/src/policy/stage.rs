@@ -5,9 +5,17 @@
 //! `max_calls_per_instance` calls, and once its version's optimized code has replaced
 //! the baseline code it was made from. The pool holds at most one idle instance per
 //! thread that has decided concurrently, so in practice one per worker thread.
+//!
+//! Parking: after `park_after_failures` consecutive failures a stage is parked for
+//! `park_for`; its calls fail at once with [`PolicyFault::Parked`] and the pipeline
+//! applies the tenant's failure mode. Once the period is over, one call is let through as
+//! a trial: a success unparks the stage, a failure parks it for another period. Parking
+//! is never permanent, so a client whose inputs make a policy fail cannot switch it off
+//! for good.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use wasmtime::{Store, Trap};
 
@@ -71,8 +79,17 @@ pub struct Stage {
     config: String,
     idle: Mutex<Vec<Warm>>,
     consecutive_failures: AtomicU32,
-    parked: AtomicBool,
+    /// Nanoseconds after `born` until which the stage is parked: [`NOT_PARKED`], a
+    /// time, or [`ON_TRIAL`] while the one trial call runs.
+    parked_until: AtomicU64,
+    born: Instant,
 }
+
+/// `parked_until` of a stage that is not parked.
+const NOT_PARKED: u64 = 0;
+/// `parked_until` while the trial call after a parking period runs; other calls stay
+/// parked meanwhile.
+const ON_TRIAL: u64 = u64::MAX;
 
 impl std::fmt::Debug for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,7 +125,8 @@ impl Stage {
             config,
             idle: Mutex::new(Vec::new()),
             consecutive_failures: AtomicU32::new(0),
-            parked: AtomicBool::new(false),
+            parked_until: AtomicU64::new(NOT_PARKED),
+            born: Instant::now(),
         };
         let warm = stage
             .instantiate(stage.version.code())
@@ -133,9 +151,63 @@ impl Stage {
         self.version.kind()
     }
 
-    /// Whether the stage has been parked after repeated failures.
+    /// Whether the stage is parked after repeated failures (its trial call included).
     pub fn is_parked(&self) -> bool {
-        self.parked.load(Ordering::Relaxed)
+        match self.parked_until.load(Ordering::Relaxed) {
+            NOT_PARKED => false,
+            until => self.now() < until,
+        }
+    }
+
+    /// Nanoseconds since the stage was made; never [`NOT_PARKED`] or [`ON_TRIAL`].
+    fn now(&self) -> u64 {
+        (self.born.elapsed().as_nanos() as u64).clamp(1, ON_TRIAL - 1)
+    }
+
+    /// Whether this call may run: `Ok(false)` when the stage is not parked (the fast path,
+    /// one load), `Ok(true)` for the one trial call after a parking period, else the
+    /// parked fault.
+    fn admit(&self) -> Result<bool, Fault> {
+        let until = self.parked_until.load(Ordering::Relaxed);
+        if until == NOT_PARKED {
+            return Ok(false);
+        }
+        if until != ON_TRIAL
+            && self.now() >= until
+            && self
+                .parked_until
+                .compare_exchange(until, ON_TRIAL, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Ok(true);
+        }
+        Err(self.fault(
+            PolicyFault::Parked,
+            format!(
+                "parked for {:?} after {} consecutive failures",
+                self.engine.limits.park_for, self.engine.limits.park_after_failures
+            ),
+        ))
+    }
+
+    /// Books a failed call; parks the stage when it has failed often enough, or again
+    /// when it failed its trial.
+    fn book_failure(&self, trial: bool, fault: &Fault) {
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let limits = &self.engine.limits;
+        let until = self.now().saturating_add(limits.park_for.as_nanos() as u64);
+        let until = until.min(ON_TRIAL - 1);
+        if trial {
+            self.parked_until.store(until, Ordering::Release);
+            tracing::warn!(policy = %self.label(), %fault, park_for = ?limits.park_for, "policy failed its trial call; parked again");
+        } else if failures >= limits.park_after_failures
+            && self
+                .parked_until
+                .compare_exchange(NOT_PARKED, until, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(policy = %self.label(), failures, %fault, park_for = ?limits.park_for, "policy parked after repeated failures");
+        }
     }
 
     /// Runs the filter; returns exclusions as (fleet index, reason).
@@ -242,40 +314,41 @@ impl Stage {
         candidates: &[super::Candidate],
         f: impl FnOnce(&mut Warm) -> Result<R, Failure>,
     ) -> Result<(R, CallReport), Fault> {
-        if self.is_parked() {
-            return Err(self.fault(PolicyFault::Parked, "parked after repeated failures".into()));
-        }
+        let trial = self.admit()?;
         let idle = self.idle.lock().expect("stage pool").pop();
-        let mut warm = match idle {
-            Some(w) if self.version.is_current(&w.code) => w,
+        let warm = match idle {
+            Some(w) if self.version.is_current(&w.code) => Ok(w),
             _ => self.instantiate(self.version.code()).map_err(|e| match e {
                 Instantiate::Config(m) => self.fault(PolicyFault::Trap, m),
                 Instantiate::Fault(f) => f,
-            })?,
+            }),
         };
-        let result = self.call_on(&mut warm, fleet, candidates, f);
-        match result {
-            Ok(out) => {
-                self.consecutive_failures.store(0, Ordering::Relaxed);
-                warm.calls += 1;
-                if warm.calls < self.engine.limits.max_calls_per_instance {
-                    self.idle.lock().expect("stage pool").push(warm);
+        let result = warm.and_then(|mut warm| {
+            let out = self.call_on(&mut warm, fleet, candidates, f);
+            match out {
+                Ok(out) => {
+                    warm.calls += 1;
+                    if warm.calls < self.engine.limits.max_calls_per_instance {
+                        self.idle.lock().expect("stage pool").push(warm);
+                    }
+                    Ok(out)
                 }
-                Ok(out)
-            }
-            Err(failure) => {
                 // NB: the instance is dropped here: after a trap its store is poisoned,
                 // and after bad output its state is not to be trusted.
-                let fault = self.classify(&warm, failure);
-                let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if failures >= self.engine.limits.park_after_failures
-                    && !self.parked.swap(true, Ordering::Relaxed)
-                {
-                    tracing::warn!(policy = %self.label(), failures, "policy parked after repeated failures");
-                }
-                Err(fault)
+                Err(failure) => Err(self.classify(&warm, failure)),
             }
+        });
+        match &result {
+            Ok(_) => {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                if trial {
+                    self.parked_until.store(NOT_PARKED, Ordering::Release);
+                    tracing::info!(policy = %self.label(), "policy passed its trial call; unparked");
+                }
+            }
+            Err(fault) => self.book_failure(trial, fault),
         }
+        result
     }
 
     fn call_on<R>(
@@ -317,9 +390,7 @@ impl Stage {
         let budget = self.engine.limits.fuel_per_call;
         store.set_fuel(budget).map_err(Failure::Wasm)?;
         store.set_epoch_deadline(self.engine.deadline_ticks());
-        let state = store.data_mut();
-        state.logs.clear();
-        state.dropped_logs = 0;
+        store.data_mut().clear_logs();
         Ok(budget)
     }
 
@@ -384,9 +455,13 @@ impl Stage {
         };
         // NB: the trap's own description ("wasm `unreachable` instruction executed") says
         // more to an operator than the backtrace wrapped around it.
-        let message = match trap {
+        let cause = match trap {
             Some(t) => t.to_string(),
             None => e.root_cause().to_string(),
+        };
+        let message = match kind {
+            PolicyFault::Trap => trap_message(state, cause),
+            _ => cause,
         };
         self.fault(kind, message)
     }
@@ -398,6 +473,41 @@ impl Stage {
             message,
         }
     }
+}
+
+/// Log lines a trap's fault quotes, the last ones.
+const FAULT_LOG_LINES: usize = 4;
+
+/// A trap's fault message: a panic as a panic (`panicked at src/lib.rs:3:5: boom`, from
+/// what std's panic hook wrote to stderr), other stderr output when there is some, the
+/// trap itself, and the call's last log lines.
+fn trap_message(state: &HostState, trap: String) -> String {
+    let stderr = state.stderr_tail.as_str();
+    let mut message = match stderr.rfind("panicked at ") {
+        Some(at) => {
+            let panic: Vec<&str> = stderr[at..]
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+                .collect();
+            format!("policy {} ({trap})", panic.join(" "))
+        }
+        None if !stderr.trim().is_empty() => {
+            format!("{trap}; stderr: {}", stderr.trim())
+        }
+        None => trap,
+    };
+    let logged: Vec<&str> = state
+        .logs
+        .iter()
+        .filter(|l| !l.starts_with("stderr: "))
+        .map(String::as_str)
+        .collect();
+    if !logged.is_empty() {
+        let last = &logged[logged.len().saturating_sub(FAULT_LOG_LINES)..];
+        message.push_str(&format!("; last log lines: {}", last.join(" | ")));
+    }
+    message
 }
 
 /// Why a call on a warm instance failed, before classification.

@@ -389,3 +389,72 @@ fn swapping_under_concurrent_decisions_never_mixes_versions() {
     });
     assert_eq!(p.pipeline("acme").info().version, 101);
 }
+
+/// A runtime whose fuel budget lets prefix-affinity score a few candidates but not
+/// thousands: a fault that depends on the request, as a client can trigger one.
+fn input_dependent_runtime(park_for: Duration) -> Policies {
+    let probe = runtime(None);
+    probe.set_pipeline("acme", prefix_pipeline()).unwrap();
+    let few = probe
+        .pipeline("acme")
+        .decide(&fleet(3), &request(), &candidates())
+        .fuel_used;
+    let limits = Limits {
+        deadline: Duration::from_secs(2),
+        fuel_per_call: few * 20,
+        park_after_failures: 2,
+        park_for,
+        ..Limits::default()
+    };
+    let p = Policies::new(limits, None).expect("engine");
+    p.install_shipped().expect("shipped policies load");
+    p.set_pipeline("acme", prefix_pipeline()).unwrap();
+    p
+}
+
+fn many_candidates() -> Vec<Candidate> {
+    (0..3000u32)
+        .map(|i| Candidate {
+            backend: i % 3,
+            ..Candidate::default()
+        })
+        .collect()
+}
+
+#[test]
+fn parking_is_temporary_and_a_passed_trial_call_unparks() {
+    let p = input_dependent_runtime(Duration::from_millis(150));
+    let t = p.pipeline("acme");
+    let fault = |c: &[Candidate]| t.decide(&fleet(3), &request(), c).fault.map(|f| f.kind);
+    assert_eq!(fault(&many_candidates()), Some(PolicyFault::OutOfFuel));
+    assert_eq!(fault(&many_candidates()), Some(PolicyFault::OutOfFuel));
+    // Parked: a request the policy would serve is not even tried.
+    assert_eq!(fault(&candidates()), Some(PolicyFault::Parked));
+    std::thread::sleep(Duration::from_millis(200));
+    // The period is over: one trial call, which passes and unparks.
+    assert_eq!(fault(&candidates()), None);
+    assert_eq!(fault(&candidates()), None);
+}
+
+#[test]
+fn a_failed_trial_call_parks_the_policy_again() {
+    let p = input_dependent_runtime(Duration::from_millis(150));
+    let t = p.pipeline("acme");
+    let fault = |c: &[Candidate]| t.decide(&fleet(3), &request(), c).fault.map(|f| f.kind);
+    for _ in 0..2 {
+        assert_eq!(fault(&many_candidates()), Some(PolicyFault::OutOfFuel));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        fault(&many_candidates()),
+        Some(PolicyFault::OutOfFuel),
+        "the trial"
+    );
+    assert_eq!(
+        fault(&candidates()),
+        Some(PolicyFault::Parked),
+        "parked again"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(fault(&candidates()), None);
+}
