@@ -13,6 +13,7 @@
 //! - [`proxy`]: the OpenAI endpoints: parse, enrich, decide, send, stream back.
 //! - [`admin`]: the admin API.
 //! - [`server`]: assembling the modules from a config and serving both listeners.
+//! - [`listener`]: the accept loop: connection cap, header, body and idle timeouts.
 //! - [`sim`]: a simulated vLLM-like backend calibrated on an H100.
 //! - [`bench`]: the load generator.
 //! - [`demo`]: the one-command demo: simulated fleet, router and workload, compared per pipeline.
@@ -24,6 +25,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod kv;
+pub mod listener;
 pub mod policy;
 pub mod pool;
 pub mod proxy;

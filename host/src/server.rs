@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::kv::{self, KvIndex};
+use crate::listener::{self, ListenerLimits, ListenerMetrics};
 use crate::policy::Policies;
 use crate::pool::{BackendSpec, Pool, PoolCollector};
 use crate::proxy::{App, AppParts, DecisionLog, Tenants};
@@ -84,8 +85,16 @@ pub enum PolicyLoadError {
 
 /// A router with its listeners bound, ready to serve.
 pub struct Server {
-    client: (TcpListener, axum::Router),
-    admin: Option<(TcpListener, axum::Router)>,
+    client: Listener,
+    admin: Option<Listener>,
+    metrics: ListenerMetrics,
+}
+
+/// A bound listener, what it serves, and its limits.
+struct Listener {
+    socket: TcpListener,
+    router: axum::Router,
+    limits: ListenerLimits,
 }
 
 impl Server {
@@ -105,6 +114,8 @@ impl Server {
         let mut registry = Registry::default();
         let metrics = ProxyMetrics::default();
         metrics.register(&mut registry);
+        let listener_metrics = ListenerMetrics::default();
+        listener_metrics.register(&mut registry);
         policies.metrics().register(&mut registry);
         registry.register_collector(Box::new(PoolCollector::new(pool.clone())));
 
@@ -119,7 +130,11 @@ impl Server {
             registry: Arc::new(registry),
             kv: kv.clone(),
         });
-        let client = (bind(config.listen).await?, proxy::router(app));
+        let client = Listener {
+            socket: bind(config.listen).await?,
+            router: proxy::router(app),
+            limits: config.listeners.client,
+        };
         let admin = match &config.admin {
             Some(a) => {
                 let router = admin::router(admin::Admin {
@@ -129,28 +144,37 @@ impl Server {
                     kv,
                     token: a.token.as_str().into(),
                 });
-                Some((bind(a.listen).await?, router))
+                Some(Listener {
+                    socket: bind(a.listen).await?,
+                    router,
+                    limits: config.listeners.admin,
+                })
             }
             None => None,
         };
-        Ok(Server { client, admin })
+        Ok(Server {
+            client,
+            admin,
+            metrics: listener_metrics,
+        })
     }
 
     /// The client API's bound address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.client.0.local_addr().ok()
+        self.client.socket.local_addr().ok()
     }
 
     /// The admin API's bound address, when enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        self.admin.as_ref().and_then(|l| l.socket.local_addr().ok())
     }
 
     /// Serves both APIs until `shutdown` resolves, then lets in-flight requests finish.
+    /// Each listener applies its [`ListenerLimits`] (see [`crate::listener`]).
     ///
     /// # Errors
     ///
-    /// When a listener fails.
+    /// None today; the signature keeps room for a listener failing.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -160,19 +184,24 @@ impl Server {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
+        let run = |name, l: Listener| {
+            listener::serve(
+                name,
+                l.socket,
+                l.router,
+                l.limits,
+                self.metrics.clone(),
+                stop_rx.clone(),
+            )
         };
-        let (listener, router) = self.client;
-        let client = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let client = run("client", self.client);
         match self.admin {
-            Some((listener, router)) => {
-                let admin = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx));
-                let (a, b) = tokio::join!(client.into_future(), admin.into_future());
-                a.and(b).map_err(Error::Serve)
+            Some(admin) => {
+                tokio::join!(client, run("admin", admin));
             }
-            None => client.await.map_err(Error::Serve),
+            None => client.await,
         }
+        Ok(())
     }
 }
 

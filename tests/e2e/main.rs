@@ -9,6 +9,7 @@ mod harness;
 mod admin;
 mod client_api;
 mod faults;
+mod listeners;
 mod llamacpp;
 mod load;
 mod persistence;

@@ -21,6 +21,9 @@ pub(crate) struct File {
     /// Where admin changes persist; absent means they are lost on restart.
     /// Example: `state_dir: /var/lib/switchyard`.
     pub state_dir: Option<PathBuf>,
+    /// Connection limits of the client and admin listeners.
+    #[serde(default)]
+    pub listeners: ListenersFile,
     /// Request handling limits.
     #[serde(default)]
     pub proxy: ProxyFile,
@@ -67,6 +70,36 @@ pub(crate) struct AdminFile {
 
 fn default_admin_listen() -> String {
     "127.0.0.1:8081".into()
+}
+
+/// Connection limits, per listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenersFile {
+    /// The client API's listener (`listen`).
+    #[serde(default)]
+    pub client: ListenerFile,
+    /// The admin API's listener (`admin.listen`).
+    #[serde(default)]
+    pub admin: ListenerFile,
+}
+
+/// One listener's limits; each absent field keeps the listener's default
+/// ([`crate::listener::ListenerLimits::CLIENT`], [`crate::listener::ListenerLimits::ADMIN`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenerFile {
+    /// Longest a connection may take to send a request head, milliseconds. Default 10000.
+    pub header_read_timeout_ms: Option<u64>,
+    /// Longest a request body may take to arrive after its head, milliseconds.
+    /// Default 30000.
+    pub body_read_timeout_ms: Option<u64>,
+    /// Longest a connection may stay open with no request in flight, milliseconds.
+    /// Default 10000.
+    pub idle_timeout_ms: Option<u64>,
+    /// Most connections open at once; more are answered 503 and closed. Default 4096
+    /// (client), 64 (admin).
+    pub max_connections: Option<u32>,
 }
 
 /// Request handling limits.
@@ -145,6 +178,9 @@ pub(crate) struct PolicyRuntimeFile {
     pub max_calls_per_instance: Option<u32>,
     /// Consecutive failures after which a policy is parked. Default 5.
     pub park_after_failures: Option<u32>,
+    /// How long a parked policy stays parked before one trial call: a success unparks
+    /// it, a failure parks it for another period. Milliseconds. Default 30000.
+    pub park_for_ms: Option<u64>,
     /// Serve uploads on baseline-compiled (Winch) code while the optimized code compiles.
     /// Default true.
     pub baseline_tier: Option<bool>,

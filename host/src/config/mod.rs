@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use axum::http::HeaderName;
 
+use crate::listener::ListenerLimits;
 use crate::policy::PipelineSpec;
 use crate::pool::BackendSpec;
 
@@ -59,6 +60,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The admin API, when enabled.
     pub admin: Option<AdminConfig>,
+    /// Connection limits of both listeners.
+    pub listeners: ListenersConfig,
     /// Where admin changes persist.
     pub state_dir: Option<PathBuf>,
     /// Request handling limits.
@@ -94,6 +97,24 @@ impl std::fmt::Debug for AdminConfig {
             .field("listen", &self.listen)
             .field("token", &"<redacted>")
             .finish()
+    }
+}
+
+/// Connection limits of the client and admin listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenersConfig {
+    /// The client API's.
+    pub client: ListenerLimits,
+    /// The admin API's.
+    pub admin: ListenerLimits,
+}
+
+impl Default for ListenersConfig {
+    fn default() -> Self {
+        ListenersConfig {
+            client: ListenerLimits::CLIENT,
+            admin: ListenerLimits::ADMIN,
+        }
     }
 }
 
@@ -240,6 +261,7 @@ fn policy_limits(
             "park_after_failures",
             raw.park_after_failures.map(u64::from),
         ),
+        ("park_for_ms", raw.park_for_ms),
     ] {
         if value == Some(0) {
             problems.push(format!("policy_runtime.{field}: must be at least 1"));
@@ -263,8 +285,40 @@ fn policy_limits(
         park_after_failures: raw
             .park_after_failures
             .unwrap_or(defaults.park_after_failures),
+        park_for: raw
+            .park_for_ms
+            .map_or(defaults.park_for, Duration::from_millis),
         baseline_tier: raw.baseline_tier.unwrap_or(defaults.baseline_tier),
         ..defaults
+    }
+}
+
+/// A listener's limits: the file's values over `defaults`; zeros are problems.
+fn listener_limits(
+    at: &str,
+    raw: &file::ListenerFile,
+    defaults: ListenerLimits,
+    problems: &mut Vec<String>,
+) -> ListenerLimits {
+    for (field, value) in [
+        ("header_read_timeout_ms", raw.header_read_timeout_ms),
+        ("body_read_timeout_ms", raw.body_read_timeout_ms),
+        ("idle_timeout_ms", raw.idle_timeout_ms),
+        ("max_connections", raw.max_connections.map(u64::from)),
+    ] {
+        if value == Some(0) {
+            problems.push(format!("listeners.{at}.{field}: must be at least 1"));
+        }
+    }
+    let ms = |v: Option<u64>, d: Duration| v.filter(|&n| n > 0).map_or(d, Duration::from_millis);
+    ListenerLimits {
+        header_read_timeout: ms(raw.header_read_timeout_ms, defaults.header_read_timeout),
+        body_read_timeout: ms(raw.body_read_timeout_ms, defaults.body_read_timeout),
+        idle_timeout: ms(raw.idle_timeout_ms, defaults.idle_timeout),
+        max_connections: raw
+            .max_connections
+            .filter(|&n| n > 0)
+            .unwrap_or(defaults.max_connections),
     }
 }
 
@@ -274,6 +328,20 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         listen: parse_addr("admin.listen", &a.listen, problems),
         token: admin_token(&a, problems),
     });
+    let listeners = ListenersConfig {
+        client: listener_limits(
+            "client",
+            &raw.listeners.client,
+            ListenerLimits::CLIENT,
+            problems,
+        ),
+        admin: listener_limits(
+            "admin",
+            &raw.listeners.admin,
+            ListenerLimits::ADMIN,
+            problems,
+        ),
+    };
     let p = &raw.proxy;
     if p.max_attempts == 0 {
         problems.push("proxy.max_attempts: must be at least 1".into());
@@ -373,6 +441,7 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         path: path.to_path_buf(),
         listen,
         admin,
+        listeners,
         state_dir: raw.state_dir.map(|d| base.join(d)),
         proxy,
         pool,

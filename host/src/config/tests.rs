@@ -52,6 +52,69 @@ fn policy_runtime_overrides_the_runtime_defaults_and_refuses_zero_budgets() {
 }
 
 #[test]
+fn listener_limits_default_per_listener_override_and_refuse_zero() {
+    let c = parse(BACKEND).unwrap();
+    assert_eq!(c.listeners.client, ListenerLimits::CLIENT);
+    assert_eq!(
+        c.listeners.client.header_read_timeout,
+        Duration::from_secs(10)
+    );
+    assert_eq!(c.listeners.admin.max_connections, 64);
+    let c = parse(&format!(
+        "{BACKEND}listeners:\n  client:\n    header_read_timeout_ms: 2000\n    max_connections: 9\n  admin:\n    idle_timeout_ms: 700\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.listeners.client.header_read_timeout,
+        Duration::from_secs(2)
+    );
+    assert_eq!(c.listeners.client.max_connections, 9);
+    assert_eq!(
+        c.listeners.client.body_read_timeout,
+        ListenerLimits::CLIENT.body_read_timeout
+    );
+    assert_eq!(c.listeners.admin.idle_timeout, Duration::from_millis(700));
+
+    let err = parse(&format!(
+        "{BACKEND}listeners:\n  client:\n    body_read_timeout_ms: 0\n  admin:\n    max_connections: 0\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("router.yaml: 2 problem(s)"), "{err}");
+    assert!(
+        err.contains("listeners.client.body_read_timeout_ms: must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("listeners.admin.max_connections: must be at least 1"),
+        "{err}"
+    );
+    let err = parse(&format!(
+        "{BACKEND}listeners:\n  client:\n    header_timeout_ms: 5\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("listeners.client"), "{err}");
+}
+
+#[test]
+fn park_for_ms_sets_the_parking_period_and_refuses_zero() {
+    let c = parse(&format!("{BACKEND}policy_runtime:\n  park_for_ms: 250\n")).unwrap();
+    assert_eq!(c.policy_limits.park_for, Duration::from_millis(250));
+    assert_eq!(
+        parse(BACKEND).unwrap().policy_limits.park_for,
+        Duration::from_secs(30)
+    );
+    let err = parse(&format!("{BACKEND}policy_runtime:\n  park_for_ms: 0\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("policy_runtime.park_for_ms: must be at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_field_names_file_and_path() {
     let err = parse(&format!("{BACKEND}    colour: red\n")).unwrap_err();
     let text = err.to_string();

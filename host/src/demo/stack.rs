@@ -16,7 +16,8 @@ use super::scenario::{Pipeline, Scenario};
 use crate::Server;
 use crate::bench::{self, Arrival, BenchConfig, BenchReport};
 use crate::config::{
-    AdminConfig, AuthConfig, Config, PoolSettings, ProxySettings, SplitFallback, TenantConfig,
+    AdminConfig, AuthConfig, Config, ListenersConfig, PoolSettings, ProxySettings, SplitFallback,
+    TenantConfig,
 };
 use crate::policy::DEFAULT_TENANT;
 use crate::pool::{BackendSpec, Capability, EngineKind};
@@ -206,6 +207,7 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
             listen: localhost,
             token: token.to_owned(),
         }),
+        listeners: ListenersConfig::default(),
         state_dir: None,
         proxy: ProxySettings {
             max_body_bytes: 16 << 20,
