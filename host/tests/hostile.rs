@@ -203,7 +203,7 @@ fn a_panic_is_reported_as_a_panic_with_its_message() {
     // std's panic hook reads the (empty) environment and writes to stderr, which lands
     // in the call's log: the fault says where and why the policy panicked.
     assert!(
-        f.message.starts_with("policy panicked at src/lib.rs:")
+        f.message.starts_with("policy panicked at panics/src/lib.rs:")
             && f.message
                 .contains("hostile guest: panic while scoring request 9"),
         "{f}"
@@ -357,7 +357,7 @@ fn policy_run_prints_a_panic_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("policy panicked at src/lib.rs:")
+        stderr.contains("policy panicked at panics/src/lib.rs:")
             && stderr.contains("hostile guest: panic while scoring request"),
         "{stderr}"
     );

@@ -1,7 +1,8 @@
 //! The little of WASI a Rust `std` guest touches when it panics, provided without
 //! granting anything: an empty `wasi:cli/environment` (no variables, no arguments, no
 //! working directory), and `wasi:cli/stdout` and `wasi:cli/stderr` streams whose writes
-//! land in the call's bounded log ([`HostState::capture`]). Without them the panic hook's
+//! land in the call's bounded log ([`HostState::capture`]) and never block (their
+//! pollables are always ready). Without them the panic hook's
 //! read of `RUST_BACKTRACE` traps first ("unknown import: wasi:cli/environment...") and
 //! the panic message is lost; with them the fault says that the policy panicked, and
 //! where. Every other WASI import (files, sockets, clocks, random, stdin, exit) stays
@@ -20,6 +21,10 @@ enum OutputStream {}
 
 /// `wasi:io/error`'s `error`; never made, named by `stream-error`.
 enum IoError {}
+
+/// `wasi:io/poll`'s `pollable`, as an output stream's `subscribe` returns it: always
+/// ready, since writes never block.
+enum Pollable {}
 
 /// `wasi:io/streams`'s `stream-error`. Writes never fail, so it is never returned; the
 /// type is what the imports are checked against.
@@ -79,9 +84,27 @@ pub(crate) fn define(
             "wasi:io/error" => {
                 inst.resource("error", io_error(), |_, _| Ok(()))?;
             }
+            "wasi:io/poll" => {
+                inst.resource("pollable", pollable(), |_, _| Ok(()))?;
+                inst.func_wrap(
+                    "[method]pollable.ready",
+                    |_, (_,): (Resource<Pollable>,)| Ok((true,)),
+                )?;
+                inst.func_wrap("[method]pollable.block", |_, (_,): (Resource<Pollable>,)| {
+                    Ok(())
+                })?;
+                inst.func_wrap("poll", |_, (all,): (Vec<Resource<Pollable>>,)| {
+                    Ok(((0..all.len() as u32).collect::<Vec<u32>>(),))
+                })?;
+            }
             "wasi:io/streams" => {
                 inst.resource("error", io_error(), |_, _| Ok(()))?;
+                inst.resource("pollable", pollable(), |_, _| Ok(()))?;
                 inst.resource("output-stream", output_stream(), |_, _| Ok(()))?;
+                inst.func_wrap(
+                    "[method]output-stream.subscribe",
+                    |_, (_,): (Resource<OutputStream>,)| Ok((Resource::<Pollable>::new_own(0),)),
+                )?;
                 inst.func_wrap(
                     "[method]output-stream.check-write",
                     |_, (_,): (Resource<OutputStream>,)| {
@@ -117,6 +140,10 @@ fn output_stream() -> ResourceType {
 
 fn io_error() -> ResourceType {
     ResourceType::host::<IoError>()
+}
+
+fn pollable() -> ResourceType {
+    ResourceType::host::<Pollable>()
 }
 
 fn write(
