@@ -203,7 +203,8 @@ fn a_panic_is_reported_as_a_panic_with_its_message() {
     // std's panic hook reads the (empty) environment and writes to stderr, which lands
     // in the call's log: the fault says where and why the policy panicked.
     assert!(
-        f.message.starts_with("policy panicked at panics/src/lib.rs:")
+        f.message
+            .starts_with("policy panicked at panics/src/lib.rs:")
             && f.message
                 .contains("hostile guest: panic while scoring request 9"),
         "{f}"

@@ -90,9 +90,10 @@ pub(crate) fn define(
                     "[method]pollable.ready",
                     |_, (_,): (Resource<Pollable>,)| Ok((true,)),
                 )?;
-                inst.func_wrap("[method]pollable.block", |_, (_,): (Resource<Pollable>,)| {
-                    Ok(())
-                })?;
+                inst.func_wrap(
+                    "[method]pollable.block",
+                    |_, (_,): (Resource<Pollable>,)| Ok(()),
+                )?;
                 inst.func_wrap("poll", |_, (all,): (Vec<Resource<Pollable>>,)| {
                     Ok(((0..all.len() as u32).collect::<Vec<u32>>(),))
                 })?;
