@@ -16,6 +16,7 @@
 //! - [`sim`]: a simulated vLLM-like backend calibrated on an H100.
 //! - [`bench`]: the load generator.
 //! - [`demo`]: the one-command demo: simulated fleet, router and workload, compared per pipeline.
+//! - [`names`]: validated tenant, backend and policy names.
 //! - [`state`]: the state directory admin changes persist to.
 //! - [`telemetry`]: logging setup and metric names.
 
@@ -29,6 +30,7 @@ pub mod pool;
 pub mod proxy;
 pub mod server;
 pub mod sim;
+pub mod names;
 pub mod state;
 pub mod telemetry;
 

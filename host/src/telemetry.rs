@@ -8,7 +8,8 @@
 //! `switchyard_requests_total{tenant,backend,status}`, `switchyard_ttfb_seconds{backend}`,
 //! `switchyard_retries_total{backend}`, the `switchyard_backend_*` gauges of
 //! [`crate::pool::PoolCollector`] (health, drain, breaker, in-flight, scraped load) and the
-//! policy runtime's `switchyard_policy_*` / `switchyard_decision_*`.
+//! policy runtime's `switchyard_policy_*` / `switchyard_decision_*`, and the state
+//! directory's `switchyard_state_damaged_entries_total`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
