@@ -209,6 +209,7 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
             token: token.to_owned(),
         }),
         state_dir: None,
+        state: Default::default(),
         proxy: ProxySettings {
             max_body_bytes: 16 << 20,
             attempt_timeout: Duration::from_secs(300),

@@ -40,7 +40,8 @@ pub struct PolicyVersion {
     pub compile_ms: f64,
     /// Whether it ships inside the switchyard binary.
     pub shipped: bool,
-    /// Upload order: higher is newer. `name` alone resolves to the newest.
+    /// Upload order: higher is newer; 0 for shipped versions, the oldest of their name.
+    /// `name` alone resolves to the newest.
     pub sequence: u64,
     /// Engine compatibility hash the stored artifact was built under; empty while there
     /// is no stored artifact.

@@ -230,7 +230,6 @@ fn stored_pipelines_naming_shipped_policies_survive_a_restart() {
     assert_eq!(p.pipeline("acme").info(), &before);
     let d = p
         .pipeline("acme")
-        .unwrap()
         .decide(&fleet(3), &request(), &candidates());
     assert_eq!(d.policies.len(), 2, "{:?}", d.policies);
     assert!(d.policies[0].starts_with("data-residency@"));
@@ -322,7 +321,6 @@ fn a_later_upload_never_changes_a_running_pipeline_canary_or_rollback_target() {
     assert_eq!(info.canary.unwrap().pipeline.scorers[0].stage.policy, v2);
     let d = p
         .pipeline("acme")
-        .unwrap()
         .decide(&fleet(3), &request(), &candidates());
     assert_eq!(d.policies, [v1.as_str().into()]);
     // The rollback target is the pinned v1 too.
@@ -344,7 +342,6 @@ fn follow_latest_stages_move_to_the_newest_upload_on_rebuild() {
     p.set_canary(&acme(), None).unwrap();
     let d = p
         .pipeline("acme")
-        .unwrap()
         .decide(&fleet(3), &request(), &candidates());
     assert_eq!(d.policies, [v2.as_str().into()]);
     let mut pinned_and_following = foo_pipeline(true);

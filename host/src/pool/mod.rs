@@ -180,7 +180,7 @@ struct Stored {
     /// order. Added backends follow the configured ones in the order they were added,
     /// so a restart gives every backend the fleet index it had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    added: Option<u128>,
+    added: Option<u64>,
 }
 
 const BACKENDS_DIR: &str = "backends";
@@ -278,7 +278,7 @@ impl Pool {
         }
         let added = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         self.persist(&spec, false, Some(added))?;
         if let Some(state) = &self.inner.state {
             state.remove(format!("{REMOVED_DIR}/{}", spec.name))?;
@@ -354,7 +354,7 @@ impl Pool {
         &self,
         spec: &BackendSpec,
         draining: bool,
-        added: Option<u128>,
+        added: Option<u64>,
     ) -> Result<(), Error> {
         let Some(state) = &self.inner.state else {
             return Ok(());
