@@ -25,12 +25,12 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod kv;
+pub mod names;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
 pub mod server;
 pub mod sim;
-pub mod names;
 pub mod state;
 pub mod telemetry;
 

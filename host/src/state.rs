@@ -379,8 +379,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = StateDir::open(dir.path()).unwrap();
         let err = StateDir::open(dir.path()).unwrap_err();
-        assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
-        assert!(err.to_string().contains("another switchyard process"), "{err}");
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("another switchyard process"),
+            "{err}"
+        );
         drop(first);
         StateDir::open(dir.path()).expect("free once the first handle is gone");
     }

@@ -89,7 +89,9 @@ fn echo_stage() -> Stage {
         None,
     )
     .expect("engine");
-    let v = p.upload(&policy_name("echo"), &guest("echo"), true).expect("upload");
+    let v = p
+        .upload(&policy_name("echo"), &guest("echo"), true)
+        .expect("upload");
     p.stage(&v.label(), &serde_json::Value::Null)
         .expect("stage")
 }

@@ -90,7 +90,9 @@ fn run_fault(name: &str, limits: Limits) -> switchyard::policy::Fault {
 
 /// A tenant pipeline with `name` as its one scorer, failure mode `mode`.
 fn scorer_pipeline(p: &Policies, name: &str, mode: FailureMode) {
-    let v = p.upload(&policy_name(name), &guest(name), false).expect("upload");
+    let v = p
+        .upload(&policy_name(name), &guest(name), false)
+        .expect("upload");
     p.set_pipeline(
         &tenant_t(),
         PipelineSpec {
@@ -250,7 +252,9 @@ fn nan_and_out_of_range_scores_are_bad_output() {
     assert_eq!(f.kind, PolicyFault::BadOutput);
     assert!(f.message.contains("NaN"), "{f}");
     let p = runtime(limits());
-    let v = p.upload(&policy_name("nan-scores"), &guest("nan-scores"), false).unwrap();
+    let v = p
+        .upload(&policy_name("nan-scores"), &guest("nan-scores"), false)
+        .unwrap();
     let stage = p.stage(&v.label(), &serde_json::json!(1.5)).unwrap();
     let f = stage.run(&fleet(), &request(), &candidates()).unwrap_err();
     assert_eq!(f.message, "score 1.5 is outside [0, 1]");
@@ -264,7 +268,9 @@ fn log_flood_is_capped_and_counted() {
         ..limits()
     };
     let p = runtime(limits);
-    let v = p.upload(&policy_name("log-flood"), &guest("log-flood"), false).unwrap();
+    let v = p
+        .upload(&policy_name("log-flood"), &guest("log-flood"), false)
+        .unwrap();
     let stage = p.stage(&v.label(), &serde_json::Value::Null).unwrap();
     let (out, report) = stage
         .run(&fleet(), &request(), &candidates())
@@ -340,7 +346,8 @@ fn the_host_keeps_deciding_after_every_hostile_call() {
         assert_eq!(d.placement, Placement::Single(2), "{name}");
         assert!(d.fault.is_some(), "{name}");
     }
-    p.set_pipeline(&tenant_t(), PipelineSpec::builtin()).unwrap();
+    p.set_pipeline(&tenant_t(), PipelineSpec::builtin())
+        .unwrap();
     let d = p.pipeline("t").decide(&fleet(), &request(), &candidates());
     assert!(d.fault.is_none());
 }

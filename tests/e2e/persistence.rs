@@ -78,7 +78,9 @@ async fn a_restart_after_sigkill_restores_pipelines_and_decisions_exactly() {
     assert_eq!(up.status(), StatusCode::OK);
     let uploaded = format!(
         "affinity-copy@{}",
-        up.json::<Value>().await.unwrap()["version"].as_str().unwrap()
+        up.json::<Value>().await.unwrap()["version"]
+            .as_str()
+            .unwrap()
     );
     // Bare names: pinned when set. A shipped filter, a shipped scorer, the upload.
     let active = json!({
@@ -221,7 +223,11 @@ async fn admin_changes_survive_sigkill_and_damage_is_refused_until_fixed() {
         .iter()
         .map(|d| d["entry"].as_str().unwrap())
         .collect();
-    assert_eq!(entries, ["backends/b.json", "tenants/default.json"], "{body}");
+    assert_eq!(
+        entries,
+        ["backends/b.json", "tenants/default.json"],
+        "{body}"
+    );
     // The tenant whose pipeline is damaged is refused, never served by another pipeline.
     let r = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", sy.url))
@@ -252,10 +258,18 @@ async fn admin_changes_survive_sigkill_and_damage_is_refused_until_fixed() {
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
     let ready = reqwest::get(format!("{}/ready", sy.url)).await.unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE, "a is drained");
+    assert_eq!(
+        ready.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a is drained"
+    );
     let body: Value = ready.json().await.unwrap();
     assert!(body.get("damaged").is_none(), "{body}");
-    assert!(dir.path().join("state/quarantine/backends/b.json").is_file());
+    assert!(
+        dir.path()
+            .join("state/quarantine/backends/b.json")
+            .is_file()
+    );
     drop(sy);
 
     // With `on_damaged_entry: skip`, damage is logged and skipped, as before.
@@ -360,8 +374,10 @@ async fn names_that_would_leave_the_state_dir_are_refused() {
         }
     }
     assert!(
-        written.iter().all(|p| !p.to_string_lossy().contains("pwned")
-            && (p.starts_with(&state) || p.ends_with("config.yaml"))),
+        written
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("pwned")
+                && (p.starts_with(&state) || p.ends_with("config.yaml"))),
         "{written:?}"
     );
 }

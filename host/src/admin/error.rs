@@ -57,9 +57,7 @@ impl Error {
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Policy(e) => match e {
-                policy::Error::NoHistory(_) | policy::Error::Damaged { .. } => {
-                    StatusCode::CONFLICT
-                }
+                policy::Error::NoHistory(_) | policy::Error::Damaged { .. } => StatusCode::CONFLICT,
                 policy::Error::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             },

@@ -138,7 +138,10 @@ async fn list_backends(State(a): State<Admin>) -> Response {
     Json(a.pool.statuses()).into_response()
 }
 
-async fn get_backend(State(a): State<Admin>, Name(name): Name<BackendName>) -> Result<Response, Error> {
+async fn get_backend(
+    State(a): State<Admin>,
+    Name(name): Name<BackendName>,
+) -> Result<Response, Error> {
     Ok(Json(a.pool.status(&name)?).into_response())
 }
 
@@ -302,7 +305,10 @@ async fn clear_shadow(
     Ok(Json(blocking(move || p.set_shadow(&tenant, None)).await?).into_response())
 }
 
-async fn rollback(State(a): State<Admin>, Name(tenant): Name<TenantName>) -> Result<Response, Error> {
+async fn rollback(
+    State(a): State<Admin>,
+    Name(tenant): Name<TenantName>,
+) -> Result<Response, Error> {
     let p = a.policies.clone();
     Ok(Json(blocking(move || p.rollback(&tenant)).await?).into_response())
 }

@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use crate::names::{PolicyName, TenantName};
 use crate::policy::PipelineSpec;
-use crate::state::OnDamagedEntry;
 use crate::pool::BackendSpec;
+use crate::state::OnDamagedEntry;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]

@@ -17,8 +17,8 @@ use axum::http::HeaderName;
 
 use crate::names::{PolicyName, TenantName};
 use crate::policy::PipelineSpec;
-use crate::state::OnDamagedEntry;
 use crate::pool::BackendSpec;
+use crate::state::OnDamagedEntry;
 
 /// Why the config cannot be used. Each names the file.
 #[derive(Debug, thiserror::Error)]

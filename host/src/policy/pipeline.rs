@@ -486,7 +486,10 @@ impl Policies {
                 .strip_suffix(".json")
                 .and_then(|t| TenantName::new(t).ok())
             else {
-                state.report_damaged(&entry, &"not named `<tenant>.json` after a valid tenant name");
+                state.report_damaged(
+                    &entry,
+                    &"not named `<tenant>.json` after a valid tenant name",
+                );
                 continue;
             };
             match self.restore_tenant(state, &tenant, &entry) {
@@ -527,7 +530,9 @@ impl Policies {
         let built = self.build_tenant(info).map_err(|e| e.to_string())?;
         if built.info != stored {
             match self.persist(&built.info) {
-                Ok(()) => tracing::info!(%tenant, "stored pipeline pinned to its policies' versions"),
+                Ok(()) => {
+                    tracing::info!(%tenant, "stored pipeline pinned to its policies' versions")
+                }
                 // NB: it serves pinned all the same; the next change stores it.
                 Err(e) => tracing::warn!(%tenant, error = %e, "storing the pinned pipeline failed"),
             }
@@ -677,7 +682,11 @@ impl Policies {
     /// # Errors
     ///
     /// As [`Policies::set_pipeline`].
-    pub fn set_initial_pipeline(&self, tenant: &TenantName, spec: PipelineSpec) -> Result<(), Error> {
+    pub fn set_initial_pipeline(
+        &self,
+        tenant: &TenantName,
+        spec: PipelineSpec,
+    ) -> Result<(), Error> {
         if self.inner.tenants.load().contains_key(tenant) {
             return Ok(());
         }

@@ -277,8 +277,7 @@ fn a_damaged_stored_pipeline_is_skipped_when_the_config_says_so() {
         let state = StateDir::open(dir.path()).unwrap();
         state.write("tenants/acme.json", b"{ truncated").unwrap();
     }
-    let state =
-        StateDir::open_with(dir.path(), crate::state::OnDamagedEntry::Skip).unwrap();
+    let state = StateDir::open_with(dir.path(), crate::state::OnDamagedEntry::Skip).unwrap();
     let p = runtime(Some(state.clone()));
     assert!(state.damaged().is_empty());
     assert!(p.pipeline("acme").damaged().is_none());
@@ -299,7 +298,10 @@ fn foo_pipeline(follow_latest: bool) -> PipelineSpec {
 #[test]
 fn a_later_upload_never_changes_a_running_pipeline_canary_or_rollback_target() {
     let p = runtime(None);
-    let v1 = p.upload(&name("foo"), prefix_bytes(), true).unwrap().label();
+    let v1 = p
+        .upload(&name("foo"), prefix_bytes(), true)
+        .unwrap()
+        .label();
     let set = p.set_pipeline(&acme(), foo_pipeline(false)).unwrap();
     assert_eq!(set.active.scorers[0].stage.policy, v1, "stored pinned");
     let v2 = p
@@ -508,8 +510,14 @@ fn shadow_counts_disagreements() {
 #[test]
 fn swapping_under_concurrent_decisions_never_mixes_versions() {
     let p = runtime(None);
-    let one = p.upload(&name("pa-one"), prefix_bytes(), true).unwrap().label();
-    let two = p.upload(&name("pa-two"), prefix_bytes(), true).unwrap().label();
+    let one = p
+        .upload(&name("pa-one"), prefix_bytes(), true)
+        .unwrap()
+        .label();
+    let two = p
+        .upload(&name("pa-two"), prefix_bytes(), true)
+        .unwrap()
+        .label();
     let spec = |label: &str| PipelineSpec {
         scorers: vec![WeightedStageSpec {
             stage: StageSpec::new(label, serde_json::Value::Null),

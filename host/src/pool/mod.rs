@@ -350,12 +350,7 @@ impl Pool {
         serde_json::from_slice(&bytes).ok()
     }
 
-    fn persist(
-        &self,
-        spec: &BackendSpec,
-        draining: bool,
-        added: Option<u64>,
-    ) -> Result<(), Error> {
+    fn persist(&self, spec: &BackendSpec, draining: bool, added: Option<u64>) -> Result<(), Error> {
         let Some(state) = &self.inner.state else {
             return Ok(());
         };

@@ -38,12 +38,12 @@ pub use split::PREFILL_BACKEND_HEADER;
 pub use tenant::{Admission, Tenant, Tenants};
 
 use crate::config::ProxySettings;
-use crate::state::StateDir;
 use crate::kv::KvIndex;
 use crate::policy::{
     Candidate, Decision, FleetFacts, Placement, Policies, RequestFacts, Role, builtin_load,
 };
 use crate::pool::Pool;
+use crate::state::StateDir;
 use crate::telemetry::{ProxyMetrics, RequestLabels};
 use decisions::RecordContext;
 use forward::{Attempt, Outgoing};

@@ -114,7 +114,11 @@ impl Tenants {
             .collect();
         let by_key = tenants
             .iter()
-            .flat_map(|t| t.api_keys.iter().map(move |k| (k.clone(), t.name.to_string())))
+            .flat_map(|t| {
+                t.api_keys
+                    .iter()
+                    .map(move |k| (k.clone(), t.name.to_string()))
+            })
             .filter_map(|(k, name)| by_name.get(&name).map(|t| (k, t.clone())))
             .collect();
         let default = by_name
