@@ -17,6 +17,7 @@
 //! - [`sim`]: a simulated vLLM-like backend calibrated on an H100.
 //! - [`bench`]: the load generator.
 //! - [`demo`]: the one-command demo: simulated fleet, router and workload, compared per pipeline.
+//! - [`names`]: validated tenant, backend and policy names.
 //! - [`state`]: the state directory admin changes persist to.
 //! - [`telemetry`]: logging setup and metric names.
 
@@ -26,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod kv;
 pub mod listener;
+pub mod names;
 pub mod policy;
 pub mod pool;
 pub mod proxy;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::kv::{self, KvIndex};
 use crate::listener::{self, ListenerLimits, ListenerMetrics};
+use crate::names::{PolicyName, TenantName};
 use crate::policy::Policies;
 use crate::pool::{BackendSpec, Pool, PoolCollector};
 use crate::proxy::{App, AppParts, DecisionLog, Tenants};
@@ -34,7 +35,7 @@ pub enum Error {
         /// The config file.
         config: String,
         /// The policy name.
-        name: String,
+        name: PolicyName,
         /// Its component file.
         file: String,
         /// Why.
@@ -47,7 +48,7 @@ pub enum Error {
         /// The config file.
         config: String,
         /// The tenant.
-        tenant: String,
+        tenant: TenantName,
         /// Why.
         #[source]
         source: Box<policy::Error>,
@@ -106,9 +107,13 @@ impl Server {
     ///
     /// When the state directory, a policy, a pipeline or a listener fails.
     pub async fn bind(config: Config) -> Result<Server, Error> {
-        let state = config.state_dir.as_ref().map(StateDir::open).transpose()?;
+        let state = config
+            .state_dir
+            .as_ref()
+            .map(|dir| StateDir::open_with(dir, config.state.on_damaged_entry))
+            .transpose()?;
         let policies = start_policies(&config, state.clone()).await?;
-        let pool = Pool::start(config.pool.clone(), config.backends.clone(), state);
+        let pool = Pool::start(config.pool.clone(), config.backends.clone(), state.clone());
         let kv = start_kv(&config, &pool)?;
 
         let mut registry = Registry::default();
@@ -118,6 +123,9 @@ impl Server {
         listener_metrics.register(&mut registry);
         policies.metrics().register(&mut registry);
         registry.register_collector(Box::new(PoolCollector::new(pool.clone())));
+        if let Some(state) = &state {
+            state.register_metrics(&mut registry);
+        }
 
         let decisions = Arc::new(DecisionLog::new(config.proxy.decision_log));
         let app = App::new(AppParts {
@@ -129,6 +137,7 @@ impl Server {
             metrics,
             registry: Arc::new(registry),
             kv: kv.clone(),
+            state: state.clone(),
         });
         let client = Listener {
             socket: bind(config.listen).await?,
@@ -142,6 +151,7 @@ impl Server {
                     policies,
                     decisions,
                     kv,
+                    state,
                     token: a.token.as_str().into(),
                 });
                 Some(Listener {
@@ -244,16 +254,21 @@ pub(crate) fn kv_backend(spec: &BackendSpec) -> Option<kv::BackendConfig> {
     })
 }
 
-/// Starts the policy runtime: stored state, shipped policies, the config's policies,
-/// then the config's pipelines for tenants that have none restored.
+/// Starts the policy runtime: shipped policies, stored uploads, the config's policies,
+/// stored pipelines, then the config's pipelines for tenants that have none restored.
 async fn start_policies(config: &Config, state: Option<StateDir>) -> Result<Policies, Error> {
     let config = config.clone();
+    // NB: the order matters. Stored pipelines name shipped, stored and configured
+    // policies, so they are restored only once all three are registered; stored uploads
+    // come before configured ones, so an unchanged configured policy is its stored
+    // version and keeps its upload order.
     let task = tokio::task::spawn_blocking(move || {
         let policies = Policies::new(config.policy_limits.clone(), state)
             .map_err(|e| Error::Policies(Box::new(e)))?;
         policies
             .install_shipped()
             .map_err(|e| Error::Policies(Box::new(e)))?;
+        policies.restore_policies();
         let cfg = config.path.display().to_string();
         for (name, file) in &config.policies {
             let err = |source| Error::Policy {
@@ -267,6 +282,7 @@ async fn start_policies(config: &Config, state: Option<StateDir>) -> Result<Poli
                 .upload(name, &bytes, true)
                 .map_err(|e| err(PolicyLoadError::Upload(Box::new(e))))?;
         }
+        policies.restore_pipelines();
         for t in &config.tenants {
             if let Some(spec) = &t.pipeline {
                 policies

@@ -4,9 +4,22 @@
 //! Every write is atomic (a temporary file in the same directory, synced, then renamed
 //! over the target), so a crash mid-write leaves either the old or the new file, and
 //! nothing already acknowledged is lost.
+//!
+//! The directory belongs to one router process: [`StateDir::open`] takes an exclusive
+//! lock on its `.lock` file, held until the last handle is dropped, so a second router
+//! on the same directory fails at start instead of overwriting the first one's changes.
+//!
+//! A stored entry that cannot be restored is *damaged*. Unless the config says
+//! `state: {on_damaged_entry: skip}`, it is recorded here, `/ready` names it, and it
+//! stays recorded until an admin call writes that entry again or discards it.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
 
 /// A failure reading or writing the state directory.
 #[derive(Debug, thiserror::Error)]
@@ -21,46 +34,219 @@ pub struct Error {
     pub source: std::io::Error,
 }
 
-/// A handle on the state directory. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct StateDir {
-    root: PathBuf,
+/// What start-up does with a stored entry it cannot restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDamagedEntry {
+    /// Record it: `/ready` answers 503 naming it, and a tenant whose pipeline it is gets
+    /// 503 for every request, until an admin call rewrites or discards it (default).
+    #[default]
+    Refuse,
+    /// Log a warning, count it, and go on as if it were absent.
+    Skip,
 }
 
+/// A stored entry that could not be restored, as `/ready` and the admin API show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DamagedEntry {
+    /// Its path inside the state directory. Example: `tenants/acme.json`.
+    pub entry: String,
+    /// Why it could not be restored.
+    pub error: String,
+}
+
+/// A handle on the state directory. Cheap to clone; clones share the lock and the
+/// record of damaged entries.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    /// NB: the exclusive lock lives as long as this open file.
+    _lock: std::fs::File,
+    on_damaged: OnDamagedEntry,
+    damaged: ArcSwap<BTreeMap<String, String>>,
+    damaged_total: Counter,
+}
+
+/// The lock file inside the directory.
+const LOCK_FILE: &str = ".lock";
+/// Where discarded damaged entries are moved.
+const QUARANTINE_DIR: &str = "quarantine";
+
 impl StateDir {
-    /// Opens (creating if needed) the state directory at `root`.
+    /// Opens (creating if needed) the state directory at `root` and locks it for this
+    /// process; damaged entries are recorded ([`OnDamagedEntry::Refuse`]).
     ///
     /// # Errors
     ///
-    /// When the directory cannot be created.
+    /// When the directory cannot be created or another process holds its lock.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
+        StateDir::open_with(root, OnDamagedEntry::default())
+    }
+
+    /// As [`StateDir::open`], with `on_damaged` deciding what a damaged entry does.
+    ///
+    /// # Errors
+    ///
+    /// As [`StateDir::open`].
+    pub fn open_with(root: impl Into<PathBuf>, on_damaged: OnDamagedEntry) -> Result<Self, Error> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(|source| Error {
             path: root.clone(),
             action: "create",
             source,
         })?;
-        Ok(StateDir { root })
+        let lock_path = root.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| Error {
+                path: lock_path.clone(),
+                action: "open the lock file",
+                source,
+            })?;
+        lock.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => Error {
+                path: root.clone(),
+                action: "lock: another switchyard process is using this state directory",
+                source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
+            },
+            std::fs::TryLockError::Error(source) => Error {
+                path: lock_path.clone(),
+                action: "lock",
+                source,
+            },
+        })?;
+        Ok(StateDir {
+            inner: Arc::new(Inner {
+                root,
+                _lock: lock,
+                on_damaged,
+                damaged: ArcSwap::from_pointee(BTreeMap::new()),
+                damaged_total: Counter::default(),
+            }),
+        })
+    }
+
+    /// Registers the damaged-entry counter with `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "switchyard_state_damaged_entries",
+            "Stored entries that could not be restored at start",
+            self.inner.damaged_total.clone(),
+        );
+    }
+
+    /// Reports that `entry` (a path inside the directory) cannot be restored: counted
+    /// and logged always; recorded unless the config says to skip. Whether it was
+    /// recorded, so the caller knows to refuse what depended on it.
+    pub fn report_damaged(&self, entry: &str, error: &dyn std::fmt::Display) -> bool {
+        self.inner.damaged_total.inc();
+        match self.inner.on_damaged {
+            OnDamagedEntry::Skip => {
+                tracing::warn!(entry, %error, "skipping damaged stored entry");
+                false
+            }
+            OnDamagedEntry::Refuse => {
+                tracing::error!(
+                    entry,
+                    %error,
+                    "damaged stored entry; /ready answers 503 until an admin call rewrites or discards it"
+                );
+                let error = error.to_string();
+                self.inner.damaged.rcu(|m| {
+                    let mut m = (**m).clone();
+                    m.insert(entry.to_string(), error.clone());
+                    m
+                });
+                true
+            }
+        }
+    }
+
+    /// The damaged entries, by path.
+    pub fn damaged(&self) -> Vec<DamagedEntry> {
+        self.inner
+            .damaged
+            .load()
+            .iter()
+            .map(|(entry, error)| DamagedEntry {
+                entry: entry.clone(),
+                error: error.clone(),
+            })
+            .collect()
+    }
+
+    /// Moves the damaged `entry` to `quarantine/` and forgets it; `Ok(false)` when no
+    /// such entry is recorded (only recorded entries can be discarded, so `entry` never
+    /// names a file outside the directory).
+    ///
+    /// # Errors
+    ///
+    /// When the file exists and cannot be moved.
+    pub fn discard_damaged(&self, entry: &str) -> Result<bool, Error> {
+        if !self.inner.damaged.load().contains_key(entry) {
+            return Ok(false);
+        }
+        let from = self.path(entry);
+        let to = self.path(Path::new(QUARANTINE_DIR).join(entry));
+        let err = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error {
+                path,
+                action,
+                source,
+            }
+        };
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(err("create", dir))?;
+        }
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err("move to quarantine", &from)(e)),
+        }
+        tracing::info!(entry, quarantine = %to.display(), "damaged stored entry discarded");
+        self.forget_damaged(entry);
+        Ok(true)
+    }
+
+    fn forget_damaged(&self, entry: &str) {
+        if !self.inner.damaged.load().contains_key(entry) {
+            return;
+        }
+        self.inner.damaged.rcu(|m| {
+            let mut m = (**m).clone();
+            m.remove(entry);
+            m
+        });
     }
 
     /// The directory's path.
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.inner.root
     }
 
     /// The path of `rel` inside the directory.
     pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
-        self.root.join(rel)
+        self.inner.root.join(rel)
     }
 
-    /// Writes `bytes` to `rel` atomically, creating parent directories.
+    /// Writes `bytes` to `rel` atomically, creating parent directories. A damaged entry
+    /// at `rel` is repaired by the write and forgotten.
     ///
     /// # Errors
     ///
     /// When any step fails; the previous content of `rel`, if any, is then untouched.
     pub fn write(&self, rel: impl AsRef<Path>, bytes: &[u8]) -> Result<(), Error> {
-        let path = self.path(rel);
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let path = self.path(&rel);
+        let dir = path.parent().unwrap_or(&self.inner.root).to_path_buf();
         let err = |action| {
             let path = path.clone();
             move |source| Error {
@@ -79,6 +265,7 @@ impl StateDir {
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();
         }
+        self.forget_damaged(&rel_key(rel.as_ref()));
         Ok(())
     }
 
@@ -100,16 +287,22 @@ impl StateDir {
         }
     }
 
-    /// Removes `rel` if it exists.
+    /// Removes `rel` if it exists; a damaged entry at `rel` is forgotten.
     ///
     /// # Errors
     ///
     /// When it exists and cannot be removed.
     pub fn remove(&self, rel: impl AsRef<Path>) -> Result<(), Error> {
-        let path = self.path(rel);
+        let path = self.path(&rel);
         match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => {
+                self.forget_damaged(&rel_key(rel.as_ref()));
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.forget_damaged(&rel_key(rel.as_ref()));
+                Ok(())
+            }
             Err(source) => Err(Error {
                 path,
                 action: "remove",
@@ -148,6 +341,11 @@ impl StateDir {
     }
 }
 
+/// The key a relative path is recorded under: `/`-separated.
+fn rel_key(rel: &Path) -> String {
+    rel.to_string_lossy().replace('\\', "/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +372,48 @@ mod tests {
         state.remove("x").unwrap();
         state.remove("x").unwrap();
         assert_eq!(state.read("x").unwrap(), None);
+    }
+
+    #[test]
+    fn a_second_open_of_a_locked_dir_fails_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateDir::open(dir.path()).unwrap();
+        let err = StateDir::open(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("another switchyard process"),
+            "{err}"
+        );
+        drop(first);
+        StateDir::open(dir.path()).expect("free once the first handle is gone");
+    }
+
+    #[test]
+    fn a_damaged_entry_stays_recorded_until_rewritten_or_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        state.write("tenants/a.json", b"{").unwrap();
+        state.write("tenants/b.json", b"{").unwrap();
+        assert!(state.report_damaged("tenants/a.json", &"corrupt"));
+        assert!(state.report_damaged("tenants/b.json", &"corrupt"));
+        assert_eq!(state.damaged().len(), 2);
+        state.write("tenants/a.json", b"{}").unwrap();
+        assert!(state.discard_damaged("tenants/b.json").unwrap());
+        assert!(!state.discard_damaged("../outside").unwrap());
+        assert!(state.damaged().is_empty());
+        assert_eq!(state.read("tenants/b.json").unwrap(), None);
+        assert!(state.read("quarantine/tenants/b.json").unwrap().is_some());
+    }
+
+    #[test]
+    fn skip_mode_counts_but_does_not_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open_with(dir.path(), OnDamagedEntry::Skip).unwrap();
+        assert!(!state.report_damaged("tenants/a.json", &"corrupt"));
+        assert!(state.damaged().is_empty());
+        assert_eq!(state.inner.damaged_total.get(), 1);
     }
 }

@@ -9,7 +9,8 @@
 //! `switchyard_retries_total{backend}`, `switchyard_client_fields_stripped_total{field}`,
 //! `switchyard_connections_refused_total{listener, reason}`, the `switchyard_backend_*` gauges of
 //! [`crate::pool::PoolCollector`] (health, drain, breaker, in-flight, scraped load) and the
-//! policy runtime's `switchyard_policy_*` / `switchyard_decision_*`.
+//! policy runtime's `switchyard_policy_*` / `switchyard_decision_*`, and the state
+//! directory's `switchyard_state_damaged_entries_total`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

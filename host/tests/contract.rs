@@ -74,6 +74,11 @@ fn echoed(req: &RequestFacts, cands: &[Candidate]) -> String {
     lines.join("\n")
 }
 
+/// A policy name the tests know to be valid.
+fn policy_name(name: &str) -> switchyard::names::PolicyName {
+    name.parse().expect("a valid policy name")
+}
+
 /// A stage running `echo` in a fresh runtime.
 fn echo_stage() -> Stage {
     let p = Policies::new(
@@ -84,7 +89,9 @@ fn echo_stage() -> Stage {
         None,
     )
     .expect("engine");
-    let v = p.upload("echo", &guest("echo"), true).expect("upload");
+    let v = p
+        .upload(&policy_name("echo"), &guest("echo"), true)
+        .expect("upload");
     p.stage(&v.label(), &serde_json::Value::Null)
         .expect("stage")
 }

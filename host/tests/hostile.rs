@@ -58,6 +58,16 @@ fn limits() -> Limits {
     }
 }
 
+/// A policy name the tests know to be valid.
+fn policy_name(name: &str) -> switchyard::names::PolicyName {
+    name.parse().expect("a valid policy name")
+}
+
+/// The tenant every pipeline here belongs to.
+fn tenant_t() -> switchyard::names::TenantName {
+    "t".parse().expect("a valid tenant name")
+}
+
 fn runtime(limits: Limits) -> Policies {
     Policies::new(limits, None).expect("engine")
 }
@@ -66,7 +76,7 @@ fn runtime(limits: Limits) -> Policies {
 fn run_fault(name: &str, limits: Limits) -> switchyard::policy::Fault {
     let p = runtime(limits);
     let v = p
-        .upload(name, &guest(name), false)
+        .upload(&policy_name(name), &guest(name), false)
         .expect("upload without smoke");
     let stage = p
         .stage(&v.label(), &serde_json::Value::Null)
@@ -80,15 +90,14 @@ fn run_fault(name: &str, limits: Limits) -> switchyard::policy::Fault {
 
 /// A tenant pipeline with `name` as its one scorer, failure mode `mode`.
 fn scorer_pipeline(p: &Policies, name: &str, mode: FailureMode) {
-    let v = p.upload(name, &guest(name), false).expect("upload");
+    let v = p
+        .upload(&policy_name(name), &guest(name), false)
+        .expect("upload");
     p.set_pipeline(
-        "t",
+        &tenant_t(),
         PipelineSpec {
             scorers: vec![WeightedStageSpec {
-                stage: StageSpec {
-                    policy: v.label(),
-                    config: serde_json::Value::Null,
-                },
+                stage: StageSpec::new(v.label(), serde_json::Value::Null),
                 weight: 1.0,
             }],
             failure_mode: mode,
@@ -131,7 +140,7 @@ fn infinite_loop_is_stopped_by_the_deadline_when_fuel_is_unbounded() {
 #[test]
 fn infinite_loop_upload_is_refused_by_the_smoke_call() {
     let p = runtime(limits());
-    match p.upload("infinite-loop", &guest("infinite-loop"), true) {
+    match p.upload(&policy_name("infinite-loop"), &guest("infinite-loop"), true) {
         Err(Error::Smoke(f)) => assert_eq!(f.kind, PolicyFault::OutOfFuel),
         other => panic!("expected a smoke failure, got {other:?}"),
     }
@@ -247,7 +256,9 @@ fn nan_and_out_of_range_scores_are_bad_output() {
     assert_eq!(f.kind, PolicyFault::BadOutput);
     assert!(f.message.contains("NaN"), "{f}");
     let p = runtime(limits());
-    let v = p.upload("nan-scores", &guest("nan-scores"), false).unwrap();
+    let v = p
+        .upload(&policy_name("nan-scores"), &guest("nan-scores"), false)
+        .unwrap();
     let stage = p.stage(&v.label(), &serde_json::json!(1.5)).unwrap();
     let f = stage.run(&fleet(), &request(), &candidates()).unwrap_err();
     assert_eq!(f.message, "score 1.5 is outside [0, 1]");
@@ -261,7 +272,9 @@ fn log_flood_is_capped_and_counted() {
         ..limits()
     };
     let p = runtime(limits);
-    let v = p.upload("log-flood", &guest("log-flood"), false).unwrap();
+    let v = p
+        .upload(&policy_name("log-flood"), &guest("log-flood"), false)
+        .unwrap();
     let stage = p.stage(&v.label(), &serde_json::Value::Null).unwrap();
     let (out, report) = stage
         .run(&fleet(), &request(), &candidates())
@@ -280,7 +293,7 @@ fn log_flood_under_the_default_fuel_budget_runs_out_of_fuel() {
 #[test]
 fn wasi_filesystem_import_is_refused_at_upload() {
     let p = runtime(limits());
-    match p.upload("wasi-fs", &guest("wasi-fs"), true) {
+    match p.upload(&policy_name("wasi-fs"), &guest("wasi-fs"), true) {
         Err(Error::ForbiddenImport(i)) => assert!(i.contains("wasi:filesystem/"), "{i}"),
         other => panic!("expected a forbidden import, got {other:?}"),
     }
@@ -289,7 +302,7 @@ fn wasi_filesystem_import_is_refused_at_upload() {
 #[test]
 fn wasi_sockets_import_is_refused_at_upload() {
     let p = runtime(limits());
-    match p.upload("wasi-socket", &guest("wasi-socket"), true) {
+    match p.upload(&policy_name("wasi-socket"), &guest("wasi-socket"), true) {
         Err(Error::ForbiddenImport(i)) => assert!(i.contains("wasi:sockets/"), "{i}"),
         other => panic!("expected a forbidden import, got {other:?}"),
     }
@@ -307,19 +320,19 @@ fn core_module_random_bytes_and_oversize_uploads_are_refused() {
     let p = runtime(limits());
     // The smallest valid core module: magic and version 1, no sections.
     assert!(matches!(
-        p.upload("core", b"\0asm\x01\0\0\0", true),
+        p.upload(&policy_name("core"), b"\0asm\x01\0\0\0", true),
         Err(Error::CoreModule)
     ));
     let noise: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     assert!(matches!(
-        p.upload("noise", &noise, true),
+        p.upload(&policy_name("noise"), &noise, true),
         Err(Error::NotWasm)
     ));
     let mut huge = vec![0u8; 100 << 20];
     huge[..8].copy_from_slice(b"\0asm\x0d\0\x01\0");
-    match p.upload("huge", &huge, true) {
+    match p.upload(&policy_name("huge"), &huge, true) {
         Err(Error::TooLarge { size, max }) => {
             assert_eq!(size, 100 << 20);
             assert_eq!(max, 4 << 20);
@@ -337,7 +350,8 @@ fn the_host_keeps_deciding_after_every_hostile_call() {
         assert_eq!(d.placement, Placement::Single(2), "{name}");
         assert!(d.fault.is_some(), "{name}");
     }
-    p.set_pipeline("t", PipelineSpec::builtin()).unwrap();
+    p.set_pipeline(&tenant_t(), PipelineSpec::builtin())
+        .unwrap();
     let d = p.pipeline("t").decide(&fleet(), &request(), &candidates());
     assert!(d.fault.is_none());
 }

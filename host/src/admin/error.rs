@@ -20,6 +20,15 @@ pub enum Error {
     /// No such route.
     #[error("no admin route {0}")]
     NoRoute(String),
+    /// A tenant, backend or policy name in the path or body is not a valid name.
+    #[error(transparent)]
+    Name(#[from] crate::names::InvalidName),
+    /// `DELETE /admin/state/damaged/{entry}` named an entry that is not damaged.
+    #[error("no damaged stored entry `{0}`")]
+    NotDamaged(String),
+    /// Discarding a damaged entry failed.
+    #[error(transparent)]
+    State(#[from] crate::state::Error),
     /// A pool change failed.
     #[error(transparent)]
     Pool(#[from] pool::Error),
@@ -38,8 +47,9 @@ impl Error {
     fn status(&self) -> StatusCode {
         match self {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::BadBody(_) => StatusCode::BAD_REQUEST,
-            Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::BadBody(_) | Error::Name(_) => StatusCode::BAD_REQUEST,
+            Error::NoRoute(_) | Error::NotDamaged(_) => StatusCode::NOT_FOUND,
+            Error::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Pool(e) => match e {
                 pool::Error::NotFound(_) => StatusCode::NOT_FOUND,
                 pool::Error::Exists(_) | pool::Error::NotDrained(_) => StatusCode::CONFLICT,
@@ -47,7 +57,7 @@ impl Error {
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Policy(e) => match e {
-                policy::Error::NoHistory(_) => StatusCode::CONFLICT,
+                policy::Error::NoHistory(_) | policy::Error::Damaged { .. } => StatusCode::CONFLICT,
                 policy::Error::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             },

@@ -1,19 +1,23 @@
 //! The admin API, on its own listener: backends (list, add, drain, remove), policies
 //! (upload, list), tenant pipelines (set, canary, shadow, rollback), recent decisions,
-//! and its OpenAPI document. Every route is behind a bearer token compared in constant
-//! time. It owns no state: it calls [`Pool`] and [`Policies`].
+//! damaged stored entries (list, discard), and its OpenAPI document. Every route is
+//! behind a bearer token compared in constant time. Tenant, backend and policy names in
+//! paths are validated before anything else. It owns no state: it calls [`Pool`],
+//! [`Policies`] and the [`StateDir`].
 
 mod error;
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
@@ -21,9 +25,11 @@ use subtle::ConstantTimeEq;
 pub use error::Error;
 
 use crate::kv::{KvIndex, Prompt, Scope};
+use crate::names::{BackendName, InvalidName, PolicyName, TenantName};
 use crate::policy::{CanarySpec, PipelineSpec, Policies};
 use crate::pool::{BackendSpec, Pool};
 use crate::proxy::DecisionLog;
+use crate::state::StateDir;
 
 /// The hand-written OpenAPI 3 document of this API.
 pub const OPENAPI: &str = include_str!("../../../docs/admin-openapi.json");
@@ -39,6 +45,8 @@ pub struct Admin {
     pub decisions: Arc<DecisionLog>,
     /// The KV-cache prefix index.
     pub kv: KvIndex,
+    /// The state directory, when changes persist.
+    pub state: Option<StateDir>,
     /// The bearer token.
     pub token: Arc<str>,
 }
@@ -71,6 +79,8 @@ pub fn router(admin: Admin) -> Router {
         )
         .route("/admin/tenants/{tenant}/rollback", post(rollback))
         .route("/admin/decisions", get(decisions))
+        .route("/admin/state/damaged", get(list_damaged))
+        .route("/admin/state/damaged/{*entry}", delete(discard_damaged))
         .fallback(no_route)
         .layer(middleware::from_fn_with_state(token, authorize))
         .with_state(admin)
@@ -89,6 +99,21 @@ async fn authorize(State(token): State<Arc<str>>, req: Request, next: Next) -> R
         next.run(req).await
     } else {
         Error::Unauthorized.into_response()
+    }
+}
+
+/// A validated name from the route's one path parameter (`{tenant}`, `{name}`); a bad
+/// one is a 400 in the API's error format before the handler runs.
+struct Name<T>(T);
+
+impl<S: Send + Sync, T: FromStr<Err = InvalidName>> FromRequestParts<S> for Name<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::BadBody(e.body_text()))?;
+        Ok(Name(raw.parse()?))
     }
 }
 
@@ -113,7 +138,10 @@ async fn list_backends(State(a): State<Admin>) -> Response {
     Json(a.pool.statuses()).into_response()
 }
 
-async fn get_backend(State(a): State<Admin>, Path(name): Path<String>) -> Result<Response, Error> {
+async fn get_backend(
+    State(a): State<Admin>,
+    Name(name): Name<BackendName>,
+) -> Result<Response, Error> {
     Ok(Json(a.pool.status(&name)?).into_response())
 }
 
@@ -132,7 +160,7 @@ async fn add_backend(State(a): State<Admin>, body: Bytes) -> Result<Response, Er
 
 async fn remove_backend(
     State(a): State<Admin>,
-    Path(name): Path<String>,
+    Name(name): Name<BackendName>,
 ) -> Result<Response, Error> {
     a.pool.remove(&name)?;
     // A backend the index never tracked has nothing to forget.
@@ -189,11 +217,11 @@ async fn kv_lookup(State(a): State<Admin>, body: Bytes) -> Result<Response, Erro
     Ok(Json(report).into_response())
 }
 
-async fn drain(State(a): State<Admin>, Path(name): Path<String>) -> Result<Response, Error> {
+async fn drain(State(a): State<Admin>, Name(name): Name<BackendName>) -> Result<Response, Error> {
     Ok(Json(a.pool.set_draining(&name, true)?).into_response())
 }
 
-async fn undrain(State(a): State<Admin>, Path(name): Path<String>) -> Result<Response, Error> {
+async fn undrain(State(a): State<Admin>, Name(name): Name<BackendName>) -> Result<Response, Error> {
     Ok(Json(a.pool.set_draining(&name, false)?).into_response())
 }
 
@@ -216,7 +244,7 @@ fn yes() -> bool {
 
 async fn upload_policy(
     State(a): State<Admin>,
-    Path(name): Path<String>,
+    Name(name): Name<PolicyName>,
     q: Result<Query<UploadQuery>, QueryRejection>,
     body: Bytes,
 ) -> Result<Response, Error> {
@@ -233,7 +261,7 @@ async fn list_tenants(State(a): State<Admin>) -> Response {
 
 async fn set_pipeline(
     State(a): State<Admin>,
-    Path(tenant): Path<String>,
+    Name(tenant): Name<TenantName>,
     body: Bytes,
 ) -> Result<Response, Error> {
     let spec: PipelineSpec = json(&body)?;
@@ -243,7 +271,7 @@ async fn set_pipeline(
 
 async fn set_canary(
     State(a): State<Admin>,
-    Path(tenant): Path<String>,
+    Name(tenant): Name<TenantName>,
     body: Bytes,
 ) -> Result<Response, Error> {
     let spec: CanarySpec = json(&body)?;
@@ -253,7 +281,7 @@ async fn set_canary(
 
 async fn clear_canary(
     State(a): State<Admin>,
-    Path(tenant): Path<String>,
+    Name(tenant): Name<TenantName>,
 ) -> Result<Response, Error> {
     let p = a.policies.clone();
     Ok(Json(blocking(move || p.set_canary(&tenant, None)).await?).into_response())
@@ -261,7 +289,7 @@ async fn clear_canary(
 
 async fn set_shadow(
     State(a): State<Admin>,
-    Path(tenant): Path<String>,
+    Name(tenant): Name<TenantName>,
     body: Bytes,
 ) -> Result<Response, Error> {
     let spec: PipelineSpec = json(&body)?;
@@ -271,13 +299,16 @@ async fn set_shadow(
 
 async fn clear_shadow(
     State(a): State<Admin>,
-    Path(tenant): Path<String>,
+    Name(tenant): Name<TenantName>,
 ) -> Result<Response, Error> {
     let p = a.policies.clone();
     Ok(Json(blocking(move || p.set_shadow(&tenant, None)).await?).into_response())
 }
 
-async fn rollback(State(a): State<Admin>, Path(tenant): Path<String>) -> Result<Response, Error> {
+async fn rollback(
+    State(a): State<Admin>,
+    Name(tenant): Name<TenantName>,
+) -> Result<Response, Error> {
     let p = a.policies.clone();
     Ok(Json(blocking(move || p.rollback(&tenant)).await?).into_response())
 }
@@ -303,6 +334,29 @@ async fn decisions(
     let recent = a.decisions.recent(q.limit);
     let records: Vec<&crate::proxy::DecisionRecord> = recent.iter().map(|r| &**r).collect();
     Ok(Json(records).into_response())
+}
+
+async fn list_damaged(State(a): State<Admin>) -> Response {
+    let damaged = a.state.as_ref().map(StateDir::damaged).unwrap_or_default();
+    Json(damaged).into_response()
+}
+
+/// Moves a damaged entry to the state directory's `quarantine/` and forgets it: `/ready`
+/// stops naming it, and a tenant whose pipeline it was is served like a tenant without
+/// one (by `default`'s pipeline).
+async fn discard_damaged(
+    State(a): State<Admin>,
+    Path(entry): Path<String>,
+) -> Result<Response, Error> {
+    let discarded = match &a.state {
+        Some(state) => state.discard_damaged(&entry)?,
+        None => false,
+    };
+    if !discarded {
+        return Err(Error::NotDamaged(entry));
+    }
+    a.policies.forget_damaged(&entry);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn no_route(uri: Uri) -> Error {

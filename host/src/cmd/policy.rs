@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use switchyard::names::{PolicyName, TenantName};
 use switchyard::policy::{
     BackendFacts, Candidate, FleetFacts, Limits, Outcome, Policies, PolicyKind, RequestFacts,
     builtin_place,
@@ -101,7 +102,7 @@ pub fn run(command: Command) -> Result<()> {
 fn load(file: &Path, smoke: bool) -> Result<(Policies, switchyard::policy::PolicyVersion)> {
     let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
     let policies = Policies::new(Limits::default(), None)?;
-    let name = policy_name(file);
+    let name = PolicyName::new(&policy_name(file))?;
     let version = policies
         .upload(&name, &bytes, smoke)
         .with_context(|| format!("{} is not a usable policy", file.display()))?;
@@ -510,10 +511,7 @@ struct SuiteReport {
 }
 
 fn stage_spec(policy: &str, config: serde_json::Value) -> switchyard::policy::StageSpec {
-    switchyard::policy::StageSpec {
-        policy: policy.into(),
-        config,
-    }
+    switchyard::policy::StageSpec::new(policy, config)
 }
 
 fn scorers(names: &[&str]) -> Vec<switchyard::policy::WeightedStageSpec> {
@@ -565,7 +563,7 @@ fn suite(iterations: u32, json: bool) -> Result<()> {
     ];
     let mut decisions = Vec::new();
     for (i, (scenario, n, spec)) in scenarios.into_iter().enumerate() {
-        let tenant = format!("suite-{i}");
+        let tenant = TenantName::new(&format!("suite-{i}"))?;
         policies.set_pipeline(&tenant, spec)?;
         let (fleet, req, cands) = synthetic(n);
         let pipeline = policies.pipeline(&tenant);
@@ -599,7 +597,7 @@ fn suite(iterations: u32, json: bool) -> Result<()> {
             // A fresh runtime each time: the registry would otherwise dedupe the upload.
             let fresh = Policies::new(Limits::default(), None)?;
             let started = Instant::now();
-            let up = fresh.upload(&v.name, bytes, true)?;
+            let up = fresh.upload(&PolicyName::new(&v.name)?, bytes, true)?;
             let spec = match up.kind {
                 PolicyKind::Filter => PipelineSpec {
                     filters: vec![stage_spec(
@@ -617,7 +615,7 @@ fn suite(iterations: u32, json: bool) -> Result<()> {
                     ..PipelineSpec::default()
                 },
             };
-            fresh.set_pipeline("t", spec)?;
+            fresh.set_pipeline(&TenantName::new("t")?, spec)?;
             times.push(started.elapsed().as_secs_f64() * 1e3);
             optimized(&fresh, &up)?;
             optimized_times.push(started.elapsed().as_secs_f64() * 1e3);

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::names::{PolicyName, TenantName};
 use crate::policy::PipelineSpec;
 use crate::pool::BackendSpec;
+use crate::state::OnDamagedEntry;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -24,6 +26,9 @@ pub(crate) struct File {
     /// Connection limits of the client and admin listeners.
     #[serde(default)]
     pub listeners: ListenersFile,
+    /// What start-up does with what it finds in `state_dir`.
+    #[serde(default)]
+    pub state: StateFile,
     /// Request handling limits.
     #[serde(default)]
     pub proxy: ProxyFile,
@@ -36,9 +41,9 @@ pub(crate) struct File {
     /// How tenants are recognised.
     #[serde(default)]
     pub auth: AuthFile,
-    /// Tenants by name.
+    /// Tenants by name: `[A-Za-z0-9][A-Za-z0-9._-]{0,62}`, no `..`.
     #[serde(default)]
-    pub tenants: BTreeMap<String, TenantFile>,
+    pub tenants: BTreeMap<TenantName, TenantFile>,
     /// Policy components to upload at start.
     #[serde(default)]
     pub policies: Vec<PolicyFile>,
@@ -53,6 +58,18 @@ pub(crate) struct File {
 
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
+}
+
+/// What start-up does with what it finds in the state directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StateFile {
+    /// A stored entry that cannot be restored: `refuse` (default) makes `/ready`
+    /// answer 503 naming it, and refuses the requests of a tenant whose pipeline it is,
+    /// until an admin call fixes or discards it; `skip` logs, counts and ignores it.
+    /// Example: `state: {on_damaged_entry: skip}`.
+    #[serde(default)]
+    pub on_damaged_entry: OnDamagedEntry,
 }
 
 /// The admin listener.
@@ -284,8 +301,9 @@ pub(crate) struct TenantFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PolicyFile {
-    /// Name to register it under. Example: `name: eu-only`.
-    pub name: String,
+    /// Name to register it under: `[A-Za-z0-9][A-Za-z0-9._-]{0,62}`, no `..`.
+    /// Example: `name: eu-only`.
+    pub name: PolicyName,
     /// Path of the `.wasm` component, relative to the config file.
     pub path: PathBuf,
 }

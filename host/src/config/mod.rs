@@ -16,8 +16,10 @@ use std::time::Duration;
 use axum::http::HeaderName;
 
 use crate::listener::ListenerLimits;
+use crate::names::{PolicyName, TenantName};
 use crate::policy::PipelineSpec;
 use crate::pool::BackendSpec;
+use crate::state::OnDamagedEntry;
 
 /// Why the config cannot be used. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,8 @@ pub struct Config {
     pub listeners: ListenersConfig,
     /// Where admin changes persist.
     pub state_dir: Option<PathBuf>,
+    /// What start-up does with the state directory's content.
+    pub state: StateSettings,
     /// Request handling limits.
     pub proxy: ProxySettings,
     /// Health checks, scraping and circuit breaking.
@@ -75,11 +79,18 @@ pub struct Config {
     /// The tenants, names unique.
     pub tenants: Vec<TenantConfig>,
     /// Policy components to upload at start: (name, file).
-    pub policies: Vec<(String, PathBuf)>,
+    pub policies: Vec<(PolicyName, PathBuf)>,
     /// Budgets every policy call runs under, and how uploads compile.
     pub policy_limits: crate::policy::Limits,
     /// The KV index's settings, tokenizer paths resolved against the file's directory.
     pub kv: crate::kv::KvConfig,
+}
+
+/// What start-up does with the state directory's content.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StateSettings {
+    /// What a stored entry that cannot be restored does.
+    pub on_damaged_entry: OnDamagedEntry,
 }
 
 /// The admin listener.
@@ -185,7 +196,7 @@ pub struct AuthConfig {
 #[derive(Debug, Clone)]
 pub struct TenantConfig {
     /// Unique name.
-    pub name: String,
+    pub name: TenantName,
     /// API keys identifying it.
     pub api_keys: Vec<String>,
     /// Its pipeline, if it has its own.
@@ -388,7 +399,7 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
             .map_err(|_| problems.push(format!("auth.tenant_header: `{h}` is not a header name")))
             .ok()
     });
-    let mut key_owner: HashMap<&str, &str> = HashMap::new();
+    let mut key_owner: HashMap<&str, &TenantName> = HashMap::new();
     let mut tenants = Vec::new();
     for (name, t) in &raw.tenants {
         for key in &t.api_keys {
@@ -443,6 +454,9 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         admin,
         listeners,
         state_dir: raw.state_dir.map(|d| base.join(d)),
+        state: StateSettings {
+            on_damaged_entry: raw.state.on_damaged_entry,
+        },
         proxy,
         pool,
         backends: raw.backends,

@@ -156,6 +156,46 @@ tenants:
 }
 
 #[test]
+fn names_that_could_leave_the_state_dir_name_file_and_field() {
+    for (text, field) in [
+        (
+            format!("{BACKEND}tenants:\n  ../../pwned: {{}}\n"),
+            "router.yaml: tenants",
+        ),
+        (
+            "backends:\n  - name: .hidden\n    url: http://127.0.0.1:1\n    models: [m]\n"
+                .to_string(),
+            "router.yaml: backends[0].name",
+        ),
+        (
+            format!("{BACKEND}policies:\n  - name: a/b\n    path: x.wasm\n"),
+            "router.yaml: policies[0].name",
+        ),
+    ] {
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with(field), "{err}");
+        assert!(err.contains("invalid"), "{err}");
+    }
+}
+
+#[test]
+fn on_damaged_entry_defaults_to_refuse_and_takes_skip() {
+    use crate::state::OnDamagedEntry;
+    assert_eq!(
+        parse(BACKEND).unwrap().state.on_damaged_entry,
+        OnDamagedEntry::Refuse
+    );
+    let c = parse(&format!("{BACKEND}state:\n  on_damaged_entry: skip\n")).unwrap();
+    assert_eq!(c.state.on_damaged_entry, OnDamagedEntry::Skip);
+    let err = parse(&format!("{BACKEND}state:\n  on_damaged_entry: ignore\n")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("router.yaml: state.on_damaged_entry"),
+        "{err}"
+    );
+}
+
+#[test]
 fn admin_token_from_missing_env_is_a_problem() {
     let text = format!("{BACKEND}admin:\n  token_env: SWITCHYARD_TEST_UNSET_TOKEN_VAR\n");
     let err = parse(&text).unwrap_err().to_string();

@@ -77,10 +77,7 @@ fn three_vendor_fleet() -> Vec<Card> {
 }
 
 fn stage(policy: &str, config: serde_json::Value) -> StageSpec {
-    StageSpec {
-        policy: policy.to_owned(),
-        config,
-    }
+    StageSpec::new(policy, config)
 }
 
 fn scorer(policy: &str, config: serde_json::Value, weight: f32) -> WeightedStageSpec {

@@ -19,6 +19,7 @@ use crate::config::{
     AdminConfig, AuthConfig, Config, ListenersConfig, PoolSettings, ProxySettings, SplitFallback,
     TenantConfig,
 };
+use crate::names::{BackendName, TenantName};
 use crate::policy::DEFAULT_TENANT;
 use crate::pool::{BackendSpec, Capability, EngineKind};
 use crate::sim::{self, BackendFile, FleetFile, FleetSpec, KV_BYTES_PER_TOKEN, Profile};
@@ -182,7 +183,8 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
                 })
                 .unwrap_or_default();
             BackendSpec {
-                name: info.name.clone(),
+                name: BackendName::new(&info.name)
+                    .expect("simulated backends are named from their profile"),
                 url: info.base_url.clone(),
                 models: vec![info.model.clone()],
                 engine: EngineKind::Vllm,
@@ -209,6 +211,7 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
         }),
         listeners: ListenersConfig::default(),
         state_dir: None,
+        state: Default::default(),
         proxy: ProxySettings {
             max_body_bytes: 16 << 20,
             attempt_timeout: Duration::from_secs(300),
@@ -233,7 +236,7 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
         kv: Default::default(),
         auth: AuthConfig::default(),
         tenants: vec![TenantConfig {
-            name: DEFAULT_TENANT.to_owned(),
+            name: TenantName::new(DEFAULT_TENANT).expect("`default` is a valid tenant name"),
             api_keys: Vec::new(),
             pipeline: Some(p.pipeline.spec.clone()),
             max_concurrent: None,

@@ -144,9 +144,15 @@ pub enum Error {
     /// A pipeline names a policy or version that is not uploaded.
     #[error("unknown policy `{0}`")]
     UnknownPolicy(String),
-    /// A policy name is not a lowercase kebab-case identifier.
-    #[error("invalid policy name `{0}`: use lowercase letters, digits and `-`")]
-    InvalidName(String),
+    /// A tenant's stored pipeline could not be restored; its requests are refused
+    /// until an admin call sets its pipeline again or discards the entry.
+    #[error("tenant `{tenant}`'s stored pipeline {entry} is damaged")]
+    Damaged {
+        /// The tenant.
+        tenant: String,
+        /// The damaged entry in the state directory.
+        entry: String,
+    },
     /// A pipeline is not well formed.
     #[error("invalid pipeline: {0}")]
     InvalidPipeline(String),

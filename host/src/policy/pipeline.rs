@@ -18,6 +18,7 @@ use super::shipped;
 use super::spec::{FailureMode, Picker, PipelineSpec, StageSpec};
 use super::stage::{CallReport, Stage, to_wit_request};
 use super::{Error, Fault, bindings::types};
+use crate::names::{PolicyName, TenantName};
 use crate::state::StateDir;
 
 /// Which of a tenant's pipelines made a decision.
@@ -64,7 +65,7 @@ fn serialize_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PipelineInfo {
     /// Tenant name.
-    pub tenant: String,
+    pub tenant: TenantName,
     /// Increases on every change.
     pub version: u64,
     /// The active pipeline.
@@ -106,8 +107,13 @@ struct Pipeline {
 }
 
 /// A tenant's pipelines at one version: the snapshot a request loads once.
+///
+/// A tenant whose stored pipeline could not be restored has a *damaged* one: it refuses
+/// every request (503) rather than let another pipeline decide for the tenant.
 pub struct TenantPipeline {
     info: PipelineInfo,
+    /// The damaged state-directory entry this tenant's pipeline should have come from.
+    damaged: Option<Arc<str>>,
     active: Pipeline,
     canary: Option<(Pipeline, f32)>,
     shadow: Option<Pipeline>,
@@ -130,6 +136,12 @@ impl TenantPipeline {
         &self.info
     }
 
+    /// The damaged state-directory entry, when this tenant's stored pipeline could not
+    /// be restored; every decision is then a 503 refusal.
+    pub fn damaged(&self) -> Option<&str> {
+        self.damaged.as_deref()
+    }
+
     /// Decides where `req` goes among `candidates` (already limited to healthy,
     /// non-draining backends serving the model). Never fails: policy faults become the
     /// tenant's failure mode, recorded in [`Decision::fault`].
@@ -140,6 +152,24 @@ impl TenantPipeline {
         candidates: &[Candidate],
     ) -> Decision {
         let started = Instant::now();
+        if self.damaged.is_some() {
+            // NB: fail closed; the tenant's real pipeline may have had a compliance filter.
+            return Decision {
+                placement: Placement::Reject {
+                    status: 503,
+                    message: "the tenant's stored pipeline is damaged".into(),
+                },
+                variant: Variant::Active,
+                pipeline_version: self.info.version,
+                policies: Vec::new(),
+                scores: Vec::new(),
+                exclusions: Vec::new(),
+                fault: None,
+                fuel_used: 0,
+                shadow_agreed: None,
+                elapsed: started.elapsed(),
+            };
+        }
         let wit_req = to_wit_request(req);
         let (pipeline, variant) = match &self.canary {
             Some((p, share)) if in_share(req.id, *share) => (p, Variant::Canary),
@@ -377,7 +407,7 @@ pub struct Policies {
 struct Inner {
     engine: Arc<PolicyEngine>,
     registry: Registry,
-    tenants: ArcSwap<HashMap<String, Arc<TenantPipeline>>>,
+    tenants: ArcSwap<HashMap<TenantName, Arc<TenantPipeline>>>,
     /// Serialises pipeline changes so each reads the latest map and version.
     writer: Mutex<()>,
     builtin: Arc<TenantPipeline>,
@@ -388,11 +418,16 @@ struct Inner {
 /// Tenant whose pipeline serves tenants that have none of their own.
 pub const DEFAULT_TENANT: &str = "default";
 
+fn default_tenant() -> TenantName {
+    TenantName::new(DEFAULT_TENANT).expect("`default` is a valid tenant name")
+}
+
 const TENANTS_DIR: &str = "tenants";
 
 impl Policies {
-    /// Starts the runtime, restoring stored policies and pipelines from `state`.
-    /// Entries that cannot be restored are logged and skipped, never fatal.
+    /// Starts the runtime with nothing registered. Changes persist to `state`; restoring
+    /// what it holds is a separate step: install the shipped and configured policies
+    /// first, then call [`Policies::restore_policies`] and [`Policies::restore_pipelines`].
     ///
     /// # Errors
     ///
@@ -400,30 +435,8 @@ impl Policies {
     pub fn new(limits: Limits, state: Option<StateDir>) -> Result<Policies, Error> {
         let engine = PolicyEngine::new(limits)?;
         let metrics = PolicyMetrics::default();
-        let builtin = Arc::new(TenantPipeline {
-            info: PipelineInfo {
-                tenant: DEFAULT_TENANT.into(),
-                version: 0,
-                active: PipelineSpec::builtin(),
-                canary: None,
-                shadow: None,
-                history: Vec::new(),
-            },
-            active: Pipeline {
-                filters: Vec::new(),
-                scorers: Vec::new(),
-                placer: None,
-                picker: Picker::Max,
-                failure_mode: FailureMode::Fallback,
-            },
-            canary: None,
-            shadow: None,
-            metrics: metrics.clone(),
-            tenant_labels: TenantLabels {
-                tenant: DEFAULT_TENANT.into(),
-            },
-        });
-        let policies = Policies {
+        let builtin = Arc::new(builtin_pipeline(&default_tenant(), &metrics));
+        Ok(Policies {
             inner: Arc::new(Inner {
                 registry: Registry::new(engine.clone(), state.clone()),
                 engine,
@@ -433,12 +446,98 @@ impl Policies {
                 state,
                 metrics,
             }),
+        })
+    }
+
+    /// Registers the uploads kept in the state directory. Call after
+    /// [`Policies::install_shipped`] and before the config's policies are uploaded (an
+    /// unchanged config policy is then the stored version, keeping its upload order).
+    /// An entry that cannot be restored is reported to the state directory.
+    pub fn restore_policies(&self) {
+        self.inner.registry.restore();
+    }
+
+    /// Restores the tenants' pipelines kept in the state directory. Call once every
+    /// policy is registered (shipped, stored, configured), before the config's
+    /// pipelines. A pipeline with bare policy names (stored before pinning) is pinned
+    /// now. An entry that cannot be restored is reported to the state directory and,
+    /// unless it says to skip, its tenant's requests are refused until it is fixed.
+    pub fn restore_pipelines(&self) {
+        let Some(state) = &self.inner.state else {
+            return;
         };
-        for problem in policies.inner.registry.restore() {
-            tracing::warn!(%problem, "stored policy skipped");
+        let names = match state.list(TENANTS_DIR) {
+            Ok(n) => n,
+            Err(e) => {
+                state.report_damaged(TENANTS_DIR, &format_args!("{e:#}"));
+                return;
+            }
+        };
+        let _writer = self.inner.writer.lock().expect("pipeline writer");
+        let mut map = (**self.inner.tenants.load()).clone();
+        let damaged = |tenant: &TenantName, entry: String| {
+            let mut t = builtin_pipeline(tenant, &self.inner.metrics);
+            t.damaged = Some(entry.into());
+            Arc::new(t)
+        };
+        for file in &names {
+            let entry = format!("{TENANTS_DIR}/{file}");
+            let Some(tenant) = file
+                .strip_suffix(".json")
+                .and_then(|t| TenantName::new(t).ok())
+            else {
+                state.report_damaged(
+                    &entry,
+                    &"not named `<tenant>.json` after a valid tenant name",
+                );
+                continue;
+            };
+            match self.restore_tenant(state, &tenant, &entry) {
+                Ok(t) => {
+                    map.insert(tenant, Arc::new(t));
+                }
+                Err(error) => {
+                    if state.report_damaged(&entry, &error) {
+                        map.insert(tenant.clone(), damaged(&tenant, entry));
+                    }
+                }
+            }
         }
-        policies.restore_tenants();
-        Ok(policies)
+        self.inner.tenants.store(Arc::new(map));
+    }
+
+    fn restore_tenant(
+        &self,
+        state: &StateDir,
+        tenant: &TenantName,
+        entry: &str,
+    ) -> Result<TenantPipeline, String> {
+        let bytes = state
+            .read(entry)
+            .map_err(|e| format!("{e:#}"))?
+            .ok_or("vanished")?;
+        let mut info: PipelineInfo = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        if info.tenant != *tenant {
+            return Err(format!("holds tenant `{}`, not `{tenant}`", info.tenant));
+        }
+        let stored = info.clone();
+        self.pin_info(&mut info).map_err(|e| e.to_string())?;
+        for spec in &mut info.history {
+            // NB: best effort; a history entry naming a policy that is gone fails only
+            // when rolled back to.
+            let _ = self.pin(spec);
+        }
+        let built = self.build_tenant(info).map_err(|e| e.to_string())?;
+        if built.info != stored {
+            match self.persist(&built.info) {
+                Ok(()) => {
+                    tracing::info!(%tenant, "stored pipeline pinned to its policies' versions")
+                }
+                // NB: it serves pinned all the same; the next change stores it.
+                Err(e) => tracing::warn!(%tenant, error = %e, "storing the pinned pipeline failed"),
+            }
+        }
+        Ok(built)
     }
 
     /// Registers the policies shipped inside the binary under their crate names.
@@ -450,7 +549,8 @@ impl Policies {
         shipped::COMPONENTS
             .iter()
             .map(|(name, bytes)| {
-                let prepared = self.inner.registry.prepare(name, bytes)?;
+                let name = PolicyName::new(name).expect("shipped policy names are valid");
+                let prepared = self.inner.registry.prepare(&name, bytes)?;
                 let v = self.inner.registry.commit(prepared, bytes, true)?;
                 Ok(v.snapshot())
             })
@@ -463,7 +563,12 @@ impl Policies {
     /// # Errors
     ///
     /// The reason the upload is refused: size, header, compile, imports, world, smoke.
-    pub fn upload(&self, name: &str, bytes: &[u8], smoke: bool) -> Result<PolicyVersion, Error> {
+    pub fn upload(
+        &self,
+        name: &PolicyName,
+        bytes: &[u8],
+        smoke: bool,
+    ) -> Result<PolicyVersion, Error> {
         let prepared = self.inner.registry.prepare(name, bytes)?;
         if smoke && !prepared.is_registered() {
             smoke_test(&self.inner.engine, prepared.loaded.clone())?;
@@ -503,13 +608,29 @@ impl Policies {
     }
 
     /// The snapshot of `tenant`'s pipelines; tenants without one get the `default`
-    /// tenant's, and failing that the built-in least-load.
+    /// tenant's, and failing that the built-in least-load. When the pipeline that would
+    /// decide could not be restored, the snapshot is [`TenantPipeline::damaged`] and
+    /// refuses every request: never another pipeline in its place.
     pub fn pipeline(&self, tenant: &str) -> Arc<TenantPipeline> {
         let map = self.inner.tenants.load();
         map.get(tenant)
             .or_else(|| map.get(DEFAULT_TENANT))
             .cloned()
             .unwrap_or_else(|| self.inner.builtin.clone())
+    }
+
+    /// Forgets a damaged tenant entry the operator discarded: the tenant is served by
+    /// `default` (or its configured pipeline on the next start) from now on.
+    pub fn forget_damaged(&self, entry: &str) {
+        let _writer = self.inner.writer.lock().expect("pipeline writer");
+        let map = self.inner.tenants.load_full();
+        let is_it = |t: &Arc<TenantPipeline>| t.damaged() == Some(entry);
+        if !map.values().any(is_it) {
+            return;
+        }
+        let mut next = (*map).clone();
+        next.retain(|_, t| !is_it(t));
+        self.inner.tenants.store(Arc::new(next));
     }
 
     /// Every tenant's pipelines.
@@ -519,6 +640,7 @@ impl Policies {
             .tenants
             .load()
             .values()
+            .filter(|t| t.damaged.is_none())
             .map(|t| t.info.clone())
             .collect();
         out.sort_by(|a, b| a.tenant.cmp(&b.tenant));
@@ -536,8 +658,12 @@ impl Policies {
     /// # Errors
     ///
     /// When the spec is invalid or names unknown policies; nothing changes then.
-    pub fn set_pipeline(&self, tenant: &str, spec: PipelineSpec) -> Result<PipelineInfo, Error> {
-        self.change(tenant, |current| {
+    pub fn set_pipeline(
+        &self,
+        tenant: &TenantName,
+        spec: PipelineSpec,
+    ) -> Result<PipelineInfo, Error> {
+        self.change(tenant, true, |current| {
             let mut history = current.map(|c| c.history.clone()).unwrap_or_default();
             if let Some(c) = current {
                 history.push(c.active.clone());
@@ -550,20 +676,21 @@ impl Policies {
     }
 
     /// Sets `spec` as the tenant's pipeline only if it has none yet (none restored from
-    /// the state directory): config-file pipelines must not undo admin changes.
+    /// the state directory, damaged or not): config-file pipelines must not undo admin
+    /// changes, nor stand in for a damaged one.
     ///
     /// # Errors
     ///
     /// As [`Policies::set_pipeline`].
     pub fn set_initial_pipeline(
         &self,
-        tenant: &str,
+        tenant: &TenantName,
         spec: PipelineSpec,
-    ) -> Result<PipelineInfo, Error> {
-        if let Some(existing) = self.inner.tenants.load().get(tenant) {
-            return Ok(existing.info.clone());
+    ) -> Result<(), Error> {
+        if self.inner.tenants.load().contains_key(tenant) {
+            return Ok(());
         }
-        self.set_pipeline(tenant, spec)
+        self.set_pipeline(tenant, spec).map(|_| ())
     }
 
     /// Sets or clears the tenant's canary.
@@ -573,7 +700,7 @@ impl Policies {
     /// When the spec is invalid or the share is outside [0, 1].
     pub fn set_canary(
         &self,
-        tenant: &str,
+        tenant: &TenantName,
         canary: Option<CanarySpec>,
     ) -> Result<PipelineInfo, Error> {
         if let Some(c) = &canary
@@ -584,7 +711,7 @@ impl Policies {
                 c.share
             )));
         }
-        self.change(tenant, |current| {
+        self.change(tenant, false, |current| {
             let c = current.cloned().unwrap_or_else(|| empty_info(tenant));
             Ok((c.active, canary, c.shadow, c.history))
         })
@@ -597,10 +724,10 @@ impl Policies {
     /// When the spec is invalid.
     pub fn set_shadow(
         &self,
-        tenant: &str,
+        tenant: &TenantName,
         shadow: Option<PipelineSpec>,
     ) -> Result<PipelineInfo, Error> {
-        self.change(tenant, |current| {
+        self.change(tenant, false, |current| {
             let c = current.cloned().unwrap_or_else(|| empty_info(tenant));
             Ok((c.active, c.canary, shadow, c.history))
         })
@@ -611,25 +738,30 @@ impl Policies {
     /// # Errors
     ///
     /// [`Error::NoHistory`] when there is none.
-    pub fn rollback(&self, tenant: &str) -> Result<PipelineInfo, Error> {
-        self.change(tenant, |current| {
+    pub fn rollback(&self, tenant: &TenantName) -> Result<PipelineInfo, Error> {
+        self.change(tenant, false, |current| {
             let mut c = current
                 .cloned()
-                .ok_or_else(|| Error::NoHistory(tenant.into()))?;
+                .ok_or_else(|| Error::NoHistory(tenant.to_string()))?;
             let previous = c
                 .history
                 .pop()
-                .ok_or_else(|| Error::NoHistory(tenant.into()))?;
+                .ok_or_else(|| Error::NoHistory(tenant.to_string()))?;
             Ok((previous, None, None, c.history))
         })
     }
 
     /// Builds and installs a new version of a tenant's pipelines from `f`'s parts, then
-    /// persists it. Pipelines are built before anything is swapped, so a bad spec
-    /// changes nothing.
+    /// persists it. Every stage is pinned to `name@version` first (except
+    /// `follow_latest` ones), so rebuilding for a canary, a shadow or a rollback never
+    /// moves a pipeline to a newer upload. Pipelines are built before anything is
+    /// swapped, so a bad spec changes nothing. On a tenant whose stored pipeline is
+    /// damaged, only a change that `replaces_damaged` (setting the active pipeline) is
+    /// allowed: a canary, shadow or rollback would build on a pipeline that is gone.
     fn change(
         &self,
-        tenant: &str,
+        tenant: &TenantName,
+        replaces_damaged: bool,
         f: impl FnOnce(
             Option<&PipelineInfo>,
         ) -> Result<
@@ -644,23 +776,66 @@ impl Policies {
     ) -> Result<PipelineInfo, Error> {
         let _writer = self.inner.writer.lock().expect("pipeline writer");
         let map = self.inner.tenants.load_full();
-        let current = map.get(tenant).map(|t| &t.info);
+        let current = match map.get(tenant) {
+            Some(t) => match (&t.damaged, replaces_damaged) {
+                (None, _) => Some(&t.info),
+                (Some(_), true) => None,
+                (Some(entry), false) => {
+                    return Err(Error::Damaged {
+                        tenant: tenant.to_string(),
+                        entry: entry.to_string(),
+                    });
+                }
+            },
+            None => None,
+        };
         let (active, canary, shadow, history) = f(current)?;
-        let info = PipelineInfo {
-            tenant: tenant.to_string(),
+        let mut info = PipelineInfo {
+            tenant: tenant.clone(),
             version: current.map_or(1, |c| c.version + 1),
             active,
             canary,
             shadow,
             history,
         };
+        self.pin_info(&mut info)?;
         let built = Arc::new(self.build_tenant(info)?);
         self.persist(&built.info)?;
         let mut next = (*map).clone();
-        next.insert(tenant.to_string(), built.clone());
+        next.insert(tenant.clone(), built.clone());
         self.inner.tenants.store(Arc::new(next));
-        tracing::info!(tenant, version = built.info.version, "pipeline installed");
+        tracing::info!(%tenant, version = built.info.version, "pipeline installed");
         Ok(built.info.clone())
+    }
+
+    /// Pins the active, canary and shadow pipelines of `info`.
+    fn pin_info(&self, info: &mut PipelineInfo) -> Result<(), Error> {
+        self.pin(&mut info.active)?;
+        if let Some(c) = &mut info.canary {
+            self.pin(&mut c.pipeline)?;
+        }
+        if let Some(s) = &mut info.shadow {
+            self.pin(s)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces every bare policy name in `spec` by `name@version` of its newest
+    /// upload, except in `follow_latest` stages (which must name no version).
+    fn pin(&self, spec: &mut PipelineSpec) -> Result<(), Error> {
+        for stage in spec.stages_mut() {
+            if stage.follow_latest {
+                if stage.policy.contains('@') {
+                    return Err(Error::InvalidPipeline(format!(
+                        "{}: `follow_latest` takes a bare policy name, not a version",
+                        stage.policy
+                    )));
+                }
+            } else if !stage.policy.contains('@') {
+                stage.policy = self.inner.registry.resolve(&stage.policy)?.info.label();
+            }
+        }
+        Ok(())
     }
 
     fn build_tenant(&self, info: PipelineInfo) -> Result<TenantPipeline, Error> {
@@ -671,8 +846,9 @@ impl Policies {
         };
         let shadow = info.shadow.as_ref().map(|s| self.build(s)).transpose()?;
         Ok(TenantPipeline {
+            damaged: None,
             tenant_labels: TenantLabels {
-                tenant: info.tenant.clone(),
+                tenant: info.tenant.to_string(),
             },
             info,
             active,
@@ -761,46 +937,37 @@ impl Policies {
     fn persist(&self, info: &PipelineInfo) -> Result<(), Error> {
         if let Some(state) = &self.inner.state {
             let bytes = serde_json::to_vec_pretty(info).expect("pipeline info serializes");
+            // NB: `info.tenant` is a validated name, so this stays inside the directory.
             state.write(format!("{TENANTS_DIR}/{}.json", info.tenant), &bytes)?;
         }
         Ok(())
     }
+}
 
-    fn restore_tenants(&self) {
-        let Some(state) = &self.inner.state else {
-            return;
-        };
-        let names = match state.list(TENANTS_DIR) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "stored pipelines unreadable");
-                return;
-            }
-        };
-        let mut map = HashMap::new();
-        for name in names.iter().filter(|n| n.ends_with(".json")) {
-            let restored = state
-                .read(format!("{TENANTS_DIR}/{name}"))
-                .map_err(|e| e.to_string())
-                .and_then(|b| b.ok_or_else(|| "vanished".to_string()))
-                .and_then(|b| serde_json::from_slice::<PipelineInfo>(&b).map_err(|e| e.to_string()))
-                .and_then(|info| self.build_tenant(info).map_err(|e| e.to_string()));
-            match restored {
-                Ok(t) => {
-                    map.insert(t.info.tenant.clone(), Arc::new(t));
-                }
-                Err(error) => {
-                    tracing::warn!(entry = %name, %error, "skipping unreadable stored pipeline")
-                }
-            }
-        }
-        self.inner.tenants.store(Arc::new(map));
+/// The built-in least-load pipeline, as `tenant`'s.
+fn builtin_pipeline(tenant: &TenantName, metrics: &PolicyMetrics) -> TenantPipeline {
+    TenantPipeline {
+        damaged: None,
+        info: empty_info(tenant),
+        active: Pipeline {
+            filters: Vec::new(),
+            scorers: Vec::new(),
+            placer: None,
+            picker: Picker::Max,
+            failure_mode: FailureMode::Fallback,
+        },
+        canary: None,
+        shadow: None,
+        metrics: metrics.clone(),
+        tenant_labels: TenantLabels {
+            tenant: tenant.to_string(),
+        },
     }
 }
 
-fn empty_info(tenant: &str) -> PipelineInfo {
+fn empty_info(tenant: &TenantName) -> PipelineInfo {
     PipelineInfo {
-        tenant: tenant.into(),
+        tenant: tenant.clone(),
         version: 0,
         active: PipelineSpec::builtin(),
         canary: None,

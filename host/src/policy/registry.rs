@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::Error;
 use super::engine::{KindPre, PolicyEngine, PolicyKind, Tier};
+use crate::names::PolicyName;
 use crate::state::StateDir;
 
 /// Public facts about one uploaded version.
@@ -39,7 +40,8 @@ pub struct PolicyVersion {
     pub compile_ms: f64,
     /// Whether it ships inside the switchyard binary.
     pub shipped: bool,
-    /// Upload order: higher is newer. `name` alone resolves to the newest.
+    /// Upload order: higher is newer; 0 for shipped versions, the oldest of their name.
+    /// `name` alone resolves to the newest.
     pub sequence: u64,
     /// Engine compatibility hash the stored artifact was built under; empty while there
     /// is no stored artifact.
@@ -152,15 +154,6 @@ pub(crate) struct Registry {
 
 const DIR: &str = "policies";
 
-fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-}
-
 impl Registry {
     pub(crate) fn new(engine: Arc<PolicyEngine>, state: Option<StateDir>) -> Self {
         Registry {
@@ -173,10 +166,7 @@ impl Registry {
 
     /// Checks and compiles an upload without registering it. When the same bytes were
     /// uploaded before under this name, the existing version is returned instead.
-    pub(crate) fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Prepared, Error> {
-        if !is_valid_name(name) {
-            return Err(Error::InvalidName(name.to_string()));
-        }
+    pub(crate) fn prepare(&self, name: &PolicyName, bytes: &[u8]) -> Result<Prepared, Error> {
         let sha256 = hex::encode(Sha256::digest(bytes));
         if let Some(existing) = self.find(name, Some(&sha256[..12])) {
             return Ok(Prepared {
@@ -219,7 +209,9 @@ impl Registry {
         }
         let mut info = prepared.loaded.info.clone();
         info.shipped = shipped;
-        info.sequence = self.next_sequence();
+        // NB: shipped versions are the oldest of their name whatever the start-up order,
+        // so an upload under a shipped name stays the newest across restarts.
+        info.sequence = if shipped { 0 } else { self.next_sequence() };
         let store = self.state.is_some() && !shipped;
         // NB: shipped policies are rebuilt into every binary; storing them would only
         // shadow a newer build's copy.
@@ -268,25 +260,26 @@ impl Registry {
         let _ = tx.send(job);
     }
 
-    /// Loads every stored version. Entries that cannot be read or loaded are reported and
-    /// skipped; artifacts from another engine build are recompiled from the component.
-    pub(crate) fn restore(&self) -> Vec<String> {
+    /// Loads every stored version. An entry that cannot be read or loaded is reported
+    /// to the state directory as damaged; artifacts from another engine build are
+    /// recompiled from the component.
+    pub(crate) fn restore(&self) {
         let Some(state) = &self.state else {
-            return Vec::new();
+            return;
         };
-        let mut problems = Vec::new();
         let names = match state.list(DIR) {
             Ok(n) => n,
-            Err(e) => return vec![format!("{e:#}")],
+            Err(e) => {
+                state.report_damaged(DIR, &format_args!("{e:#}"));
+                return;
+            }
         };
         for meta_name in names.iter().filter(|n| n.ends_with(".json")) {
             let base = meta_name.trim_end_matches(".json");
             if let Err(e) = self.restore_one(state, base) {
-                tracing::warn!(entry = base, error = %e, "skipping unreadable stored policy");
-                problems.push(format!("{DIR}/{base}: {e}"));
+                state.report_damaged(&format!("{DIR}/{meta_name}"), &e);
             }
         }
-        problems
     }
 
     fn restore_one(&self, state: &StateDir, base: &str) -> Result<(), String> {
@@ -298,6 +291,10 @@ impl Registry {
         let meta = read("json")?.ok_or("metadata vanished")?;
         let mut info: PolicyVersion =
             serde_json::from_slice(&meta).map_err(|e| format!("corrupt metadata: {e}"))?;
+        PolicyName::new(&info.name).map_err(|e| e.to_string())?;
+        if info.label() != base {
+            return Err(format!("metadata names {}, not {base}", info.label()));
+        }
         let wasm = read("wasm")?.ok_or("component file missing")?;
         if hex::encode(Sha256::digest(&wasm)) != info.sha256 {
             return Err("component does not match its recorded sha256".into());
@@ -419,19 +416,4 @@ fn write_meta(state: &StateDir, info: &PolicyVersion) -> Result<(), Error> {
     let meta = serde_json::to_vec_pretty(info).expect("version metadata serializes");
     state.write(format!("{DIR}/{}.json", info.label()), &meta)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_valid_name;
-
-    #[test]
-    fn names_are_kebab_case() {
-        assert!(is_valid_name("prefix-affinity"));
-        assert!(is_valid_name("v2-scorer"));
-        assert!(!is_valid_name("Prefix"));
-        assert!(!is_valid_name("../etc"));
-        assert!(!is_valid_name(""));
-        assert!(!is_valid_name("-x"));
-    }
 }

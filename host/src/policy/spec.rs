@@ -7,12 +7,30 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
-    /// `name` (the newest uploaded version) or `name@version` (a pinned version, the
-    /// first 12 hex digits of the component's sha256). Example: `prefix-affinity@3f2a9c1d0b7e`.
+    /// `name@version` (a pinned version, the first 12 hex digits of the component's
+    /// sha256) or `name`. A bare `name` is pinned to its newest version when the
+    /// pipeline is set, and stored pinned, so a later upload never changes a running
+    /// pipeline. Example: `prefix-affinity@3f2a9c1d0b7e`.
     pub policy: String,
     /// The policy's own config, handed to it as JSON. Default: none.
     #[serde(default)]
     pub config: serde_json::Value,
+    /// Opt out of pinning: `policy` stays a bare name and resolves to the newest upload
+    /// each time the tenant's pipelines are rebuilt (any pipeline, canary, shadow or
+    /// rollback change). Default false. Example: `follow_latest: true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_latest: bool,
+}
+
+impl StageSpec {
+    /// A stage running `policy` with `config`, pinned when the pipeline is set.
+    pub fn new(policy: impl Into<String>, config: serde_json::Value) -> Self {
+        StageSpec {
+            policy: policy.into(),
+            config,
+            follow_latest: false,
+        }
+    }
 }
 
 /// A scorer with its weight in the weighted sum.
@@ -85,5 +103,13 @@ impl PipelineSpec {
             .iter()
             .chain(self.scorers.iter().map(|s| &s.stage))
             .chain(self.placer.iter())
+    }
+
+    /// Every policy reference in the pipeline, mutably, in evaluation order.
+    pub fn stages_mut(&mut self) -> impl Iterator<Item = &mut StageSpec> {
+        self.filters
+            .iter_mut()
+            .chain(self.scorers.iter_mut().map(|s| &mut s.stage))
+            .chain(self.placer.iter_mut())
     }
 }

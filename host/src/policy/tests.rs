@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::names::{PolicyName, TenantName};
 use crate::state::StateDir;
 
 fn fleet(n: u32) -> FleetFacts {
@@ -39,16 +40,23 @@ fn runtime(state: Option<StateDir>) -> Policies {
     };
     let p = Policies::new(limits, state).expect("engine");
     p.install_shipped().expect("shipped policies load");
+    p.restore_policies();
+    p.restore_pipelines();
     p
+}
+
+fn acme() -> TenantName {
+    TenantName::new("acme").unwrap()
+}
+
+fn name(n: &str) -> PolicyName {
+    PolicyName::new(n).unwrap()
 }
 
 fn prefix_pipeline() -> PipelineSpec {
     PipelineSpec {
         scorers: vec![WeightedStageSpec {
-            stage: StageSpec {
-                policy: "prefix-affinity".into(),
-                config: serde_json::Value::Null,
-            },
+            stage: StageSpec::new("prefix-affinity", serde_json::Value::Null),
             weight: 1.0,
         }],
         ..PipelineSpec::default()
@@ -88,7 +96,7 @@ fn shipped_policies_register_with_their_world() {
 #[test]
 fn wasm_scorer_sends_request_to_the_cached_prefix() {
     let p = runtime(None);
-    p.set_pipeline("acme", prefix_pipeline()).unwrap();
+    p.set_pipeline(&acme(), prefix_pipeline()).unwrap();
     let d = p
         .pipeline("acme")
         .decide(&fleet(3), &request(), &candidates());
@@ -121,20 +129,16 @@ fn tenants_without_a_pipeline_get_builtin_least_load() {
 fn bad_uploads_are_refused_with_the_reason() {
     let p = runtime(None);
     assert!(matches!(
-        p.upload("x", b"not wasm at all", true),
+        p.upload(&name("x"), b"not wasm at all", true),
         Err(Error::NotWasm)
     ));
     assert!(matches!(
-        p.upload("x", b"\0asm\x01\0\0\0", true),
+        p.upload(&name("x"), b"\0asm\x01\0\0\0", true),
         Err(Error::CoreModule)
-    ));
-    assert!(matches!(
-        p.upload("Bad_Name", prefix_bytes(), true),
-        Err(Error::InvalidName(_))
     ));
     let big = vec![0u8; Limits::default().max_upload_bytes + 1];
     assert!(matches!(
-        p.upload("x", &big, true),
+        p.upload(&name("x"), &big, true),
         Err(Error::TooLarge { .. })
     ));
 }
@@ -142,36 +146,30 @@ fn bad_uploads_are_refused_with_the_reason() {
 #[test]
 fn invalid_pipelines_change_nothing() {
     let p = runtime(None);
-    p.set_pipeline("acme", prefix_pipeline()).unwrap();
+    p.set_pipeline(&acme(), prefix_pipeline()).unwrap();
     let wrong_kind = PipelineSpec {
-        placer: Some(StageSpec {
-            policy: "prefix-affinity".into(),
-            config: serde_json::Value::Null,
-        }),
+        placer: Some(StageSpec::new("prefix-affinity", serde_json::Value::Null)),
         ..PipelineSpec::default()
     };
-    let err = p.set_pipeline("acme", wrong_kind).unwrap_err();
+    let err = p.set_pipeline(&acme(), wrong_kind).unwrap_err();
     assert!(
         err.to_string().contains("is a scorer, not a placer"),
         "{err}"
     );
     let mut heavy = prefix_pipeline();
     heavy.scorers[0].weight = 1.7;
-    let err = p.set_pipeline("acme", heavy).unwrap_err();
+    let err = p.set_pipeline(&acme(), heavy).unwrap_err();
     assert!(
         err.to_string()
             .contains("scorers[0].weight: 1.7 is outside [0, 1]"),
         "{err}"
     );
     let unknown = PipelineSpec {
-        filters: vec![StageSpec {
-            policy: "nope@123".into(),
-            config: serde_json::Value::Null,
-        }],
+        filters: vec![StageSpec::new("nope@123", serde_json::Value::Null)],
         ..PipelineSpec::default()
     };
     assert!(matches!(
-        p.set_pipeline("acme", unknown),
+        p.set_pipeline(&acme(), unknown),
         Err(Error::UnknownPolicy(_))
     ));
     assert_eq!(p.pipeline("acme").info().version, 1);
@@ -180,12 +178,12 @@ fn invalid_pipelines_change_nothing() {
 #[test]
 fn rollback_restores_the_previous_pipeline() {
     let p = runtime(None);
-    p.set_pipeline("acme", PipelineSpec::builtin()).unwrap();
-    p.set_pipeline("acme", prefix_pipeline()).unwrap();
-    let info = p.rollback("acme").unwrap();
+    p.set_pipeline(&acme(), PipelineSpec::builtin()).unwrap();
+    p.set_pipeline(&acme(), prefix_pipeline()).unwrap();
+    let info = p.rollback(&acme()).unwrap();
     assert_eq!(info.active, PipelineSpec::builtin());
     assert_eq!(info.version, 3);
-    assert!(matches!(p.rollback("acme"), Err(Error::NoHistory(_))));
+    assert!(matches!(p.rollback(&acme()), Err(Error::NoHistory(_))));
 }
 
 #[test]
@@ -194,19 +192,197 @@ fn uploads_and_pipelines_survive_a_restart() {
     let state = StateDir::open(dir.path()).unwrap();
     let uploaded = {
         let p = runtime(Some(state.clone()));
-        let v = p.upload("mine", prefix_bytes(), true).unwrap();
+        let v = p.upload(&name("mine"), prefix_bytes(), true).unwrap();
         let mut spec = prefix_pipeline();
         spec.scorers[0].stage.policy = v.label();
-        p.set_pipeline("acme", spec).unwrap();
+        p.set_pipeline(&acme(), spec).unwrap();
         v
     };
-    // A corrupt entry beside the good ones is skipped, not fatal.
-    state.write("tenants/broken.json", b"{ truncated").unwrap();
-    let p = runtime(Some(state));
+    let p = runtime(Some(state.clone()));
     assert!(p.versions().iter().any(|v| v.label() == uploaded.label()));
     let info = p.pipeline("acme").info().clone();
     assert_eq!(info.active.scorers[0].stage.policy, uploaded.label());
     assert_eq!(p.pipelines().len(), 1);
+    assert!(state.damaged().is_empty());
+}
+
+/// The pipeline of the issue: a shipped filter and a shipped scorer.
+fn residency_pipeline() -> PipelineSpec {
+    PipelineSpec {
+        filters: vec![StageSpec::new(
+            "data-residency",
+            serde_json::json!({"default": "allow"}),
+        )],
+        ..prefix_pipeline()
+    }
+}
+
+#[test]
+fn stored_pipelines_naming_shipped_policies_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let before = {
+        let p = runtime(Some(state.clone()));
+        p.set_pipeline(&acme(), residency_pipeline()).unwrap()
+    };
+    let p = runtime(Some(state.clone()));
+    assert!(state.damaged().is_empty(), "{:?}", state.damaged());
+    assert_eq!(p.pipeline("acme").info(), &before);
+    let d = p
+        .pipeline("acme")
+        .decide(&fleet(3), &request(), &candidates());
+    assert_eq!(d.policies.len(), 2, "{:?}", d.policies);
+    assert!(d.policies[0].starts_with("data-residency@"));
+}
+
+#[test]
+fn a_damaged_stored_pipeline_refuses_its_tenant_until_set_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    {
+        let p = runtime(Some(state.clone()));
+        p.set_pipeline(&TenantName::new("default").unwrap(), prefix_pipeline())
+            .unwrap();
+    }
+    state.write("tenants/acme.json", b"{ truncated").unwrap();
+    let p = runtime(Some(state.clone()));
+    let damaged = state.damaged();
+    assert_eq!(damaged.len(), 1);
+    assert_eq!(damaged[0].entry, "tenants/acme.json");
+    // Never decided by `default`'s pipeline instead: refused.
+    let t = p.pipeline("acme");
+    assert_eq!(t.damaged(), Some("tenants/acme.json"));
+    let d = t.decide(&fleet(3), &request(), &candidates());
+    assert!(matches!(d.placement, Placement::Reject { status: 503, .. }));
+    assert!(d.policies.is_empty());
+    assert!(p.pipeline("other").damaged().is_none());
+    // A canary cannot build on the damaged pipeline; setting the pipeline repairs it.
+    let canary = CanarySpec {
+        pipeline: prefix_pipeline(),
+        share: 0.5,
+    };
+    assert!(matches!(
+        p.set_canary(&acme(), Some(canary)),
+        Err(Error::Damaged { .. })
+    ));
+    p.set_pipeline(&acme(), PipelineSpec::builtin()).unwrap();
+    assert!(p.pipeline("acme").damaged().is_none());
+    assert!(state.damaged().is_empty());
+}
+
+#[test]
+fn a_damaged_stored_pipeline_is_skipped_when_the_config_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let state = StateDir::open(dir.path()).unwrap();
+        state.write("tenants/acme.json", b"{ truncated").unwrap();
+    }
+    let state = StateDir::open_with(dir.path(), crate::state::OnDamagedEntry::Skip).unwrap();
+    let p = runtime(Some(state.clone()));
+    assert!(state.damaged().is_empty());
+    assert!(p.pipeline("acme").damaged().is_none());
+}
+
+/// A scorer whose bytes differ from prefix-affinity's: a second version of `foo`.
+fn other_scorer_bytes() -> &'static [u8] {
+    shipped_component("least-load").expect("least-load ships")
+}
+
+fn foo_pipeline(follow_latest: bool) -> PipelineSpec {
+    let mut spec = prefix_pipeline();
+    spec.scorers[0].stage.policy = "foo".into();
+    spec.scorers[0].stage.follow_latest = follow_latest;
+    spec
+}
+
+#[test]
+fn a_later_upload_never_changes_a_running_pipeline_canary_or_rollback_target() {
+    let p = runtime(None);
+    let v1 = p
+        .upload(&name("foo"), prefix_bytes(), true)
+        .unwrap()
+        .label();
+    let set = p.set_pipeline(&acme(), foo_pipeline(false)).unwrap();
+    assert_eq!(set.active.scorers[0].stage.policy, v1, "stored pinned");
+    let v2 = p
+        .upload(&name("foo"), other_scorer_bytes(), true)
+        .unwrap()
+        .label();
+    assert_ne!(v1, v2);
+    // A 0% canary and a shadow rebuild the active pipeline: it must stay on v1.
+    p.set_canary(
+        &acme(),
+        Some(CanarySpec {
+            pipeline: foo_pipeline(false),
+            share: 0.0,
+        }),
+    )
+    .unwrap();
+    let info = p.set_shadow(&acme(), Some(foo_pipeline(false))).unwrap();
+    assert_eq!(info.active.scorers[0].stage.policy, v1);
+    assert_eq!(info.canary.unwrap().pipeline.scorers[0].stage.policy, v2);
+    let d = p
+        .pipeline("acme")
+        .decide(&fleet(3), &request(), &candidates());
+    assert_eq!(d.policies, [v1.as_str().into()]);
+    // The rollback target is the pinned v1 too.
+    p.set_pipeline(&acme(), PipelineSpec::builtin()).unwrap();
+    let back = p.rollback(&acme()).unwrap();
+    assert_eq!(back.active.scorers[0].stage.policy, v1);
+}
+
+#[test]
+fn follow_latest_stages_move_to_the_newest_upload_on_rebuild() {
+    let p = runtime(None);
+    p.upload(&name("foo"), prefix_bytes(), true).unwrap();
+    let set = p.set_pipeline(&acme(), foo_pipeline(true)).unwrap();
+    assert_eq!(set.active.scorers[0].stage.policy, "foo", "stored unpinned");
+    let v2 = p
+        .upload(&name("foo"), other_scorer_bytes(), true)
+        .unwrap()
+        .label();
+    p.set_canary(&acme(), None).unwrap();
+    let d = p
+        .pipeline("acme")
+        .decide(&fleet(3), &request(), &candidates());
+    assert_eq!(d.policies, [v2.as_str().into()]);
+    let mut pinned_and_following = foo_pipeline(true);
+    pinned_and_following.scorers[0].stage.policy = v2;
+    assert!(matches!(
+        p.set_pipeline(&acme(), pinned_and_following),
+        Err(Error::InvalidPipeline(_))
+    ));
+}
+
+#[test]
+fn a_stored_pipeline_with_bare_names_is_pinned_at_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let stored = PipelineInfo {
+        tenant: acme(),
+        version: 4,
+        active: prefix_pipeline(),
+        canary: None,
+        shadow: None,
+        history: vec![prefix_pipeline()],
+    };
+    state
+        .write("tenants/acme.json", &serde_json::to_vec(&stored).unwrap())
+        .unwrap();
+    let p = runtime(Some(state.clone()));
+    let info = p.pipeline("acme").info().clone();
+    let label = p
+        .versions()
+        .into_iter()
+        .find(|v| v.name == "prefix-affinity")
+        .unwrap()
+        .label();
+    assert_eq!(info.version, 4);
+    assert_eq!(info.active.scorers[0].stage.policy, label);
+    assert_eq!(info.history[0].scorers[0].stage.policy, label);
+    let on_disk: PipelineInfo =
+        serde_json::from_slice(&state.read("tenants/acme.json").unwrap().unwrap()).unwrap();
+    assert_eq!(on_disk, info);
 }
 
 #[test]
@@ -214,7 +390,7 @@ fn an_upload_serves_on_baseline_code_until_the_optimized_code_replaces_it() {
     let dir = tempfile::tempdir().unwrap();
     let state = StateDir::open(dir.path()).unwrap();
     let p = runtime(Some(state.clone()));
-    let v = p.upload("mine", prefix_bytes(), true).unwrap();
+    let v = p.upload(&name("mine"), prefix_bytes(), true).unwrap();
     // NB: Cranelift takes tens of milliseconds; the upload returns before it could finish.
     assert_eq!(v.tier, Tier::Baseline);
     let cwasm = format!("policies/{}.cwasm", v.label());
@@ -273,7 +449,7 @@ fn without_the_baseline_tier_an_upload_is_optimized_when_it_returns() {
         None,
     )
     .unwrap();
-    let v = p.upload("mine", prefix_bytes(), true).unwrap();
+    let v = p.upload(&name("mine"), prefix_bytes(), true).unwrap();
     assert_eq!(v.tier, Tier::Optimized);
     let stage = p.stage(&v.label(), &serde_json::Value::Null).unwrap();
     let (_, report) = stage.run(&fleet(3), &request(), &candidates()).unwrap();
@@ -283,9 +459,9 @@ fn without_the_baseline_tier_an_upload_is_optimized_when_it_returns() {
 #[test]
 fn canary_share_splits_by_request_id() {
     let p = runtime(None);
-    p.set_pipeline("acme", PipelineSpec::builtin()).unwrap();
+    p.set_pipeline(&acme(), PipelineSpec::builtin()).unwrap();
     p.set_canary(
-        "acme",
+        &acme(),
         Some(CanarySpec {
             pipeline: prefix_pipeline(),
             share: 0.25,
@@ -312,8 +488,8 @@ fn canary_share_splits_by_request_id() {
 #[test]
 fn shadow_counts_disagreements() {
     let p = runtime(None);
-    p.set_pipeline("acme", PipelineSpec::builtin()).unwrap();
-    p.set_shadow("acme", Some(prefix_pipeline())).unwrap();
+    p.set_pipeline(&acme(), PipelineSpec::builtin()).unwrap();
+    p.set_shadow(&acme(), Some(prefix_pipeline())).unwrap();
     let cands = [
         Candidate {
             backend: 0,
@@ -334,20 +510,23 @@ fn shadow_counts_disagreements() {
 #[test]
 fn swapping_under_concurrent_decisions_never_mixes_versions() {
     let p = runtime(None);
-    let one = p.upload("pa-one", prefix_bytes(), true).unwrap().label();
-    let two = p.upload("pa-two", prefix_bytes(), true).unwrap().label();
+    let one = p
+        .upload(&name("pa-one"), prefix_bytes(), true)
+        .unwrap()
+        .label();
+    let two = p
+        .upload(&name("pa-two"), prefix_bytes(), true)
+        .unwrap()
+        .label();
     let spec = |label: &str| PipelineSpec {
         scorers: vec![WeightedStageSpec {
-            stage: StageSpec {
-                policy: label.to_string(),
-                config: serde_json::Value::Null,
-            },
+            stage: StageSpec::new(label, serde_json::Value::Null),
             weight: 1.0,
         }],
         ..PipelineSpec::default()
     };
     // Odd pipeline versions run `one`, even ones `two`.
-    p.set_pipeline("acme", spec(&one)).unwrap();
+    p.set_pipeline(&acme(), spec(&one)).unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let cands: Vec<Candidate> = (0..8)
         .map(|i| Candidate {
@@ -379,7 +558,7 @@ fn swapping_under_concurrent_decisions_never_mixes_versions() {
             })
             .collect();
         for i in 0..100 {
-            p.set_pipeline("acme", spec(if i % 2 == 0 { &two } else { &one }))
+            p.set_pipeline(&acme(), spec(if i % 2 == 0 { &two } else { &one }))
                 .unwrap();
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -394,7 +573,7 @@ fn swapping_under_concurrent_decisions_never_mixes_versions() {
 /// thousands: a fault that depends on the request, as a client can trigger one.
 fn input_dependent_runtime(park_for: Duration) -> Policies {
     let probe = runtime(None);
-    probe.set_pipeline("acme", prefix_pipeline()).unwrap();
+    probe.set_pipeline(&acme(), prefix_pipeline()).unwrap();
     let few = probe
         .pipeline("acme")
         .decide(&fleet(3), &request(), &candidates())
@@ -408,7 +587,7 @@ fn input_dependent_runtime(park_for: Duration) -> Policies {
     };
     let p = Policies::new(limits, None).expect("engine");
     p.install_shipped().expect("shipped policies load");
-    p.set_pipeline("acme", prefix_pipeline()).unwrap();
+    p.set_pipeline(&acme(), prefix_pipeline()).unwrap();
     p
 }
 

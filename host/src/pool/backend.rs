@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::breaker::{Breaker, Pass};
 use super::learned::{Learned, Measured};
 use super::scrape::EngineLoad;
+use crate::names::BackendName;
 use crate::policy::Role;
 
 /// Which engine a backend runs; decides how its `/metrics` are read.
@@ -63,8 +64,8 @@ pub struct Capability {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
-    /// Unique name: letters, digits, `-`, `_`, `.`. Example: `name: h100-a`.
-    pub name: String,
+    /// Unique name: `[A-Za-z0-9][A-Za-z0-9._-]{0,62}`, no `..`. Example: `name: h100-a`.
+    pub name: BackendName,
     /// Server root; requests go to `<url>/v1/...`. Example: `url: http://10.0.0.5:8000`.
     pub url: String,
     /// Models it serves, as clients name them.
@@ -111,17 +112,6 @@ impl BackendSpec {
     /// Problems with the spec, each starting with its field name; empty when valid.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let name_ok = !self.name.is_empty()
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !name_ok {
-            out.push(format!(
-                "name: `{}` must be non-empty letters, digits, `-`, `_` or `.`",
-                self.name
-            ));
-        }
         match reqwest::Url::parse(&self.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             _ => out.push(format!("url: `{}` is not an http(s) URL", self.url)),

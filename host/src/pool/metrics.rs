@@ -87,7 +87,7 @@ impl Collector for PoolCollector {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for s in &statuses {
                 let labels = BackendLabels {
-                    backend: s.spec.name.clone(),
+                    backend: s.spec.name.to_string(),
                 };
                 ConstGauge::new(read(s)).encode(family.encode_family(&labels)?)?;
             }

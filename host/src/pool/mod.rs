@@ -30,6 +30,7 @@ pub use metrics::PoolCollector;
 pub use scrape::{EngineLoad, ScrapeError, parse as parse_metrics};
 
 use crate::config::PoolSettings;
+use crate::names::BackendName;
 use crate::policy::{BackendFacts, Candidate, FleetFacts};
 use crate::state::StateDir;
 use breaker::Breaker;
@@ -174,6 +175,12 @@ struct Inner {
 struct Stored {
     spec: BackendSpec,
     draining: bool,
+    /// When an admin call added it, nanoseconds since the Unix epoch; `None` for a
+    /// configured backend (drained or undrained), which keeps its place in the config's
+    /// order. Added backends follow the configured ones in the order they were added,
+    /// so a restart gives every backend the fleet index it had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    added: Option<u64>,
 }
 
 const BACKENDS_DIR: &str = "backends";
@@ -181,9 +188,9 @@ const REMOVED_DIR: &str = "removed-backends";
 
 impl Pool {
     /// Starts the pool with the configured backends, then applies the admin changes
-    /// kept in `state` (added, drained and removed backends). An entry that cannot be
-    /// read is logged and skipped. Starts one prober per backend; call inside a tokio
-    /// runtime.
+    /// kept in `state` (added, drained and removed backends), each backend at the fleet
+    /// index it had. An entry that cannot be restored is reported to the state
+    /// directory. Starts one prober per backend; call inside a tokio runtime.
     pub fn start(settings: PoolSettings, specs: Vec<BackendSpec>, state: Option<StateDir>) -> Pool {
         let client = reqwest::Client::builder()
             .pool_idle_timeout(std::time::Duration::from_secs(30))
@@ -267,9 +274,12 @@ impl Pool {
         let _w = self.lock();
         let fleet = self.fleet();
         if find(&fleet, &spec.name).is_ok() {
-            return Err(Error::Exists(spec.name));
+            return Err(Error::Exists(spec.name.into()));
         }
-        self.persist(&spec, false)?;
+        let added = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.persist(&spec, false, Some(added))?;
         if let Some(state) = &self.inner.state {
             state.remove(format!("{REMOVED_DIR}/{}", spec.name))?;
         }
@@ -291,7 +301,8 @@ impl Pool {
         let _w = self.lock();
         let fleet = self.fleet();
         let b = find(&fleet, name)?;
-        self.persist(&b.spec, draining)?;
+        let added = self.stored(name).and_then(|s| s.added);
+        self.persist(&b.spec, draining, added)?;
         b.set_draining(draining);
         tracing::info!(backend = name, draining, "drain state changed");
         Ok(self.status_of(b))
@@ -328,15 +339,28 @@ impl Pool {
         self.inner.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn persist(&self, spec: &BackendSpec, draining: bool) -> Result<(), Error> {
+    /// The stored entry of `name`, if there is a readable one.
+    fn stored(&self, name: &str) -> Option<Stored> {
+        let bytes = self
+            .inner
+            .state
+            .as_ref()?
+            .read(format!("{BACKENDS_DIR}/{name}.json"))
+            .ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn persist(&self, spec: &BackendSpec, draining: bool, added: Option<u64>) -> Result<(), Error> {
         let Some(state) = &self.inner.state else {
             return Ok(());
         };
         let stored = Stored {
             spec: spec.clone(),
             draining,
+            added,
         };
         let bytes = serde_json::to_vec_pretty(&stored).unwrap_or_default();
+        // NB: `spec.name` is a validated name, so this stays inside the directory.
         state.write(format!("{BACKENDS_DIR}/{}.json", spec.name), &bytes)?;
         Ok(())
     }
@@ -377,7 +401,7 @@ fn find<'f>(fleet: &'f Fleet, name: &str) -> Result<&'f Arc<Backend>, Error> {
 
 fn facts_of(s: &BackendSpec) -> BackendFacts {
     BackendFacts {
-        name: s.name.clone(),
+        name: s.name.to_string(),
         vendor: s.vendor.clone(),
         accelerator: s.accelerator.clone(),
         region: s.region.clone(),
@@ -396,40 +420,72 @@ fn facts_of(s: &BackendSpec) -> BackendFacts {
     }
 }
 
-/// Applies stored admin changes to the configured `entries`: stored backends replace or
-/// join them, tombstones remove them. Unreadable entries are logged and skipped.
+/// Applies stored admin changes to the configured `entries`: a stored configured backend
+/// replaces its entry in place, added backends follow in the order they were added,
+/// tombstones remove entries. An entry that cannot be restored is reported to the state
+/// directory.
 fn restore(state: &StateDir, entries: &mut Vec<(BackendSpec, bool)>) {
-    let skip = |file: &str, problem: &dyn std::fmt::Display| {
-        tracing::warn!(file, %problem, "stored backend skipped");
-    };
+    let mut added = Vec::new();
     match state.list(BACKENDS_DIR) {
         Ok(files) => {
             for file in files {
                 let rel = format!("{BACKENDS_DIR}/{file}");
-                let stored = match state.read(&rel) {
-                    Ok(Some(bytes)) => serde_json::from_slice::<Stored>(&bytes),
-                    Ok(None) => continue,
-                    Err(e) => {
-                        skip(&rel, &e);
-                        continue;
+                match restore_one(state, &rel, &file) {
+                    Ok(Some(s)) => match s.added {
+                        None => match entries.iter_mut().find(|(e, _)| e.name == s.spec.name) {
+                            Some(entry) => *entry = (s.spec, s.draining),
+                            None => added.push((0, s)),
+                        },
+                        Some(at) => {
+                            entries.retain(|(e, _)| e.name != s.spec.name);
+                            added.push((at, s));
+                        }
+                    },
+                    Ok(None) => {}
+                    Err(problem) => {
+                        state.report_damaged(&rel, &problem);
                     }
-                };
-                match stored {
-                    Ok(s) if s.spec.problems().is_empty() => {
-                        entries.retain(|(e, _)| e.name != s.spec.name);
-                        entries.push((s.spec, s.draining));
-                    }
-                    Ok(s) => skip(&rel, &s.spec.problems().join("; ")),
-                    Err(e) => skip(&rel, &e),
                 }
             }
         }
-        Err(e) => skip(BACKENDS_DIR, &e),
+        Err(e) => {
+            state.report_damaged(BACKENDS_DIR, &format_args!("{e:#}"));
+        }
     }
+    added.sort_by(|(a, x), (b, y)| (a, &x.spec.name).cmp(&(b, &y.spec.name)));
+    entries.extend(added.into_iter().map(|(_, s)| (s.spec, s.draining)));
     match state.list(REMOVED_DIR) {
-        Ok(names) => entries.retain(|(e, _)| !names.contains(&e.name)),
-        Err(e) => skip(REMOVED_DIR, &e),
+        Ok(names) => {
+            for name in &names {
+                if BackendName::new(name).is_err() {
+                    state.report_damaged(
+                        &format!("{REMOVED_DIR}/{name}"),
+                        &"not named after a valid backend name",
+                    );
+                }
+            }
+            entries.retain(|(e, _)| !names.iter().any(|n| e.name == n.as_str()));
+        }
+        Err(e) => {
+            state.report_damaged(REMOVED_DIR, &format_args!("{e:#}"));
+        }
     }
+}
+
+/// One stored backend, checked against its file name `<name>.json`.
+fn restore_one(state: &StateDir, rel: &str, file: &str) -> Result<Option<Stored>, String> {
+    let Some(bytes) = state.read(rel).map_err(|e| format!("{e:#}"))? else {
+        return Ok(None);
+    };
+    let s: Stored = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    if file.strip_suffix(".json") != Some(s.spec.name.as_str()) {
+        return Err(format!("holds backend `{}`", s.spec.name));
+    }
+    let problems = s.spec.problems();
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(Some(s))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use super::*;
 
 fn spec(name: &str, models: &[&str]) -> BackendSpec {
     BackendSpec {
-        name: name.into(),
+        name: crate::names::BackendName::new(name).unwrap(),
         url: "http://127.0.0.1:1".into(),
         models: models.iter().map(|m| m.to_string()).collect(),
         engine: EngineKind::Vllm,
@@ -128,11 +128,54 @@ async fn changes_persist_and_bump_the_generation() {
     let names: Vec<String> = restored
         .statuses()
         .into_iter()
-        .map(|s| s.spec.name)
+        .map(|s| s.spec.name.into())
         .collect();
     assert_eq!(
         names,
         vec!["b".to_string()],
         "a stays removed, b stays added"
     );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_every_backend_at_its_fleet_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let configured = vec![spec("a", &["m"]), spec("b", &["m"])];
+    let pool = Pool::start(
+        PoolSettings::default(),
+        configured.clone(),
+        Some(state.clone()),
+    );
+    pool.add(spec("z", &["m"])).unwrap();
+    pool.add(spec("c", &["m"])).unwrap();
+    pool.set_draining("a", true).unwrap();
+    pool.set_draining("z", true).unwrap();
+    let order = |p: &Pool| -> Vec<(String, bool)> {
+        p.statuses()
+            .into_iter()
+            .map(|s| (s.spec.name.into(), s.draining))
+            .collect()
+    };
+    let before = order(&pool);
+    drop(pool);
+    let restored = Pool::start(PoolSettings::default(), configured, Some(state.clone()));
+    assert_eq!(order(&restored), before);
+    assert!(state.damaged().is_empty());
+}
+
+#[tokio::test]
+async fn a_damaged_stored_backend_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    state.write("backends/x.json", b"{ truncated").unwrap();
+    state.write("removed-backends/..x", b"removed").unwrap();
+    let pool = Pool::start(
+        PoolSettings::default(),
+        vec![spec("a", &["m"])],
+        Some(state.clone()),
+    );
+    assert_eq!(pool.statuses().len(), 1);
+    let entries: Vec<String> = state.damaged().into_iter().map(|d| d.entry).collect();
+    assert_eq!(entries, ["backends/x.json", "removed-backends/..x"]);
 }

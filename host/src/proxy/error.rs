@@ -48,6 +48,10 @@ pub enum ApiError {
     /// Every backend serving the model is down, draining or has an open circuit.
     #[error("no healthy backend serves model `{0}`")]
     NoBackend(String),
+    /// The pipeline that would decide for the tenant could not be restored from the
+    /// state directory; an operator must set it again or discard it.
+    #[error("tenant `{0}`'s routing pipeline is unavailable: its stored copy is damaged")]
+    PipelineDamaged(String),
     /// The tenant's pipeline refused the request.
     #[error("{message}")]
     Rejected {
@@ -73,7 +77,9 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::KeyRequired(_) => StatusCode::UNAUTHORIZED,
             ApiError::UnknownModel(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoBackend(_) | ApiError::PipelineDamaged(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Rejected { status, .. } => *status,
             ApiError::AllFailed(_) => StatusCode::BAD_GATEWAY,
         }
@@ -95,6 +101,7 @@ impl ApiError {
             ApiError::NoRoute(_) => ("invalid_request_error", "not_found", None),
             ApiError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded", None),
             ApiError::NoBackend(_) => ("server_error", "no_healthy_backend", None),
+            ApiError::PipelineDamaged(_) => ("server_error", "pipeline_unavailable", None),
             ApiError::Rejected { .. } => ("invalid_request_error", "rejected_by_policy", None),
             ApiError::AllFailed(_) => ("server_error", "backend_failed", None),
         }

@@ -130,7 +130,7 @@ impl App {
                 continue;
             };
             attempt += 1;
-            let name = backend.spec.name.clone();
+            let name = backend.spec.name.to_string();
             let span = tracing::info_span!("forward", backend = %name, attempt);
             let sent = Instant::now();
             match self
@@ -179,7 +179,7 @@ impl App {
             .metrics
             .retries
             .get_or_create(&BackendLabels {
-                backend: name.clone(),
+                backend: name.to_string(),
             })
             .inc();
         format!("backend {name} {e}")

@@ -46,6 +46,7 @@ use crate::policy::{
     Candidate, Decision, FleetFacts, Placement, Policies, RequestFacts, Role, builtin_load,
 };
 use crate::pool::Pool;
+use crate::state::StateDir;
 use crate::telemetry::{FieldLabels, ProxyMetrics, RequestLabels};
 use decisions::RecordContext;
 use forward::{Attempt, Outgoing};
@@ -74,6 +75,8 @@ pub struct AppParts {
     pub registry: Arc<Registry>,
     /// The KV-cache prefix index.
     pub kv: KvIndex,
+    /// The state directory, whose damaged entries make `/ready` answer 503.
+    pub state: Option<StateDir>,
 }
 
 /// The client API's state. Cheap to clone.
@@ -92,6 +95,7 @@ struct Inner {
     registry: Arc<Registry>,
     client: reqwest::Client,
     kv: KvIndex,
+    state: Option<StateDir>,
 }
 
 impl App {
@@ -113,6 +117,7 @@ impl App {
                 registry: parts.registry,
                 client,
                 kv: parts.kv,
+                state: parts.state,
             }),
         }
     }
@@ -212,6 +217,9 @@ impl App {
         };
 
         let pipeline = self.inner.policies.pipeline(&tenant.name);
+        if pipeline.damaged().is_some() {
+            return Err(ApiError::PipelineDamaged(tenant.name.clone()));
+        }
         let decide =
             tracing::info_span!("decide", policy = Empty, version = pipeline.info().version);
         let decision = decide.in_scope(|| pipeline.decide(&fleet.facts, &facts, &candidates));
@@ -382,7 +390,21 @@ async fn health() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
+/// 503 while a stored entry is damaged (naming each), or while no backend is available.
 async fn ready(State(app): State<App>) -> Response {
+    let damaged = app
+        .inner
+        .state
+        .as_ref()
+        .map(StateDir::damaged)
+        .unwrap_or_default();
+    if !damaged.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "damaged state", "damaged": damaged})),
+        )
+            .into_response();
+    }
     if app.inner.pool.fleet().is_ready() {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     } else {

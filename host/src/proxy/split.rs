@@ -216,5 +216,5 @@ fn leg_body(body: &Bytes, edit: impl FnOnce(&mut Map<String, Value>)) -> Bytes {
 fn name(fleet: &Fleet, index: u32) -> String {
     fleet
         .backend(index)
-        .map_or_else(|| format!("#{index}"), |b| b.spec.name.clone())
+        .map_or_else(|| format!("#{index}"), |b| b.spec.name.to_string())
 }

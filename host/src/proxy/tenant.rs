@@ -38,7 +38,7 @@ impl Tenant {
     fn new(c: &TenantConfig) -> Tenant {
         let limiter = |n: NonZeroU32| RateLimiter::direct(Quota::per_second(n));
         Tenant {
-            name: c.name.clone(),
+            name: c.name.to_string(),
             keyed: !c.api_keys.is_empty(),
             concurrency: c
                 .max_concurrent
@@ -115,11 +115,15 @@ impl Tenants {
     pub fn new(auth: &AuthConfig, tenants: &[TenantConfig]) -> Tenants {
         let by_name: HashMap<String, Arc<Tenant>> = tenants
             .iter()
-            .map(|t| (t.name.clone(), Arc::new(Tenant::new(t))))
+            .map(|t| (t.name.to_string(), Arc::new(Tenant::new(t))))
             .collect();
         let by_key = tenants
             .iter()
-            .flat_map(|t| t.api_keys.iter().map(move |k| (k.clone(), t.name.clone())))
+            .flat_map(|t| {
+                t.api_keys
+                    .iter()
+                    .map(move |k| (k.clone(), t.name.to_string()))
+            })
             .filter_map(|(k, name)| by_name.get(&name).map(|t| (k, t.clone())))
             .collect();
         let default = by_name

@@ -102,7 +102,7 @@ fn a_policy_rejection_keeps_its_status() {
 
 fn tenant(name: &str, key: &str, max_concurrent: Option<u32>) -> TenantConfig {
     TenantConfig {
-        name: name.into(),
+        name: name.parse().expect("a valid tenant name"),
         api_keys: vec![key.into()],
         pipeline: None,
         max_concurrent,
@@ -223,6 +223,7 @@ async fn router_answers_without_backends() {
         metrics: ProxyMetrics::default(),
         registry: Arc::new(Registry::default()),
         kv: crate::kv::KvIndex::new(&crate::kv::KvConfig::default()).unwrap(),
+        state: None,
     });
     let call = |req: Request<Body>| router(app.clone()).oneshot(req);
     let post = |body: &'static str| {
