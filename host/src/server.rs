@@ -107,6 +107,7 @@ impl Server {
         metrics.register(&mut registry);
         policies.metrics().register(&mut registry);
         registry.register_collector(Box::new(PoolCollector::new(pool.clone())));
+        registry.register_collector(Box::new(kv.collector()));
 
         let decisions = Arc::new(DecisionLog::new(config.proxy.decision_log));
         let app = App::new(AppParts {
