@@ -31,6 +31,7 @@ use super::event::{DecodeError, decode_batch};
 use super::exact::ExactHasher;
 use super::index::Index;
 use super::stats::{Counters, Reject};
+use crate::telemetry::Burst;
 
 /// How long a blocked receive waits before checking for shutdown.
 const POLL: Duration = Duration::from_millis(100);
@@ -501,6 +502,11 @@ pub struct Subscriber {
     socket: zmq::Socket,
     source: Source,
     max_message_bytes: usize,
+    /// Connect mode: the socket's disconnection events. ZeroMQ does not reconnect after a
+    /// protocol error (a frame over `ZMQ_MAXMSGSIZE`), so the receiver does.
+    monitor: Option<zmq::Socket>,
+    /// Rate limit of the reconnection warning.
+    reconnects: Burst,
     /// The endpoint actually bound or connected (the bound port when 0 was asked).
     pub endpoint: String,
 }
@@ -540,6 +546,19 @@ impl Subscriber {
         } else {
             socket.connect(&ep).map_err(zmq_err("connect", &ep))?;
         }
+        let monitor = if bind {
+            None
+        } else {
+            static MONITORS: AtomicU64 = AtomicU64::new(0);
+            let addr = format!("inproc://kv-monitor-{}", MONITORS.fetch_add(1, Relaxed));
+            let events = i32::from(zmq::SocketEvent::DISCONNECTED.to_raw());
+            socket
+                .monitor(&addr, events)
+                .map_err(zmq_err("socket", &ep))?;
+            let monitor = ctx.socket(zmq::PAIR).map_err(zmq_err("socket", &addr))?;
+            monitor.connect(&addr).map_err(zmq_err("connect", &addr))?;
+            Some(monitor)
+        };
         let endpoint = match socket.get_last_endpoint() {
             Ok(Ok(e)) if bind => e,
             _ => ep,
@@ -548,8 +567,35 @@ impl Subscriber {
             socket,
             source,
             max_message_bytes: limits.max_message_bytes,
+            monitor,
+            reconnects: Burst::default(),
             endpoint,
         })
+    }
+
+    /// Reconnects if the monitor saw the connection go (connect mode).
+    fn reconnect_if_dropped(&self) {
+        let Some(monitor) = &self.monitor else {
+            return;
+        };
+        if monitor.poll(zmq::POLLIN, 0).unwrap_or(0) == 0 {
+            return;
+        }
+        // NB: the event's frames say nothing we need beyond "disconnected".
+        while monitor.recv_multipart(zmq::DONTWAIT).is_ok() {}
+        if let Some(suppressed) = self.reconnects.admit() {
+            tracing::warn!(
+                endpoint = %self.endpoint,
+                suppressed,
+                "kv publisher connection dropped (engine gone, or a frame over \
+                 kv.max_message_bytes); reconnecting"
+            );
+        }
+        // NB: fails harmlessly when ZeroMQ already forgot the endpoint.
+        let _ = self.socket.disconnect(&self.endpoint);
+        if let Err(e) = self.socket.connect(&self.endpoint) {
+            tracing::warn!(error = %e, endpoint = %self.endpoint, "kv reconnect failed");
+        }
     }
 }
 
@@ -557,6 +603,7 @@ impl Subscriber {
 /// backend's queue.
 pub fn receive(sub: Subscriber, stop: &AtomicBool) {
     while !stop.load(Relaxed) {
+        sub.reconnect_if_dropped();
         let frames = match sub.socket.recv_multipart(0) {
             Ok(f) => f,
             Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
