@@ -457,8 +457,9 @@ fn rejected(router: &Router, backend: &str, reason: &str) -> u64 {
     registry.register_collector(Box::new(router.kv.collector()));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics text");
-    let series =
-        format!("switchyard_kv_events_rejected_total{{backend=\"{backend}\",reason=\"{reason}\"}} ");
+    let series = format!(
+        "switchyard_kv_events_rejected_total{{backend=\"{backend}\",reason=\"{reason}\"}} "
+    );
     text.lines()
         .find_map(|l| l.strip_prefix(&series))
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))

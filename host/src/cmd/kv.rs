@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
-use rand::{Rng, SeedableRng};
 use parking_lot::RwLock;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use switchyard::kv::{
-    Batch, BlockStored, Counters, Event, Index, IndexSink, Limits, Prompt, Sink, Tier,
-    Tokenizer, encode_batch, key,
+    Batch, BlockStored, Counters, Event, Index, IndexSink, Limits, Prompt, Sink, Tier, Tokenizer,
+    encode_batch, key,
 };
 
 /// Subcommands of `switchyard kv`.

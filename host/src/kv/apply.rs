@@ -307,7 +307,11 @@ mod tests {
         assert_eq!(lock.read().entries(), 0);
         assert_eq!(ratio.0, 1, "a rejected event teaches no ratio");
         apply_batch(&lock, &t, &mut ratio, &batch(vec![stored(2, 32)]));
-        assert_eq!(lock.read().entries(), 4, "2 engine blocks of 32 are 4 of ours");
+        assert_eq!(
+            lock.read().entries(),
+            4,
+            "2 engine blocks of 32 are 4 of ours"
+        );
         assert_eq!(counters.rejected(Reject::BlockSize), 2);
     }
 
@@ -379,9 +383,17 @@ mod tests {
         let lock = index();
         let counters = Counters::default();
         let t = target(&counters, 10_000);
-        apply_batch(&lock, &t, &mut Ratio::default(), &batch(vec![stored(2000, 16)]));
+        apply_batch(
+            &lock,
+            &t,
+            &mut Ratio::default(),
+            &batch(vec![stored(2000, 16)]),
+        );
         let mut w = Writer::new(&lock);
-        assert!(!w.guard.clear_some(0, CHUNK_OPS), "a chunk does not clear 2000");
+        assert!(
+            !w.guard.clear_some(0, CHUNK_OPS),
+            "a chunk does not clear 2000"
+        );
         w.clear(0);
         drop(w);
         assert_eq!(lock.read().entries(), 0);

@@ -130,10 +130,7 @@ pub fn assert_decoders_agree(payload: &[u8]) {
     assert_eq!(fast.ts.to_bits(), general.ts.to_bits(), "timestamps differ");
     assert_eq!(
         Batch { ts: 0.0, ..fast },
-        Batch {
-            ts: 0.0,
-            ..general
-        },
+        Batch { ts: 0.0, ..general },
         "the decoders disagree"
     );
 }
@@ -371,10 +368,10 @@ mod tests {
     fn lying_lengths() -> Vec<Vec<u8>> {
         let stored_tag: &[u8] = b"\xabBlockStored";
         let mut prefixes: Vec<Vec<u8>> = vec![
-            vec![],                                              // the batch
-            vec![0x92, 0x00],                                    // the event list
-            vec![0x92, 0x00, 0x91],                              // an event
-            vec![0x92, 0x00, 0x91, 0x91],                        // the tag
+            vec![],                                               // the batch
+            vec![0x92, 0x00],                                     // the event list
+            vec![0x92, 0x00, 0x91],                               // an event
+            vec![0x92, 0x00, 0x91, 0x91],                         // the tag
             [&[0x92, 0x00, 0x91, 0x9c][..], stored_tag].concat(), // block hashes
         ];
         let event = [&[0x92, 0x00, 0x91, 0x9c][..], stored_tag].concat();
@@ -387,11 +384,11 @@ mod tests {
         let mut out = Vec::new();
         for prefix in prefixes {
             for head in [
-                &[0xdd, 0xff, 0xff, 0xff, 0xff][..], // array 32
-                &[0xdc, 0xff, 0xff],                 // array 16
-                &[0xdf, 0xff, 0xff, 0xff, 0xff],     // map 32
-                &[0xdb, 0xff, 0xff, 0xff, 0xff],     // str 32
-                &[0xc6, 0xff, 0xff, 0xff, 0xff],     // bin 32
+                &[0xdd, 0xff, 0xff, 0xff, 0xff][..],   // array 32
+                &[0xdc, 0xff, 0xff],                   // array 16
+                &[0xdf, 0xff, 0xff, 0xff, 0xff],       // map 32
+                &[0xdb, 0xff, 0xff, 0xff, 0xff],       // str 32
+                &[0xc6, 0xff, 0xff, 0xff, 0xff],       // bin 32
                 &[0xc9, 0xff, 0xff, 0xff, 0xff, 0x01], // ext 32
             ] {
                 out.push([&prefix[..], head].concat());

@@ -417,10 +417,7 @@ impl KvIndex {
         let workers = match workers {
             Ok(w) => w,
             Err(e) => {
-                model
-                    .index
-                    .write()
-                    .remove_slot(slot);
+                model.index.write().remove_slot(slot);
                 return Err(e);
             }
         };
@@ -524,10 +521,7 @@ impl KvIndex {
         drop(backend);
         let model = &inner.models[id.model as usize];
         model.approx_slots.fetch_and(!(1 << id.slot), Relaxed);
-        model
-            .index
-            .write()
-            .remove_slot(id.slot);
+        model.index.write().remove_slot(id.slot);
         Ok(())
     }
 
@@ -562,10 +556,7 @@ impl KvIndex {
             backend: name.to_owned(),
         })?;
         let model = &self.inner.models[id.model as usize];
-        model
-            .index
-            .write()
-            .set_capacity(id.slot, blocks);
+        model.index.write().set_capacity(id.slot, blocks);
         Ok(())
     }
 
@@ -665,10 +656,7 @@ impl KvIndex {
             .iter()
             .map(|b| {
                 let model = &self.inner.models[b.id.model as usize];
-                let blocks = model
-                    .index
-                    .read()
-                    .len(b.id.slot);
+                let blocks = model.index.read().len(b.id.slot);
                 b.counters.snapshot(&b.name, &model.name, b.mode, blocks)
             })
             .collect()

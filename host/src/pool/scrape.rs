@@ -54,10 +54,7 @@ pub async fn read_body(
     limit: usize,
 ) -> Result<String, ScrapeError> {
     let too_large = ScrapeError::TooLarge { limit };
-    if response
-        .content_length()
-        .is_some_and(|n| n > limit as u64)
-    {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large);
     }
     let mut body = Vec::new();
@@ -243,7 +240,12 @@ vllm:cache_config_info{block_size="16",num_gpu_blocks="1000"} 1.0
             let response = client.get(url).send().await.unwrap();
             let err = read_body(response, MAX_METRICS_BYTES).await.unwrap_err();
             assert!(
-                matches!(err, ScrapeError::TooLarge { limit: MAX_METRICS_BYTES }),
+                matches!(
+                    err,
+                    ScrapeError::TooLarge {
+                        limit: MAX_METRICS_BYTES
+                    }
+                ),
                 "declared length {declared}: {err}"
             );
         }
