@@ -126,6 +126,7 @@ impl Server {
         if let Some(state) = &state {
             state.register_metrics(&mut registry);
         }
+        registry.register_collector(Box::new(kv.collector()));
 
         let decisions = Arc::new(DecisionLog::new(config.proxy.decision_log));
         let app = App::new(AppParts {

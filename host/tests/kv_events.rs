@@ -449,3 +449,71 @@ fn bind_mode_routes_by_topic() {
     router.kv.remove_backend("a").expect("removed");
     assert!(router.kv.backend("a").is_none());
 }
+
+/// `switchyard_kv_events_rejected_total{backend, reason}` as the router's registry
+/// renders it.
+fn rejected(router: &Router, backend: &str, reason: &str) -> u64 {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(router.kv.collector()));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics text");
+    let series = format!(
+        "switchyard_kv_events_rejected_total{{backend=\"{backend}\",reason=\"{reason}\"}} "
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .expect("a count")
+}
+
+/// Sends `payload` as the next live message with the engine's next sequence number.
+fn send_raw(engine: &mut Engine, payload: &[u8]) {
+    let seq = engine.seq;
+    engine.seq += 1;
+    engine.send_frames(&[b"kv@engine@m", &seq.to_be_bytes(), payload]);
+}
+
+#[test]
+fn seven_bytes_declaring_four_billion_events_are_rejected_and_the_stream_goes_on() {
+    let mut engine = Engine::start(Layout::New, 1000);
+    let router = Router::follow(&engine, 1024);
+    connect(&mut engine, &router, "b");
+    send_raw(&mut engine, &[0x92, 0x00, 0xdd, 0xff, 0xff, 0xff, 0xff]);
+    engine.publish(vec![router.stored(0, 2)]);
+    router.eventually("b", "the good batch after the bad one", |r| {
+        r.cached("b") == 32
+    });
+    assert_eq!(rejected(&router, "b", "not_msgpack"), 1);
+    assert_eq!(rejected(&router, "b", "too_large"), 0);
+    let s = router.stats("b");
+    assert_eq!((s.bad_messages, s.gaps, s.clears), (1, 0, 0));
+}
+
+#[test]
+fn a_message_over_the_size_cap_is_rejected_and_the_stream_goes_on() {
+    let mut engine = Engine::start(Layout::New, 1000);
+    let config = KvConfig {
+        models: vec![model()],
+        backends: vec![backend("b", Some(&engine), None)],
+        max_message_bytes: 1024,
+        ..KvConfig::default()
+    };
+    let router = Router::new(config);
+    connect(&mut engine, &router, "b");
+    // Every frame under the cap, the message over it: our own check.
+    send_raw(&mut engine, &[0xc0; 1010]);
+    // One frame over the cap: ZeroMQ refuses it and drops the connection, which comes
+    // back; the lost message is then a gap the replay fills.
+    send_raw(&mut engine, &[0xc0; 2000]);
+    // NB: the skipped sequence numbers are gaps the engine's buffer cannot fill, so the
+    // backend is cleared; the engine's next stores apply.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while router.cached("b") != 32 {
+        assert!(Instant::now() < deadline, "{:?}", router.stats("b"));
+        engine.publish(vec![router.stored(0, 2)]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(rejected(&router, "b", "too_large"), 1);
+    assert_eq!(router.stats("b").blocks, 2);
+}

@@ -430,6 +430,10 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         });
     }
 
+    for problem in raw.kv.problems() {
+        problems.push(format!("kv.{problem}"));
+    }
+
     let policy_limits = policy_limits(&raw.policy_runtime, problems);
     let base = path.parent().unwrap_or(Path::new("."));
     let policies = raw

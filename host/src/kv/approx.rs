@@ -6,7 +6,7 @@
 //! publishes one. Dynamo's approximate router uses the same 120 s TTL; the GIE scorer's
 //! per-server LRU of 31,250 blocks is the default capacity.
 
-use std::sync::RwLock;
+use parking_lot::RwLock;
 
 use super::index::Index;
 
@@ -33,7 +33,7 @@ pub fn expire(index: &RwLock<Index>, mask: u64, cutoff_s: u64) {
     if mask == 0 {
         return;
     }
-    let mut index = index.write().unwrap_or_else(|p| p.into_inner());
+    let mut index = index.write();
     let mut bits = mask;
     while bits != 0 {
         index.expire(bits.trailing_zeros() as u8, cutoff_s);

@@ -39,6 +39,22 @@ pub struct KvConfig {
     /// Example: `tier_weights: {gpu: 1.0, cpu: 0.8, disk: 0.5}`.
     #[serde(default)]
     pub tier_weights: Option<TierWeights>,
+    /// Largest KV-event message accepted, in bytes (all frames together), live or
+    /// replayed; set as ZeroMQ's `ZMQ_MAXMSGSIZE` on every socket, so a larger frame is
+    /// never read (ZeroMQ drops the connection), and checked again on each message.
+    /// Default 4 MiB. Example: `max_message_bytes: 8388608`.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Most engine block hashes one event may carry; an event with more is rejected
+    /// (it would hold the index for too long). Default 65536 (a 1M-token prompt in
+    /// 16-token blocks). Example: `max_hashes_per_event: 131072`.
+    #[serde(default = "default_max_hashes_per_event")]
+    pub max_hashes_per_event: usize,
+    /// Most batches one replay request takes from an engine (also the replay socket's
+    /// receive high-water mark); a gap longer than what the retries cover clears the
+    /// backend. Default 1024. Example: `max_replay_batches: 4096`.
+    #[serde(default = "default_max_replay_batches")]
+    pub max_replay_batches: usize,
 }
 
 // NB: by hand, not derived: an absent `kv:` section must get the same defaults as an
@@ -52,8 +68,49 @@ impl Default for KvConfig {
             queue_capacity: default_queue_capacity(),
             approx_ttl_s: default_approx_ttl_s(),
             tier_weights: None,
+            max_message_bytes: default_max_message_bytes(),
+            max_hashes_per_event: default_max_hashes_per_event(),
+            max_replay_batches: default_max_replay_batches(),
         }
     }
+}
+
+impl KvConfig {
+    /// What is wrong with the section's limits, each as `field: problem` (for the
+    /// config loader, which prefixes `kv.`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (field, value) in [
+            ("max_message_bytes", self.max_message_bytes),
+            ("max_hashes_per_event", self.max_hashes_per_event),
+            ("max_replay_batches", self.max_replay_batches),
+        ] {
+            if value == 0 {
+                problems.push(format!("{field}: must be at least 1"));
+            }
+        }
+        for (field, value) in [
+            ("max_message_bytes", self.max_message_bytes),
+            ("max_replay_batches", self.max_replay_batches),
+        ] {
+            if i32::try_from(value).is_err() {
+                problems.push(format!("{field}: must be at most {}", i32::MAX));
+            }
+        }
+        problems
+    }
+}
+
+fn default_max_message_bytes() -> usize {
+    4 << 20
+}
+
+fn default_max_hashes_per_event() -> usize {
+    65_536
+}
+
+fn default_max_replay_batches() -> usize {
+    1024
 }
 
 fn default_queue_capacity() -> usize {
@@ -168,5 +225,26 @@ mod tests {
         assert_eq!(absent.approx_ttl_s, approx::DEFAULT_TTL_S);
         assert_eq!(absent.approx_ttl_s, empty.approx_ttl_s);
         assert_eq!(absent.queue_capacity, empty.queue_capacity);
+        assert_eq!(absent.max_message_bytes, 4 << 20);
+        assert_eq!(absent.max_message_bytes, empty.max_message_bytes);
+        assert_eq!(absent.max_hashes_per_event, empty.max_hashes_per_event);
+        assert_eq!(absent.max_replay_batches, empty.max_replay_batches);
+    }
+
+    #[test]
+    fn zero_or_oversized_limits_are_problems() {
+        let config: KvConfig = serde_yaml_ng::from_str(
+            "{max_message_bytes: 0, max_hashes_per_event: 0, max_replay_batches: 4294967296}",
+        )
+        .unwrap();
+        assert_eq!(
+            config.problems(),
+            [
+                "max_message_bytes: must be at least 1",
+                "max_hashes_per_event: must be at least 1",
+                "max_replay_batches: must be at most 2147483647",
+            ]
+        );
+        assert!(KvConfig::default().problems().is_empty());
     }
 }

@@ -112,6 +112,29 @@ pub fn decode_batch(payload: &[u8]) -> Result<Batch, DecodeError> {
     }
 }
 
+/// Runs both decoders on `payload` and panics unless they agree: whatever the fast
+/// decoder reads, the general one reads the same (the fast one declines, rather than
+/// refuses, every other shape; the general one then decides). Neither may panic. For
+/// the `kv_event` fuzz target and the seed-corpus test.
+#[cfg(any(test, fuzzing))]
+pub fn assert_decoders_agree(payload: &[u8]) {
+    let general = decode_general(payload);
+    let Some(fast) = fast::decode(payload) else {
+        return;
+    };
+    let general = match general {
+        Ok(b) => b,
+        Err(e) => panic!("the fast decoder read {fast:?}, the general one refused: {e}"),
+    };
+    // NB: by bits, so a NaN timestamp compares equal to itself.
+    assert_eq!(fast.ts.to_bits(), general.ts.to_bits(), "timestamps differ");
+    assert_eq!(
+        Batch { ts: 0.0, ..fast },
+        Batch { ts: 0.0, ..general },
+        "the decoders disagree"
+    );
+}
+
 /// Decodes any batch through an `rmpv` value tree.
 fn decode_general(payload: &[u8]) -> Result<Batch, DecodeError> {
     let mut rd = payload;
@@ -333,5 +356,77 @@ fn as_f64(v: &ValueRef<'_>) -> Option<f64> {
         ValueRef::F32(f) => Some(f64::from(*f)),
         ValueRef::Integer(i) => i.as_f64(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Payloads whose every container or string head, at each nesting level, declares
+    /// 2^32 - 1 (or 2^16 - 1) elements or bytes the message does not hold.
+    fn lying_lengths() -> Vec<Vec<u8>> {
+        let stored_tag: &[u8] = b"\xabBlockStored";
+        let mut prefixes: Vec<Vec<u8>> = vec![
+            vec![],                                               // the batch
+            vec![0x92, 0x00],                                     // the event list
+            vec![0x92, 0x00, 0x91],                               // an event
+            vec![0x92, 0x00, 0x91, 0x91],                         // the tag
+            [&[0x92, 0x00, 0x91, 0x9c][..], stored_tag].concat(), // block hashes
+        ];
+        let event = [&[0x92, 0x00, 0x91, 0x9c][..], stored_tag].concat();
+        let hashes_then = |rest: &[u8]| [&event[..], &[0x91, 0x01], rest].concat();
+        prefixes.push([&event[..], &[0x91]].concat()); // a hash
+        prefixes.push(hashes_then(&[])); // the parent
+        prefixes.push(hashes_then(&[0xc0])); // the token list
+        prefixes.push(hashes_then(&[0xc0, 0x91])); // a token
+        prefixes.push(hashes_then(&[0xc0, 0x90, 0x10, 0xc0])); // the medium
+        let mut out = Vec::new();
+        for prefix in prefixes {
+            for head in [
+                &[0xdd, 0xff, 0xff, 0xff, 0xff][..],   // array 32
+                &[0xdc, 0xff, 0xff],                   // array 16
+                &[0xdf, 0xff, 0xff, 0xff, 0xff],       // map 32
+                &[0xdb, 0xff, 0xff, 0xff, 0xff],       // str 32
+                &[0xc6, 0xff, 0xff, 0xff, 0xff],       // bin 32
+                &[0xc9, 0xff, 0xff, 0xff, 0xff, 0x01], // ext 32
+            ] {
+                out.push([&prefix[..], head].concat());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_seven_byte_killer_is_refused() {
+        let payload = [0x92, 0x00, 0xdd, 0xff, 0xff, 0xff, 0xff];
+        assert!(fast::decode(&payload).is_none());
+        assert!(matches!(
+            decode_batch(&payload),
+            Err(DecodeError::Msgpack(_))
+        ));
+    }
+
+    #[test]
+    fn huge_declared_lengths_at_every_level_are_refused_by_both_decoders() {
+        for payload in lying_lengths() {
+            let hex = hex::encode(&payload);
+            assert!(fast::decode(&payload).is_none(), "fast: {hex}");
+            assert!(decode_general(&payload).is_err(), "general: {hex}");
+            assert!(decode_batch(&payload).is_err(), "{hex}");
+            assert_decoders_agree(&payload);
+        }
+    }
+
+    #[test]
+    fn decoders_agree_on_the_fuzz_seed_corpus() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/kv_event");
+        let mut seeds = 0;
+        for entry in std::fs::read_dir(&dir).expect("the kv_event seed corpus") {
+            let payload = std::fs::read(entry.expect("corpus entry").path()).expect("seed");
+            assert_decoders_agree(&payload);
+            seeds += 1;
+        }
+        assert!(seeds >= 10, "{seeds} seeds in {}", dir.display());
     }
 }

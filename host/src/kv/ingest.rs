@@ -11,6 +11,12 @@
 //! engine's ROUTER socket; a replay that cannot cover the gap clears the backend (stale
 //! is worse than empty); a sequence going back means the engine restarted, so the
 //! backend is cleared and replayed from 0.
+//!
+//! Bounds ([`Limits`], from the `kv` config): every socket refuses frames over the
+//! message cap (ZeroMQ's `ZMQ_MAXMSGSIZE`) and every message is checked against it again;
+//! a replay takes at most a set number of batches; events are capped and checked before
+//! they reach the index (see [`super::apply`]). What is refused is counted per reason
+//! ([`Reject`]), logged once per burst, and the stream goes on.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -19,11 +25,13 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::apply::{Ratio, Target, apply_batch};
-use super::event::decode_batch;
+use super::apply::{Ratio, Target, Writer, apply_batch};
+use super::config::KvConfig;
+use super::event::{DecodeError, decode_batch};
 use super::exact::ExactHasher;
 use super::index::Index;
-use super::stats::Counters;
+use super::stats::{Counters, Reject};
+use crate::telemetry::Burst;
 
 /// How long a blocked receive waits before checking for shutdown.
 const POLL: Duration = Duration::from_millis(100);
@@ -62,6 +70,41 @@ fn zmq_err<'a>(op: &'static str, endpoint: &'a str) -> impl FnOnce(zmq::Error) -
     }
 }
 
+/// The bounds ingest puts on what engines send; see the `kv` config fields of the
+/// same names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message, all frames together, in bytes.
+    pub max_message_bytes: usize,
+    /// Most hashes in one event.
+    pub max_hashes_per_event: usize,
+    /// Most batches one replay request takes.
+    pub max_replay_batches: usize,
+}
+
+impl Limits {
+    /// The limits `config` sets.
+    pub fn of(config: &KvConfig) -> Self {
+        Limits {
+            max_message_bytes: config.max_message_bytes,
+            max_hashes_per_event: config.max_hashes_per_event,
+            max_replay_batches: config.max_replay_batches,
+        }
+    }
+
+    /// Sets the message cap on a socket, so ZeroMQ never reads a larger frame.
+    fn cap(&self, socket: &zmq::Socket) -> zmq::Result<()> {
+        socket.set_maxmsgsize(i64::try_from(self.max_message_bytes).unwrap_or(i64::MAX))
+    }
+}
+
+impl Default for Limits {
+    /// The config's defaults.
+    fn default() -> Self {
+        Limits::of(&KvConfig::default())
+    }
+}
+
 /// One live message, past frame validation.
 #[derive(Debug)]
 pub struct Message {
@@ -85,7 +128,8 @@ pub fn parse_live(mut frames: Vec<Vec<u8>>) -> Option<(Vec<u8>, Message)> {
 
 /// Fetches buffered batches from a sequence number on.
 pub trait Replay {
-    /// Every batch the engine still buffers with `seq >= start`, in order.
+    /// The batches the engine still buffers with `seq >= start`, in order, up to the
+    /// replay's cap.
     ///
     /// # Errors
     ///
@@ -97,6 +141,7 @@ pub trait Replay {
 pub struct ZmqReplay {
     ctx: zmq::Context,
     endpoint: String,
+    limits: Limits,
     /// Wait for the first reply (connection set-up included).
     first_reply: Duration,
     /// Wait between replies before giving up on an end marker.
@@ -104,11 +149,12 @@ pub struct ZmqReplay {
 }
 
 impl ZmqReplay {
-    /// Replay from the ROUTER at `endpoint`.
-    pub fn new(ctx: zmq::Context, endpoint: String) -> Self {
+    /// Replay from the ROUTER at `endpoint`, within `limits`.
+    pub fn new(ctx: zmq::Context, endpoint: String, limits: Limits) -> Self {
         Self {
             ctx,
             endpoint,
+            limits,
             first_reply: Duration::from_secs(1),
             next_reply: Duration::from_millis(200),
         }
@@ -131,15 +177,19 @@ impl Replay for ZmqReplay {
             .socket(zmq::DEALER)
             .map_err(zmq_err("socket", ep))?;
         sock.set_linger(0).map_err(zmq_err("socket", ep))?;
-        // Take replies as fast as they come: the engine drops what does not fit.
-        sock.set_rcvhwm(0).map_err(zmq_err("socket", ep))?;
+        // Buffer no more replies than one replay takes: the engine drops the rest, and a
+        // hostile one cannot fill our memory.
+        let max = self.limits.max_replay_batches;
+        sock.set_rcvhwm(i32::try_from(max).unwrap_or(i32::MAX))
+            .map_err(zmq_err("socket", ep))?;
+        self.limits.cap(&sock).map_err(zmq_err("socket", ep))?;
         sock.connect(ep).map_err(zmq_err("connect", ep))?;
         // NB: a DEALER must send the empty delimiter a REQ would add.
         sock.send_multipart([&[][..], &start.to_be_bytes()[..]], 0)
             .map_err(zmq_err("send", ep))?;
         let mut out = Vec::new();
         let mut wait = self.first_reply;
-        loop {
+        while out.len() < max {
             sock.set_rcvtimeo(wait.as_millis() as i32)
                 .map_err(zmq_err("socket", ep))?;
             let frames = match sock.recv_multipart(0) {
@@ -301,7 +351,7 @@ impl<R: Replay> Follower<R> {
 #[derive(Debug)]
 pub struct IndexSink {
     /// The model's index.
-    pub index: Arc<RwLock<Index>>,
+    pub index: Arc<parking_lot::RwLock<Index>>,
     /// The backend's slot.
     pub slot: u8,
     /// The model name.
@@ -310,17 +360,20 @@ pub struct IndexSink {
     pub counters: Arc<Counters>,
     /// The exact-mode hasher, if configured.
     pub exact: Option<ExactHasher>,
+    /// The caps on messages and events.
+    pub limits: Limits,
     ratio: Ratio,
 }
 
 impl IndexSink {
     /// A sink for `slot` of `index`.
     pub fn new(
-        index: Arc<RwLock<Index>>,
+        index: Arc<parking_lot::RwLock<Index>>,
         slot: u8,
         model: String,
         counters: Arc<Counters>,
         exact: Option<ExactHasher>,
+        limits: Limits,
     ) -> Self {
         Self {
             index,
@@ -328,6 +381,7 @@ impl IndexSink {
             model,
             counters,
             exact,
+            limits,
             ratio: Ratio::default(),
         }
     }
@@ -335,11 +389,22 @@ impl IndexSink {
 
 impl Sink for IndexSink {
     fn apply(&mut self, payload: &[u8]) {
+        // NB: live messages were checked whole by the receiver; this also covers replies.
+        let max = self.limits.max_message_bytes;
+        if payload.len() > max {
+            let size = payload.len();
+            let detail = format!("{size} bytes, at most {max}");
+            self.counters.reject(Reject::TooLarge, &detail);
+            return;
+        }
         let batch = match decode_batch(payload) {
             Ok(b) => b,
             Err(e) => {
-                tracing::debug!(error = %e, "kv batch dropped");
-                Counters::add(&self.counters.bad_messages, 1);
+                let reason = match e {
+                    DecodeError::Msgpack(_) => Reject::NotMsgpack,
+                    _ => Reject::NotABatch,
+                };
+                self.counters.reject(reason, &e);
                 return;
             }
         };
@@ -348,16 +413,13 @@ impl Sink for IndexSink {
             model: &self.model,
             counters: &self.counters,
             exact: self.exact.as_ref(),
+            max_hashes: self.limits.max_hashes_per_event,
         };
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        apply_batch(&mut index, &target, &mut self.ratio, &batch);
+        apply_batch(&self.index, &target, &mut self.ratio, &batch);
     }
 
     fn clear(&mut self) {
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear(self.slot);
+        Writer::new(&self.index).clear(self.slot);
     }
 
     fn counters(&self) -> &Counters {
@@ -378,6 +440,23 @@ pub struct Route {
 }
 
 impl Route {
+    /// Checks a received message's size and frames and queues it.
+    fn take(&self, frames: Vec<Vec<u8>>, max_bytes: usize) {
+        let size: usize = frames.iter().map(Vec::len).sum();
+        if size > max_bytes {
+            let detail = format!("{size} bytes, at most {max_bytes}");
+            self.counters.reject(Reject::TooLarge, &detail);
+            return;
+        }
+        match parse_live(frames) {
+            Some((_, m)) => self.deliver(m),
+            None => self.counters.reject(
+                Reject::BadFrames,
+                &"not 3 frames (topic, 8-byte sequence, payload)",
+            ),
+        }
+    }
+
     fn deliver(&self, m: Message) {
         let seq = m.seq;
         match self.tx.try_send(m) {
@@ -413,7 +492,7 @@ pub enum Source {
         endpoint: String,
         /// Topic -> backend.
         routes: Routes,
-        /// Messages whose topic no backend claims, or with bad frames.
+        /// Messages whose topic (first frame) no backend claims.
         unrouted: Arc<AtomicU64>,
     },
 }
@@ -422,6 +501,12 @@ pub enum Source {
 pub struct Subscriber {
     socket: zmq::Socket,
     source: Source,
+    max_message_bytes: usize,
+    /// Connect mode: the socket's disconnection events. ZeroMQ does not reconnect after a
+    /// protocol error (a frame over `ZMQ_MAXMSGSIZE`), so the receiver does.
+    monitor: Option<zmq::Socket>,
+    /// Rate limit of the reconnection warning.
+    reconnects: Burst,
     /// The endpoint actually bound or connected (the bound port when 0 was asked).
     pub endpoint: String,
 }
@@ -435,12 +520,12 @@ impl std::fmt::Debug for Subscriber {
 }
 
 impl Subscriber {
-    /// Opens and connects or binds the socket.
+    /// Opens and connects or binds the socket, refusing frames beyond `limits`.
     ///
     /// # Errors
     ///
     /// [`IngestError::Zmq`] when the socket cannot be created, bound or connected.
-    pub fn open(ctx: &zmq::Context, source: Source) -> Result<Self, IngestError> {
+    pub fn open(ctx: &zmq::Context, source: Source, limits: Limits) -> Result<Self, IngestError> {
         let (ep, topic, bind) = match &source {
             Source::Connect {
                 endpoint, topic, ..
@@ -452,6 +537,7 @@ impl Subscriber {
             .set_rcvtimeo(POLL.as_millis() as i32)
             .map_err(zmq_err("socket", &ep))?;
         socket.set_linger(0).map_err(zmq_err("socket", &ep))?;
+        limits.cap(&socket).map_err(zmq_err("socket", &ep))?;
         socket
             .set_subscribe(topic.as_bytes())
             .map_err(zmq_err("socket", &ep))?;
@@ -460,6 +546,19 @@ impl Subscriber {
         } else {
             socket.connect(&ep).map_err(zmq_err("connect", &ep))?;
         }
+        let monitor = if bind {
+            None
+        } else {
+            static MONITORS: AtomicU64 = AtomicU64::new(0);
+            let addr = format!("inproc://kv-monitor-{}", MONITORS.fetch_add(1, Relaxed));
+            let events = i32::from(zmq::SocketEvent::DISCONNECTED.to_raw());
+            socket
+                .monitor(&addr, events)
+                .map_err(zmq_err("socket", &ep))?;
+            let monitor = ctx.socket(zmq::PAIR).map_err(zmq_err("socket", &addr))?;
+            monitor.connect(&addr).map_err(zmq_err("connect", &addr))?;
+            Some(monitor)
+        };
         let endpoint = match socket.get_last_endpoint() {
             Ok(Ok(e)) if bind => e,
             _ => ep,
@@ -467,8 +566,36 @@ impl Subscriber {
         Ok(Self {
             socket,
             source,
+            max_message_bytes: limits.max_message_bytes,
+            monitor,
+            reconnects: Burst::default(),
             endpoint,
         })
+    }
+
+    /// Reconnects if the monitor saw the connection go (connect mode).
+    fn reconnect_if_dropped(&self) {
+        let Some(monitor) = &self.monitor else {
+            return;
+        };
+        if monitor.poll(zmq::POLLIN, 0).unwrap_or(0) == 0 {
+            return;
+        }
+        // NB: the event's frames say nothing we need beyond "disconnected".
+        while monitor.recv_multipart(zmq::DONTWAIT).is_ok() {}
+        if let Some(suppressed) = self.reconnects.admit() {
+            tracing::warn!(
+                endpoint = %self.endpoint,
+                suppressed,
+                "kv publisher connection dropped (engine gone, or a frame over \
+                 kv.max_message_bytes); reconnecting"
+            );
+        }
+        // NB: fails harmlessly when ZeroMQ already forgot the endpoint.
+        let _ = self.socket.disconnect(&self.endpoint);
+        if let Err(e) = self.socket.connect(&self.endpoint) {
+            tracing::warn!(error = %e, endpoint = %self.endpoint, "kv reconnect failed");
+        }
     }
 }
 
@@ -476,6 +603,7 @@ impl Subscriber {
 /// backend's queue.
 pub fn receive(sub: Subscriber, stop: &AtomicBool) {
     while !stop.load(Relaxed) {
+        sub.reconnect_if_dropped();
         let frames = match sub.socket.recv_multipart(0) {
             Ok(f) => f,
             Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
@@ -485,19 +613,16 @@ pub fn receive(sub: Subscriber, stop: &AtomicBool) {
             }
         };
         match &sub.source {
-            Source::Connect { route, .. } => match parse_live(frames) {
-                Some((_, m)) => route.deliver(m),
-                None => Counters::add(&route.counters.bad_messages, 1),
-            },
+            Source::Connect { route, .. } => route.take(frames, sub.max_message_bytes),
             Source::Bind {
                 routes, unrouted, ..
             } => {
-                let route = parse_live(frames).and_then(|(topic, m)| {
+                let route = frames.first().and_then(|topic| {
                     let routes = routes.read().unwrap_or_else(|p| p.into_inner());
-                    routes.get(&topic).cloned().map(|r| (r, m))
+                    routes.get(topic).cloned()
                 });
                 match route {
-                    Some((r, m)) => r.deliver(m),
+                    Some(r) => r.take(frames, sub.max_message_bytes),
                     None => {
                         unrouted.fetch_add(1, Relaxed);
                     }

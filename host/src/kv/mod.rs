@@ -35,12 +35,16 @@ mod tokens;
 
 pub use approx::{DEFAULT_CAPACITY_BLOCKS, DEFAULT_TTL_S, num_gpu_blocks};
 pub use config::{BackendConfig, ExactConfig, KvConfig, ModelConfig};
+#[cfg(any(test, fuzzing))]
+pub use event::assert_decoders_agree;
 pub use event::{
     Batch, BlockStored, DecodeError, Event, decode_batch, encode_batch, normalize_hash,
 };
 pub use exact::{Algorithm, ExactHasher, ExtraKey, event_value};
 pub use index::{Index, IndexError, MAX_BACKENDS, MAX_ENTRIES, Tier, TierWeights, part_hash};
-pub use ingest::{IndexSink, IngestError, Sink};
-pub use service::{BackendId, BackendPrefix, Error, KvIndex, PrefixReport, PromptKeys, Scope};
-pub use stats::{BackendStats, Counters, Mode};
+pub use ingest::{IndexSink, IngestError, Limits, Sink};
+pub use service::{
+    BackendId, BackendPrefix, Error, KvCollector, KvIndex, PrefixReport, PromptKeys, Scope,
+};
+pub use stats::{BackendStats, Counters, Mode, Reject};
 pub use tokens::{Prompt, TokenizeError, Tokenizer};

@@ -5,16 +5,20 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use serde::Serialize;
 
 use super::config::{BackendConfig, KvConfig};
 use super::exact::ExactHasher;
 use super::index::{Index, IndexError};
 use super::ingest::{
-    Follower, IndexSink, IngestError, Route, Routes, Source, Subscriber, Workers, ZmqReplay,
-    receive, run_applier,
+    Follower, IndexSink, IngestError, Limits, Route, Routes, Source, Subscriber, Workers,
+    ZmqReplay, receive, run_applier,
 };
-use super::stats::{BackendStats, Counters, Mode};
+use super::stats::{BackendStats, Counters, Mode, Reject};
 use super::tokens::{Prompt, TokenizeError, Tokenizer};
 use super::{approx, key};
 
@@ -144,7 +148,7 @@ struct Model {
     block_size: u32,
     tokenizer: Option<Tokenizer>,
     exact: Option<ExactHasher>,
-    index: Arc<RwLock<Index>>,
+    index: Arc<parking_lot::RwLock<Index>>,
     /// Slots in approximate mode, for the TTL sweep.
     approx_slots: AtomicU64,
 }
@@ -186,6 +190,7 @@ struct Inner {
     backends: RwLock<Vec<Backend>>,
     bind: Option<Bind>,
     queue_capacity: usize,
+    limits: Limits,
     ttl_s: u64,
     clock: Instant,
     _sweeper: Workers,
@@ -255,16 +260,20 @@ impl KvIndex {
                     .exact
                     .as_ref()
                     .map(|e| ExactHasher::new(e.algorithm, &e.python_hash_seed)),
-                index: Arc::new(RwLock::new(Index::new(m.block_size, config.tier_weights))),
+                index: Arc::new(parking_lot::RwLock::new(Index::new(
+                    m.block_size,
+                    config.tier_weights,
+                ))),
                 approx_slots: AtomicU64::new(0),
             });
         }
         let models: Arc<[Model]> = models.into();
         let ctx = zmq::Context::new();
+        let limits = Limits::of(config);
         let bind = config
             .bind
             .as_ref()
-            .map(|ep| Self::bind(&ctx, ep))
+            .map(|ep| Self::bind(&ctx, ep, limits))
             .transpose()?;
         let clock = Instant::now();
         let ttl_s = config.approx_ttl_s;
@@ -286,6 +295,7 @@ impl KvIndex {
                 backends: RwLock::new(Vec::new()),
                 bind,
                 queue_capacity: config.queue_capacity.max(1),
+                limits,
                 ttl_s,
                 clock,
                 _sweeper: sweeper,
@@ -297,7 +307,7 @@ impl KvIndex {
         Ok(kv)
     }
 
-    fn bind(ctx: &zmq::Context, endpoint: &str) -> Result<Bind, Error> {
+    fn bind(ctx: &zmq::Context, endpoint: &str, limits: Limits) -> Result<Bind, Error> {
         let routes = Routes::default();
         let unrouted = Arc::new(AtomicU64::new(0));
         let source = Source::Bind {
@@ -305,7 +315,7 @@ impl KvIndex {
             routes: routes.clone(),
             unrouted: unrouted.clone(),
         };
-        let sub = Subscriber::open(ctx, source).map_err(|source| Error::Ingest {
+        let sub = Subscriber::open(ctx, source, limits).map_err(|source| Error::Ingest {
             backend: "bind".to_owned(),
             source,
         })?;
@@ -387,7 +397,6 @@ impl KvIndex {
         let slot = model
             .index
             .write()
-            .unwrap_or_else(|p| p.into_inner())
             .add_slot(capacity)
             .map_err(|source| Error::Full {
                 backend: name.clone(),
@@ -408,11 +417,7 @@ impl KvIndex {
         let workers = match workers {
             Ok(w) => w,
             Err(e) => {
-                model
-                    .index
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove_slot(slot);
+                model.index.write().remove_slot(slot);
                 return Err(e);
             }
         };
@@ -451,9 +456,11 @@ impl KvIndex {
                     topic: topic.clone().unwrap_or_default(),
                     route,
                 };
-                let sub = Subscriber::open(&inner.ctx, source).map_err(|source| Error::Ingest {
-                    backend: name.to_owned(),
-                    source,
+                let sub = Subscriber::open(&inner.ctx, source, inner.limits).map_err(|source| {
+                    Error::Ingest {
+                        backend: name.to_owned(),
+                        source,
+                    }
                 })?;
                 let stop = workers.stop.clone();
                 spawn(&mut workers, "recv", name, move || receive(sub, &stop))?;
@@ -469,7 +476,7 @@ impl KvIndex {
             config
                 .replay
                 .clone()
-                .map(|ep| ZmqReplay::new(inner.ctx.clone(), ep)),
+                .map(|ep| ZmqReplay::new(inner.ctx.clone(), ep, inner.limits)),
         );
         let mut sink = IndexSink::new(
             model.index.clone(),
@@ -477,6 +484,7 @@ impl KvIndex {
             model.name.clone(),
             counters.clone(),
             model.exact.clone(),
+            inner.limits,
         );
         let stop = workers.stop.clone();
         spawn(&mut workers, "apply", name, move || {
@@ -513,11 +521,7 @@ impl KvIndex {
         drop(backend);
         let model = &inner.models[id.model as usize];
         model.approx_slots.fetch_and(!(1 << id.slot), Relaxed);
-        model
-            .index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove_slot(id.slot);
+        model.index.write().remove_slot(id.slot);
         Ok(())
     }
 
@@ -552,11 +556,7 @@ impl KvIndex {
             backend: name.to_owned(),
         })?;
         let model = &self.inner.models[id.model as usize];
-        model
-            .index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .set_capacity(id.slot, blocks);
+        model.index.write().set_capacity(id.slot, blocks);
         Ok(())
     }
 
@@ -624,7 +624,7 @@ impl KvIndex {
                 }
             })
             .collect();
-        let index = model.index.read().unwrap_or_else(|p| p.into_inner());
+        let index = model.index.read();
         index.lookup(&prompt.keys, &slots, out);
     }
 
@@ -643,7 +643,7 @@ impl KvIndex {
             return;
         };
         let now = self.inner.clock.elapsed().as_secs();
-        let mut index = model.index.write().unwrap_or_else(|p| p.into_inner());
+        let mut index = model.index.write();
         for &k in &prompt.keys {
             index.store_approx(backend.slot, k, now);
         }
@@ -656,14 +656,15 @@ impl KvIndex {
             .iter()
             .map(|b| {
                 let model = &self.inner.models[b.id.model as usize];
-                let blocks = model
-                    .index
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .len(b.id.slot);
+                let blocks = model.index.read().len(b.id.slot);
                 b.counters.snapshot(&b.name, &model.name, b.mode, blocks)
             })
             .collect()
+    }
+
+    /// The `switchyard_kv_*` metrics, for the router's Prometheus registry.
+    pub fn collector(&self) -> KvCollector {
+        KvCollector(self.clone())
     }
 
     /// Memory held by every model's index, in bytes, and its (block, backend) entries.
@@ -672,7 +673,7 @@ impl KvIndex {
             .models
             .iter()
             .fold((0, 0), |(bytes, entries), m| {
-                let index = m.index.read().unwrap_or_else(|p| p.into_inner());
+                let index = m.index.read();
                 (bytes + index.memory_bytes(), entries + index.entries())
             })
     }
@@ -710,5 +711,39 @@ impl KvIndex {
                 })
                 .collect(),
         })
+    }
+}
+
+/// Labels of a refused KV-event message or event.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    backend: String,
+    reason: String,
+}
+
+/// `switchyard_kv_events_rejected_total{backend, reason}`, read from the live counters
+/// at each scrape (every reason of every backend following events, zeros included).
+#[derive(Debug)]
+pub struct KvCollector(KvIndex);
+
+impl Collector for KvCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "switchyard_kv_events_rejected",
+            "KV-event messages and events refused, by backend and reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for b in self.0.backends().iter().filter(|b| b.mode == Mode::Events) {
+            for reason in Reject::ALL {
+                let labels = RejectLabels {
+                    backend: b.name.clone(),
+                    reason: reason.as_str().to_owned(),
+                };
+                ConstCounter::new(b.counters.rejected(reason))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -4,6 +4,55 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
+use crate::telemetry::Burst;
+
+/// Why a KV-event message or event was refused; the `reason` label of
+/// `switchyard_kv_events_rejected_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// A message over `kv.max_message_bytes` (all frames together).
+    TooLarge,
+    /// Not 3 frames with an 8-byte sequence (live), or a replay reply of no known layout.
+    BadFrames,
+    /// The payload is not msgpack (truncated, or a length beyond the message).
+    NotMsgpack,
+    /// The payload is msgpack but not an event batch.
+    NotABatch,
+    /// An event whose block size is not a supported multiple of the model's.
+    BlockSize,
+    /// An event with more hashes than `kv.max_hashes_per_event`.
+    TooManyHashes,
+}
+
+impl Reject {
+    /// Every reason, in label order.
+    pub const ALL: [Reject; 6] = [
+        Reject::TooLarge,
+        Reject::BadFrames,
+        Reject::NotMsgpack,
+        Reject::NotABatch,
+        Reject::BlockSize,
+        Reject::TooManyHashes,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::TooLarge => "too_large",
+            Reject::BadFrames => "bad_frames",
+            Reject::NotMsgpack => "not_msgpack",
+            Reject::NotABatch => "not_a_batch",
+            Reject::BlockSize => "block_size",
+            Reject::TooManyHashes => "too_many_hashes",
+        }
+    }
+
+    /// Whether the whole message was dropped (else one event of it).
+    fn is_message(self) -> bool {
+        !matches!(self, Reject::BlockSize | Reject::TooManyHashes)
+    }
+}
+
 /// Live counters of one backend's ingest; every field only grows except `last_seq`.
 ///
 /// Written by the backend's ingest threads, read by anyone; `Relaxed` is enough since
@@ -34,12 +83,11 @@ pub struct Counters {
     pub unknown_parent: AtomicU64,
     /// Removals or tier updates naming an engine hash we do not know.
     pub unknown_hash: AtomicU64,
-    /// Messages that were not 3 frames with an 8-byte sequence, or not a batch.
-    pub bad_messages: AtomicU64,
     /// Events skipped inside good batches (unknown tag, unreadable fields).
     pub skipped_events: AtomicU64,
-    /// Events not indexed: engine block size not a multiple of ours, token count not
-    /// matching, or a non-full-attention KV group.
+    /// Events not indexed: token count not matching the block size, or a
+    /// non-full-attention KV group. (Block sizes that do not fit the model's are
+    /// rejected, see [`Reject::BlockSize`].)
     pub unsupported_events: AtomicU64,
     /// Chains checked by the exact mode, and how many disagreed.
     pub exact_checked: AtomicU64,
@@ -47,6 +95,10 @@ pub struct Counters {
     pub exact_mismatches: AtomicU64,
     /// Routing decisions recorded (approximate mode).
     pub decisions: AtomicU64,
+    /// Messages and events refused, per [`Reject`] reason (in [`Reject::ALL`] order).
+    rejected: [AtomicU64; Reject::ALL.len()],
+    /// Rate limit of the rejection warning.
+    reject_log: Burst,
     /// Last applied sequence number plus one (0 = none yet).
     last_seq_plus_one: AtomicU64,
     /// The engine's data-parallel rank plus one (0 = not announced).
@@ -57,6 +109,25 @@ impl Counters {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// Counts a refused message or event and logs it, once per burst (the ingest
+    /// threads' span names the backend).
+    pub fn reject(&self, reason: Reject, detail: &dyn std::fmt::Display) {
+        self.rejected[reason as usize].fetch_add(1, Relaxed);
+        if let Some(suppressed) = self.reject_log.admit() {
+            tracing::warn!(
+                reason = reason.as_str(),
+                %detail,
+                suppressed,
+                "kv event message rejected; the stream goes on"
+            );
+        }
+    }
+
+    /// Messages and events refused for `reason` so far.
+    pub fn rejected(&self, reason: Reject) -> u64 {
+        self.rejected[reason as usize].load(Relaxed)
     }
 
     /// Records the last applied sequence number (`None` after a clear).
@@ -90,7 +161,11 @@ impl Counters {
             dropped: get(&self.dropped),
             unknown_parent: get(&self.unknown_parent),
             unknown_hash: get(&self.unknown_hash),
-            bad_messages: get(&self.bad_messages),
+            bad_messages: Reject::ALL
+                .into_iter()
+                .filter(|r| r.is_message())
+                .map(|r| self.rejected(r))
+                .sum(),
             skipped_events: get(&self.skipped_events),
             unsupported_events: get(&self.unsupported_events),
             exact_checked: get(&self.exact_checked),
@@ -133,6 +208,7 @@ pub struct BackendStats {
     pub dropped: u64,
     pub unknown_parent: u64,
     pub unknown_hash: u64,
+    /// Messages refused whole (the message-level [`Reject`] reasons together).
     pub bad_messages: u64,
     pub skipped_events: u64,
     pub unsupported_events: u64,

@@ -6,8 +6,9 @@ use std::sync::{Arc, Weak};
 use tracing::Instrument;
 
 use super::backend::Backend;
-use super::scrape;
+use super::scrape::{self, ScrapeError};
 use crate::config::PoolSettings;
+use crate::telemetry::Burst;
 
 /// Starts probing `backend`; the first health check runs at once.
 pub(crate) fn spawn(backend: &Arc<Backend>, settings: PoolSettings, client: reqwest::Client) {
@@ -21,6 +22,7 @@ async fn run(weak: Weak<Backend>, settings: PoolSettings, client: reqwest::Clien
     let mut scrape = tokio::time::interval(settings.scrape_interval);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     scrape.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let oversized = Burst::default();
     loop {
         let is_health = tokio::select! {
             _ = health.tick() => true,
@@ -33,7 +35,7 @@ async fn run(weak: Weak<Backend>, settings: PoolSettings, client: reqwest::Clien
             let ok = check_health(&client, &backend, &settings).await;
             backend.record_health(ok, settings.unhealthy_after);
         } else if backend.spec.engine.has_metrics() {
-            scrape_once(&client, &backend, &settings).await;
+            scrape_once(&client, &backend, &settings, &oversized).await;
         }
     }
 }
@@ -61,7 +63,14 @@ async fn check_health(
     }
 }
 
-async fn scrape_once(client: &reqwest::Client, backend: &Backend, settings: &PoolSettings) {
+/// One scrape; a failure leaves the last figures to go stale. An oversized body is
+/// warned about once per burst (`oversized`), other failures at debug level.
+async fn scrape_once(
+    client: &reqwest::Client,
+    backend: &Backend,
+    settings: &PoolSettings,
+    oversized: &Burst,
+) {
     let res = client
         .get(backend.spec.endpoint("/metrics"))
         .timeout(settings.probe_timeout)
@@ -69,14 +78,19 @@ async fn scrape_once(client: &reqwest::Client, backend: &Backend, settings: &Poo
         .await
         .and_then(|r| r.error_for_status());
     let text = match res {
-        Ok(r) => r.text().await,
-        Err(e) => Err(e),
+        Ok(r) => scrape::read_body(r, scrape::MAX_METRICS_BYTES).await,
+        Err(e) => Err(ScrapeError::Fetch(e)),
     };
     match text {
         Ok(t) => match scrape::parse(backend.spec.engine, &t) {
             Ok(load) => backend.set_load(load),
             Err(e) => tracing::debug!(error = %e, "scrape unusable"),
         },
+        Err(e @ ScrapeError::TooLarge { .. }) => {
+            if let Some(suppressed) = oversized.admit() {
+                tracing::warn!(error = %e, suppressed, "scrape failed; figures go stale");
+            }
+        }
         Err(e) => tracing::debug!(error = %e, "scrape failed"),
     }
 }

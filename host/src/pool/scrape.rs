@@ -1,9 +1,13 @@
 //! Reading an engine's Prometheus `/metrics` into the figures policies use, for each
-//! engine kind, with the `prometheus-parse` text parser.
+//! engine kind, with the `prometheus-parse` text parser. A body beyond
+//! [`MAX_METRICS_BYTES`] is not read on: the scrape fails and the figures go stale.
 
 use prometheus_parse::{Sample, Scrape, Value};
 
 use super::backend::EngineKind;
+
+/// Largest `/metrics` body a scrape reads (8 MiB; an engine's is typically tens of KiB).
+pub const MAX_METRICS_BYTES: usize = 8 << 20;
 
 /// Live figures scraped from an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
@@ -22,12 +26,45 @@ pub struct EngineLoad {
 /// Why a scrape gave no figures.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
+    /// The request failed, or the body could not be read.
+    #[error("fetching /metrics")]
+    Fetch(#[source] reqwest::Error),
+    /// The body is longer than the scrape reads.
+    #[error("metrics body over {limit} bytes, not read on")]
+    TooLarge {
+        /// The cap, bytes.
+        limit: usize,
+    },
     /// The text is not Prometheus exposition format.
     #[error("unparsable metrics text")]
     Parse(#[source] std::io::Error),
     /// None of the engine's metric names appear.
     #[error("none of the {0:?} metrics the router reads are present")]
     NoFigures(EngineKind),
+}
+
+/// Reads a `/metrics` response's body, up to `limit` bytes: a longer body (declared or
+/// streamed) is an error, and what is beyond the limit is never read.
+///
+/// # Errors
+///
+/// [`ScrapeError::TooLarge`] past the limit, [`ScrapeError::Fetch`] when reading fails.
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<String, ScrapeError> {
+    let too_large = ScrapeError::TooLarge { limit };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ScrapeError::Fetch)? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Metric names per engine: (waiting, running, kv usage ratio).
@@ -164,6 +201,58 @@ vllm:cache_config_info{block_size="16",num_gpu_blocks="1000"} 1.0
         let l = parse(EngineKind::Llamacpp, ll).unwrap();
         assert_eq!((l.waiting, l.running), (1, 2));
         assert!((l.kv_usage - 0.75).abs() < 1e-6);
+    }
+
+    /// Serves one HTTP response with a `body_len`-byte body, with or without a
+    /// `Content-Length`, and returns its URL.
+    async fn serve_body(body_len: usize, declare_length: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request).await;
+            let head = if declare_length {
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {body_len}\r\n\r\n")
+            } else {
+                "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_owned()
+            };
+            let _ = conn.write_all(head.as_bytes()).await;
+            let line = b"vllm:num_requests_waiting 1\n";
+            let mut sent = 0;
+            while sent < body_len {
+                let n = line.len().min(body_len - sent);
+                if conn.write_all(&line[..n]).await.is_err() {
+                    return; // the reader gave up: expected past the limit
+                }
+                sent += n;
+            }
+        });
+        format!("http://{addr}/metrics")
+    }
+
+    #[tokio::test]
+    async fn a_metrics_body_over_the_cap_fails_the_scrape() {
+        let client = reqwest::Client::new();
+        for declared in [true, false] {
+            let url = serve_body(MAX_METRICS_BYTES + 1, declared).await;
+            let response = client.get(url).send().await.unwrap();
+            let err = read_body(response, MAX_METRICS_BYTES).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ScrapeError::TooLarge {
+                        limit: MAX_METRICS_BYTES
+                    }
+                ),
+                "declared length {declared}: {err}"
+            );
+        }
+        let url = serve_body(28 * 10, false).await; // ten whole 28-byte lines
+        let response = client.get(url).send().await.unwrap();
+        let text = read_body(response, MAX_METRICS_BYTES).await.unwrap();
+        assert_eq!(parse(EngineKind::Vllm, &text).unwrap().waiting, 10);
     }
 
     #[test]

@@ -6,6 +6,10 @@
 
 use super::{Batch, BlockStored, Event, Tier};
 
+/// Bytes of the smallest event this decoder reads, `["AllBlocksCleared"]`: the events
+/// vector is sized for at most what the rest of the payload can hold.
+const MIN_EVENT_BYTES: usize = 18;
+
 /// One msgpack value head.
 enum Head<'a> {
     Nil,
@@ -42,7 +46,7 @@ impl<'a> Reader<'a> {
         Some(match b {
             0x00..=0x7f => Head::Uint(u64::from(b)),
             0xe0..=0xff => Head::Neg(i64::from(b as i8)),
-            0x90..=0x9f => Head::Array(usize::from(b & 0x0f)),
+            0x90..=0x9f => self.array(usize::from(b & 0x0f))?,
             0xa0..=0xbf => self.str(usize::from(b & 0x1f))?,
             0xc0 => Head::Nil,
             0xc4 => Head::Bin(self.len_then_take(1)?),
@@ -70,10 +74,23 @@ impl<'a> Reader<'a> {
                 let n = self.be(4)? as usize;
                 self.str(n)?
             }
-            0xdc => Head::Array(self.be(2)? as usize),
-            0xdd => Head::Array(self.be(4)? as usize),
+            0xdc => {
+                let n = self.be(2)? as usize;
+                self.array(n)?
+            }
+            0xdd => {
+                let n = self.be(4)? as usize;
+                self.array(n)?
+            }
             _ => return None, // maps, bools, ext: the general decoder's business
         })
+    }
+
+    /// An array head of `n` elements, if the rest of the payload can hold them: every
+    /// element takes at least one byte, so a longer declared length is a lie, and
+    /// vectors are sized from `n` only once it passed this check.
+    fn array(&self, n: usize) -> Option<Head<'a>> {
+        (n <= self.0.len()).then_some(Head::Array(n))
     }
 
     fn len_then_take(&mut self, len_bytes: usize) -> Option<&'a [u8]> {
@@ -132,7 +149,7 @@ pub(super) fn decode(payload: &[u8]) -> Option<Batch> {
     let Head::Array(n) = rd.head()? else {
         return None;
     };
-    let mut events = Vec::with_capacity(n);
+    let mut events = Vec::with_capacity(n.min(rd.0.len() / MIN_EVENT_BYTES));
     for _ in 0..n {
         events.push(event(&mut rd)?);
     }

@@ -429,14 +429,23 @@ impl Index {
 
     /// Forgets every block `slot` holds.
     pub fn clear(&mut self, slot: u8) {
-        while let Some(head) = self
-            .slots
-            .get(slot as usize)
-            .map(|s| s.head)
-            .filter(|&h| h != NIL)
-        {
+        self.clear_some(slot, usize::MAX);
+    }
+
+    /// Forgets up to `max` blocks of `slot` (most recent first); true once it holds none.
+    pub fn clear_some(&mut self, slot: u8, max: usize) -> bool {
+        for _ in 0..max {
+            let Some(head) = self
+                .slots
+                .get(slot as usize)
+                .map(|s| s.head)
+                .filter(|&h| h != NIL)
+            else {
+                return true;
+            };
             self.drop_entry(head);
         }
+        self.len(slot) == 0
     }
 
     /// Fills `out[i]` with the cached-prefix tokens of `slots[i]` for a prompt whose

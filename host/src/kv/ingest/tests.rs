@@ -229,3 +229,78 @@ fn a_replay_with_a_hole_is_asked_again() {
     let s = stats(&log);
     assert_eq!((s.gaps, s.replays, s.clears), (1, 2, 0));
 }
+
+#[test]
+fn an_oversized_message_is_counted_and_not_queued() {
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let route = Route {
+        tx,
+        counters: Arc::new(Counters::default()),
+        lost: Arc::default(),
+    };
+    let frames = |payload: usize| vec![b"kv@a".to_vec(), vec![0; 8], vec![0xc0; payload]];
+    // 4 + 8 + 100 bytes: one over a cap of 111, each frame well under it.
+    route.take(frames(100), 111);
+    assert!(rx.try_recv().is_err(), "nothing queued");
+    assert_eq!(route.counters.rejected(Reject::TooLarge), 1);
+    route.take(frames(99), 111);
+    assert_eq!(rx.try_recv().map(|m| m.payload.len()).ok(), Some(99));
+    route.take(vec![vec![1]], 111);
+    assert_eq!(route.counters.rejected(Reject::BadFrames), 1);
+}
+
+#[test]
+fn the_index_sink_rejects_oversized_and_undecodable_payloads() {
+    use super::super::event::{Batch, encode_batch};
+    let index = Arc::new(parking_lot::RwLock::new(Index::new(16, None)));
+    let slot = index.write().add_slot(None).expect("slot");
+    let counters = Arc::new(Counters::default());
+    let limits = Limits {
+        max_message_bytes: 64,
+        ..Limits::default()
+    };
+    let mut sink = IndexSink::new(index, slot, "m".into(), counters.clone(), None, limits);
+    sink.apply(&[0xc0; 65]); // a replay reply over the cap
+    sink.apply(&[0x92, 0x00, 0xdd, 0xff, 0xff, 0xff, 0xff]);
+    sink.apply(&[0xc0]);
+    sink.apply(&encode_batch(&Batch::default()));
+    assert_eq!(
+        Reject::ALL.map(|r| counters.rejected(r)),
+        [1, 0, 1, 1, 0, 0],
+        "too large, not msgpack, not a batch"
+    );
+    let s = counters.snapshot("b", "m", super::super::stats::Mode::Events, 0);
+    assert_eq!((s.bad_messages, s.batches_applied), (3, 1));
+}
+
+#[test]
+fn a_replay_takes_at_most_its_cap_of_batches() {
+    let ctx = zmq::Context::new();
+    let router = ctx.socket(zmq::ROUTER).expect("router");
+    router.set_linger(0).expect("linger");
+    router.bind("tcp://127.0.0.1:0").expect("bind");
+    let endpoint = router
+        .get_last_endpoint()
+        .expect("endpoint")
+        .expect("utf-8");
+    let engine = std::thread::spawn(move || {
+        let frames = router.recv_multipart(0).expect("request");
+        let start = u64::from_be_bytes(frames[2].as_slice().try_into().expect("seq"));
+        for seq in start..start + 50 {
+            let reply: [&[u8]; 4] = [&frames[0], b"", &seq.to_be_bytes(), b"x"];
+            router.send_multipart(reply, 0).expect("reply");
+        }
+        let end: [&[u8]; 4] = [&frames[0], b"", &u64::MAX.to_be_bytes(), b""];
+        router.send_multipart(end, 0).expect("end");
+        router // kept open until the replay is read
+    });
+    let limits = Limits {
+        max_replay_batches: 10,
+        ..Limits::default()
+    };
+    let mut replay = ZmqReplay::new(ctx, endpoint, limits);
+    let batches = replay.replay(7).expect("replay");
+    let seqs: Vec<u64> = batches.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (7..17).collect::<Vec<_>>());
+    drop(engine.join().expect("engine"));
+}
