@@ -40,10 +40,11 @@ async fn dribble(addr: String) -> Duration {
         if s.write_all(&[*byte]).await.is_err() {
             return opened.elapsed();
         }
-        match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return opened.elapsed(),
-            // A response (hyper may answer 408) or nothing yet: keep dribbling.
-            Ok(Ok(_)) | Err(_) => {}
+        // A response (hyper may answer 408) or nothing yet: keep dribbling.
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await
+        {
+            return opened.elapsed();
         }
     }
     unreachable!("the head cycles forever")
