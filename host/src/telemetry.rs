@@ -6,7 +6,8 @@
 //!
 //! Metrics (one [`prometheus_client`] registry per app, no globals):
 //! `switchyard_requests_total{tenant,backend,status}`, `switchyard_ttfb_seconds{backend}`,
-//! `switchyard_retries_total{backend}`, the `switchyard_backend_*` gauges of
+//! `switchyard_retries_total{backend}`, `switchyard_stream_resumes_total{from,to,reason}`,
+//! `switchyard_stream_resume_seam_seconds`, the `switchyard_backend_*` gauges of
 //! [`crate::pool::PoolCollector`] (health, drain, breaker, in-flight, scraped load) and the
 //! policy runtime's `switchyard_policy_*` / `switchyard_decision_*`.
 
@@ -51,6 +52,17 @@ pub struct BackendLabels {
     pub backend: String,
 }
 
+/// Labels of a stream resumed on another backend.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResumeLabels {
+    /// The backend whose leg ended.
+    pub from: String,
+    /// The backend the stream went on on.
+    pub to: String,
+    /// Why the leg ended: `transport`, `closed_early`, `engine_error`, `idle`, `drained`.
+    pub reason: String,
+}
+
 /// The data plane's own metrics. Cheap to clone; clones share values.
 #[derive(Debug, Clone)]
 pub struct ProxyMetrics {
@@ -60,6 +72,11 @@ pub struct ProxyMetrics {
     pub ttfb_seconds: Family<BackendLabels, Histogram>,
     /// Attempts that failed and were retried on another backend, by failed backend.
     pub retries: Family<BackendLabels, Counter>,
+    /// Streams resumed on another backend.
+    pub stream_resumes: Family<ResumeLabels, Counter>,
+    /// The seam of a resumed stream as the client sees it: from the old backend's last
+    /// token to the new backend's first, seconds.
+    pub resume_seam_seconds: Histogram,
 }
 
 impl Default for ProxyMetrics {
@@ -71,6 +88,9 @@ impl Default for ProxyMetrics {
                 Histogram::new(exponential_buckets(0.001, 2.0, 17))
             }),
             retries: Family::default(),
+            stream_resumes: Family::default(),
+            // 0.5 ms .. ~64 s, in steps of 1.5x
+            resume_seam_seconds: Histogram::new(exponential_buckets(0.0005, 1.5, 30)),
         }
     }
 }
@@ -92,6 +112,16 @@ impl ProxyMetrics {
             "switchyard_retries",
             "Failed attempts retried on another backend",
             self.retries.clone(),
+        );
+        registry.register(
+            "switchyard_stream_resumes",
+            "Streams resumed on another backend after their backend failed or drained",
+            self.stream_resumes.clone(),
+        );
+        registry.register(
+            "switchyard_stream_resume_seam_seconds",
+            "Time from the old backend's last token to the new backend's first, as the client sees it",
+            self.resume_seam_seconds.clone(),
         );
     }
 }

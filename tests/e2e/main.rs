@@ -13,3 +13,4 @@ mod llamacpp;
 mod load;
 mod persistence;
 mod python;
+mod resume;
