@@ -757,6 +757,7 @@ mod tests {
         let events: Vec<Value> = out
             .split("\n\n")
             .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|p| *p != "[DONE]")
             .map(|p| serde_json::from_str(p).unwrap())
             .collect();
         assert_eq!(events.len(), 2, "opening role chunk dropped, [DONE] passed: {out}");
