@@ -81,18 +81,20 @@ fn main() -> anyhow::Result<()> {
 
     let backend_rt = runtime(1);
     let backend_url = backend_rt.block_on(async {
-        let app = Router::new().route("/health", get(|| async { "ok" })).route(
-            "/v1/chat/completions",
-            post(|| async {
-                let mut events: Vec<Result<Bytes, std::io::Error>> =
-                    (0..EVENTS).map(|i| Ok(event(i))).collect();
-                events.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
-                axum::response::Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .body(Body::from_stream(futures::stream::iter(events)))
-                    .expect("response")
-            }),
-        );
+        let app = Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .route(
+                "/v1/chat/completions",
+                post(|| async {
+                    let mut events: Vec<Result<Bytes, std::io::Error>> =
+                        (0..EVENTS).map(|i| Ok(event(i))).collect();
+                    events.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+                    axum::response::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(Body::from_stream(futures::stream::iter(events)))
+                        .expect("response")
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move { axum::serve(listener, app).await });

@@ -25,8 +25,7 @@ async fn served_by(sy: &Switchyard, stream: bool) -> (u16, String, String) {
 /// engine kind `openai`, which cannot continue a generation; see `resume` for the
 /// streams that do go on) ends with a clean error event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_mid_stream_with_no_backend_to_resume_on_ends_with_an_error_event_and_fails_over()
-{
+async fn killed_mid_stream_with_no_backend_to_resume_on_ends_with_an_error_event_and_fails_over() {
     let dir = tempfile::tempdir().unwrap();
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;

@@ -55,7 +55,11 @@ fn chat_body(extra: Value) -> Value {
 /// The text of `events` (chat deltas or completion texts), asserting every chunk is
 /// well formed and carries `id`; returns (text, last finish_reason, usage).
 fn whole(events: &[String], id: &str) -> (String, Option<String>, Option<Value>) {
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
     let mut text = String::new();
     let mut finish = None;
     let mut usage = None;
@@ -119,7 +123,10 @@ fn seam_ms(metrics: &str, q: f64) -> f64 {
 
 /// Two backends, `a` first (idle backends tie; the lower index wins), a long health
 /// interval so only requests can mark a backend down.
-async fn two(a_mode: Mode, proxy: &str) -> (TestBackend, TestBackend, Switchyard, tempfile::TempDir) {
+async fn two(
+    a_mode: Mode,
+    proxy: &str,
+) -> (TestBackend, TestBackend, Switchyard, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;
@@ -134,14 +141,23 @@ async fn two(a_mode: Mode, proxy: &str) -> (TestBackend, TestBackend, Switchyard
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_stream_chat_resumes_on_another_backend_unbroken() {
     let (a, b, sy, _dir) = two(Mode::DieMidStream, "").await;
-    let (status, backend, events) = stream(&sy, "/v1/chat/completions", &chat_body(serde_json::json!({}))).await;
+    let (status, backend, events) = stream(
+        &sy,
+        "/v1/chat/completions",
+        &chat_body(serde_json::json!({})),
+    )
+    .await;
     assert_eq!((status, backend.as_str()), (200, "a"));
     let (text, finish, usage) = whole(&events, "chatcmpl-a");
     assert_eq!(text, WORDS.concat(), "{events:?}");
     assert_eq!(finish.as_deref(), Some("stop"));
     let usage = usage.expect("usage");
     assert_eq!(
-        (usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64(), usage["total_tokens"].as_u64()),
+        (
+            usage["prompt_tokens"].as_u64(),
+            usage["completion_tokens"].as_u64(),
+            usage["total_tokens"].as_u64()
+        ),
         (Some(5), Some(4), Some(9)),
         "usage covers the whole generation: {usage}"
     );
@@ -154,7 +170,10 @@ async fn killed_mid_stream_chat_resumes_on_another_backend_unbroken() {
     let sent = b.last_body().expect("b got the continuation");
     let messages = sent["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2);
-    assert_eq!(messages[1], serde_json::json!({"role": "assistant", "content": "Hello from"}));
+    assert_eq!(
+        messages[1],
+        serde_json::json!({"role": "assistant", "content": "Hello from"})
+    );
     assert_eq!(sent["continue_final_message"], true);
     assert_eq!(sent["add_generation_prompt"], false);
     assert_eq!(sent["max_tokens"], 6);
@@ -174,7 +193,10 @@ async fn killed_mid_stream_chat_resumes_on_another_backend_unbroken() {
         m.contains(r#"switchyard_stream_resumes_total{from="a",to="b",reason="transport"} 1"#),
         "{m}"
     );
-    assert!(m.contains("switchyard_stream_resume_seam_seconds_count 1"), "{m}");
+    assert!(
+        m.contains("switchyard_stream_resume_seam_seconds_count 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +220,12 @@ async fn killed_mid_stream_completion_resumes_with_the_prompt_extended() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_error_event_mid_stream_resumes_without_reaching_the_client() {
     let (_a, b, sy, _dir) = two(Mode::ErrorEventMidStream, "").await;
-    let (status, _, events) = stream(&sy, "/v1/chat/completions", &chat_body(serde_json::json!({}))).await;
+    let (status, _, events) = stream(
+        &sy,
+        "/v1/chat/completions",
+        &chat_body(serde_json::json!({})),
+    )
+    .await;
     assert_eq!(status, 200);
     let (text, finish, _) = whole(&events, "chatcmpl-a");
     assert_eq!(text, WORDS.concat(), "{events:?}");
@@ -215,7 +242,12 @@ async fn engine_error_event_mid_stream_resumes_without_reaching_the_client() {
 async fn stalled_stream_resumes_after_the_idle_timeout() {
     let (a, b, sy, _dir) = two(Mode::StallMidStream, "  stream_idle_timeout_ms: 300\n").await;
     let started = std::time::Instant::now();
-    let (status, _, events) = stream(&sy, "/v1/chat/completions", &chat_body(serde_json::json!({}))).await;
+    let (status, _, events) = stream(
+        &sy,
+        "/v1/chat/completions",
+        &chat_body(serde_json::json!({})),
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
     let (text, _, _) = whole(&events, "chatcmpl-a");
@@ -246,14 +278,26 @@ async fn exhausted_max_resumes_ends_with_a_clean_error_event() {
         x.set_mode(Mode::DieMidStream);
         x.set_die_after(1);
     }
-    let (status, _, events) = stream(&sy, "/v1/chat/completions", &chat_body(serde_json::json!({}))).await;
+    let (status, _, events) = stream(
+        &sy,
+        "/v1/chat/completions",
+        &chat_body(serde_json::json!({})),
+    )
+    .await;
     assert_eq!(status, 200);
-    assert_eq!(events.len(), 3, "one token from each leg, then the error: {events:?}");
+    assert_eq!(
+        events.len(),
+        3,
+        "one token from each leg, then the error: {events:?}"
+    );
     let err = error_event(&events);
     let message = err["error"]["message"].as_str().unwrap();
     assert!(message.contains("max_resumes (1) reached"), "{message}");
     let decisions = sy.admin_get("/admin/decisions?limit=1").await;
-    let legs = decisions[0]["stream_legs"].as_array().expect("legs").clone();
+    let legs = decisions[0]["stream_legs"]
+        .as_array()
+        .expect("legs")
+        .clone();
     assert_eq!(legs.len(), 2, "{decisions}");
     assert!(
         legs[1]["detail"].as_str().unwrap().contains("max_resumes"),
@@ -304,7 +348,13 @@ async fn drain_deadline_moves_twenty_streams_and_cuts_none() {
     let sy = Switchyard::start(dir.path(), &Fleet::new(&[&a, &b]).yaml()).await;
     let post = |path: String| sy.admin_call(reqwest::Method::POST, &path).send();
     // Every stream starts on a.
-    assert!(post("/admin/backends/b/drain".into()).await.unwrap().status().is_success());
+    assert!(
+        post("/admin/backends/b/drain".into())
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
     let streams: Vec<_> = (0..20)
         .map(|_| {
             let url = sy.url.clone();
@@ -327,8 +377,16 @@ async fn drain_deadline_moves_twenty_streams_and_cuts_none() {
         sy.backend("a").await["streams"] == 20
     })
     .await;
-    assert!(post("/admin/backends/b/undrain".into()).await.unwrap().status().is_success());
-    let r = post("/admin/backends/a/drain?deadline_ms=200".into()).await.unwrap();
+    assert!(
+        post("/admin/backends/b/undrain".into())
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let r = post("/admin/backends/a/drain?deadline_ms=200".into())
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     let status: Value = r.json().await.unwrap();
     assert_eq!(status["draining"], true);
@@ -376,7 +434,13 @@ async fn resume_client(
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/resume_client.py");
     let mut child = tokio::process::Command::new("python3")
         .arg(&script)
-        .args([url, MODEL, kind, &max_tokens.to_string(), &kill_after.to_string()])
+        .args([
+            url,
+            MODEL,
+            kind,
+            &max_tokens.to_string(),
+            &kill_after.to_string(),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -423,24 +487,45 @@ async fn llama_server_killed_mid_stream(kind: &str, exact: bool) {
         }
     })
     .await;
-    assert!(!killed.is_empty(), "the serving server was killed: {resumed}");
+    assert!(
+        !killed.is_empty(),
+        "the serving server was killed: {resumed}"
+    );
     let m = metrics(&sy).await;
     assert!(
-        m.contains(&format!(r#"switchyard_stream_resumes_total{{from="{killed}""#)),
+        m.contains(&format!(
+            r#"switchyard_stream_resumes_total{{from="{killed}""#
+        )),
         "a resume away from {killed}: {m}"
     );
     let decisions = sy.admin_get("/admin/decisions?limit=1").await;
-    let legs = decisions[0]["stream_legs"].as_array().expect("legs").clone();
+    let legs = decisions[0]["stream_legs"]
+        .as_array()
+        .expect("legs")
+        .clone();
     assert_eq!(legs.len(), 2, "{decisions}");
     let before = legs[0]["tokens"].as_u64().unwrap() as usize;
-    assert!(before >= 30, "killed after the client saw 30 tokens: {decisions}");
-    assert_eq!(resumed["ids"].as_array().map(Vec::len), Some(1), "one id: {resumed}");
-    assert_eq!(resumed["finish_reason"], plain["finish_reason"], "{resumed}");
+    assert!(
+        before >= 30,
+        "killed after the client saw 30 tokens: {decisions}"
+    );
+    assert_eq!(
+        resumed["ids"].as_array().map(Vec::len),
+        Some(1),
+        "one id: {resumed}"
+    );
+    assert_eq!(
+        resumed["finish_reason"], plain["finish_reason"],
+        "{resumed}"
+    );
     let seam: usize = resumed["pieces"].as_array().unwrap()[..before]
         .iter()
         .map(|p| p.as_str().unwrap().len())
         .sum();
-    let (got, want) = (resumed["text"].as_str().unwrap(), plain["text"].as_str().unwrap());
+    let (got, want) = (
+        resumed["text"].as_str().unwrap(),
+        plain["text"].as_str().unwrap(),
+    );
     let first_difference = got
         .bytes()
         .zip(want.bytes())
@@ -459,7 +544,10 @@ async fn llama_server_killed_mid_stream(kind: &str, exact: bool) {
             "usage over the whole generation: {resumed}"
         );
     } else if let Some(at) = first_difference {
-        assert!(at >= seam, "first difference at byte {at}, before the seam at {seam}");
+        assert!(
+            at >= seam,
+            "first difference at byte {at}, before the seam at {seam}"
+        );
     }
 }
 
@@ -535,7 +623,10 @@ async fn broken_decode_leg_of_a_split_resumes_on_another_decode_backend() {
         "a served the decode leg"
     );
     let sent = b.last_body().expect("the decode leg resumed on b");
-    assert!(sent.get("kv_transfer_params").is_none(), "served whole: {sent}");
+    assert!(
+        sent.get("kv_transfer_params").is_none(),
+        "served whole: {sent}"
+    );
     assert_eq!(sent["continue_final_message"], true);
     assert_eq!(p.requests(), 1, "the prefill leg ran once, on p");
 }

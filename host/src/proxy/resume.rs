@@ -111,7 +111,10 @@ impl StreamLegs {
 
 impl serde::Serialize for StreamLegs {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).serialize(s)
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .serialize(s)
     }
 }
 
@@ -380,9 +383,7 @@ impl SseFollower {
                     created: m.get("created").cloned().unwrap_or(Value::Null),
                 });
         }
-        let Some(c) = e.choices.into_iter().next() else {
-            return None;
-        };
+        let c = e.choices.into_iter().next()?;
         let piece = match c.delta {
             Some(d) => {
                 if d.tool_calls.is_some_and(|t| !t.is_empty()) || d.function_call.is_some() {
@@ -418,29 +419,31 @@ impl SseFollower {
             return;
         };
         if let Some(id) = &self.identity {
-            for (k, v) in [("id", &id.id), ("model", &id.model), ("created", &id.created)] {
+            for (k, v) in [
+                ("id", &id.id),
+                ("model", &id.model),
+                ("created", &id.created),
+            ] {
                 if m.contains_key(k) && !v.is_null() {
                     m.insert(k.into(), v.clone());
                 }
             }
         }
-        let opening = m
-            .get("choices")
-            .and_then(|c| c.get(0))
-            .is_some_and(|c| {
-                let delta = c.get("delta");
-                let empty = delta
-                    .and_then(|d| d.get("content"))
-                    .is_none_or(|t| t.as_str().is_some_and(str::is_empty) || t.is_null());
-                delta.is_some_and(|d| d.get("role").is_some())
-                    && empty
-                    && c.get("finish_reason").is_none_or(Value::is_null)
-            });
+        let opening = m.get("choices").and_then(|c| c.get(0)).is_some_and(|c| {
+            let delta = c.get("delta");
+            let empty = delta
+                .and_then(|d| d.get("content"))
+                .is_none_or(|t| t.as_str().is_some_and(str::is_empty) || t.is_null());
+            delta.is_some_and(|d| d.get("role").is_some())
+                && empty
+                && c.get("finish_reason").is_none_or(Value::is_null)
+        });
         if opening {
             return;
         }
         if let Some(Value::Object(u)) = m.get_mut("usage") {
-            let get = |u: &Map<String, Value>, k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+            let get =
+                |u: &Map<String, Value>, k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
             let completion = get(u, "completion_tokens") + u64::from(before);
             let prompt = get(u, "prompt_tokens").saturating_sub(u64::from(before));
             u.insert("completion_tokens".into(), completion.into());
@@ -465,10 +468,9 @@ impl SseFollower {
 
 /// The payload of an event's `data:` line.
 fn data_of(event: &[u8]) -> Option<&[u8]> {
-    event.split(|&b| b == b'\n').find_map(|line| {
-        line.strip_prefix(b"data:")
-            .map(|p| p.trim_ascii())
-    })
+    event
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"data:").map(|p| p.trim_ascii()))
 }
 
 /// The first position of `needle` in `hay`.
@@ -728,7 +730,10 @@ mod tests {
         );
         match f.feed(Bytes::from(chunk)) {
             Fed::Error(before, e) => {
-                assert_eq!(String::from_utf8(before.to_vec()).unwrap(), chat_event("Hi"));
+                assert_eq!(
+                    String::from_utf8(before.to_vec()).unwrap(),
+                    chat_event("Hi")
+                );
                 assert!(e.contains("engine died"), "{e}");
             }
             Fed::Pass(_) => panic!("error event passed on"),
@@ -760,7 +765,11 @@ mod tests {
             .filter(|p| *p != "[DONE]")
             .map(|p| serde_json::from_str(p).unwrap())
             .collect();
-        assert_eq!(events.len(), 2, "opening role chunk dropped, [DONE] passed: {out}");
+        assert_eq!(
+            events.len(),
+            2,
+            "opening role chunk dropped, [DONE] passed: {out}"
+        );
         assert_eq!(events[0]["id"], "c-1");
         assert_eq!(events[0]["created"], 7);
         assert_eq!(events[0]["model"], "m");
@@ -794,10 +803,19 @@ mod tests {
                 "messages": [{"role": "user", "content": "hi"}]}),
         );
         let body: Value = serde_json::from_slice(&continuation(&req, "Hello", 4).unwrap()).unwrap();
-        assert_eq!(body["messages"][1], serde_json::json!({"role": "assistant", "content": "Hello"}));
+        assert_eq!(
+            body["messages"][1],
+            serde_json::json!({"role": "assistant", "content": "Hello"})
+        );
         assert_eq!(body["continue_final_message"], true);
         assert_eq!(body["add_generation_prompt"], false);
-        assert_eq!((body["max_tokens"].as_u64(), body["max_completion_tokens"].as_u64()), (Some(6), Some(8)));
+        assert_eq!(
+            (
+                body["max_tokens"].as_u64(),
+                body["max_completion_tokens"].as_u64()
+            ),
+            (Some(6), Some(8))
+        );
         assert!(continuation(&req, "Hello", 10).is_err(), "no tokens left");
     }
 
@@ -816,20 +834,34 @@ mod tests {
     fn unresumable_requests_are_named() {
         let chat = |extra: Value| {
             let mut b = serde_json::json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-            b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            b.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
             unresumable(&parsed(Endpoint::Chat, b))
         };
         assert_eq!(chat(serde_json::json!({})), None);
         assert_eq!(chat(serde_json::json!({"n": 2})), Some("n > 1"));
-        assert_eq!(chat(serde_json::json!({"logprobs": true})), Some("logprobs"));
+        assert_eq!(
+            chat(serde_json::json!({"logprobs": true})),
+            Some("logprobs")
+        );
         assert_eq!(chat(serde_json::json!({"logprobs": false})), None);
         assert_eq!(
             chat(serde_json::json!({"response_format": {"type": "json_object"}})),
             Some("constrained response_format")
         );
         let comp = |body: Value| unresumable(&parsed(Endpoint::Completions, body));
-        assert_eq!(comp(serde_json::json!({"model": "m", "prompt": "x", "echo": true})), Some("echo"));
-        assert_eq!(comp(serde_json::json!({"model": "m", "prompt": [1, 2]})), Some("prompt is not one text"));
-        assert_eq!(comp(serde_json::json!({"model": "m", "prompt": "x", "logprobs": 2})), Some("logprobs"));
+        assert_eq!(
+            comp(serde_json::json!({"model": "m", "prompt": "x", "echo": true})),
+            Some("echo")
+        );
+        assert_eq!(
+            comp(serde_json::json!({"model": "m", "prompt": [1, 2]})),
+            Some("prompt is not one text")
+        );
+        assert_eq!(
+            comp(serde_json::json!({"model": "m", "prompt": "x", "logprobs": 2})),
+            Some("logprobs")
+        );
     }
 }

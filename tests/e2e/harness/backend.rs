@@ -1,8 +1,8 @@
 //! [`TestBackend`]: an in-process OpenAI-compatible backend (chat and completions,
 //! streaming and not, `/metrics` in vLLM format) with fault knobs.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
@@ -321,7 +321,9 @@ async fn serve(k: Arc<Knobs>, body: Bytes, is_chat: bool) -> Response {
         } else {
             serde_json::json!({"index": 0, "text": WORDS[i], "finish_reason": finish})
         };
-        event(serde_json::json!({"id": id, "object": obj, "created": created, "model": super::MODEL, "choices": [choice]}))
+        event(
+            serde_json::json!({"id": id, "object": obj, "created": created, "model": super::MODEL, "choices": [choice]}),
+        )
     };
     let mut events: Vec<Bytes> = (from..to).map(chunk).collect();
     if usage {
@@ -345,7 +347,9 @@ async fn serve(k: Arc<Knobs>, body: Bytes, is_chat: bool) -> Response {
                     }
                     Mode::ErrorEventMidStream => {
                         tracker.finished = true;
-                        let e = event(serde_json::json!({"error": {"message": "engine failed", "type": "InternalServerError", "code": 500}}));
+                        let e = event(
+                            serde_json::json!({"error": {"message": "engine failed", "type": "InternalServerError", "code": 500}}),
+                        );
                         return Some((Ok(e), (i + 1, Vec::new().into_iter(), tracker, k)));
                     }
                     Mode::StallMidStream => std::future::pending::<()>().await,
