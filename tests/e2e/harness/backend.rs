@@ -286,11 +286,17 @@ async fn serve(k: Arc<Knobs>, body: Bytes, is_chat: bool) -> Response {
             // Half the body, then the connection breaks.
             k.mode.store(Mode::Down as u8, Ordering::SeqCst);
             let half = Bytes::from(answer[..answer.len() / 2].to_owned());
-            let parts: Vec<Result<Bytes, std::io::Error>> =
-                vec![Ok(half), Err(std::io::Error::other("backend killed"))];
+            // NB: the pause lets the headers and the first half reach the router.
+            let parts = futures::StreamExt::chain(
+                futures::stream::once(async move { Ok::<_, std::io::Error>(half) }),
+                futures::stream::once(async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Err(std::io::Error::other("backend killed"))
+                }),
+            );
             return Response::builder()
                 .header("content-type", "application/json")
-                .body(Body::from_stream(futures::stream::iter(parts)))
+                .body(Body::from_stream(parts))
                 .expect("response");
         }
         tracker.finished = true;
