@@ -7,11 +7,12 @@
 //! Metrics (one [`prometheus_client`] registry per app, no globals):
 //! `switchyard_requests_total{tenant,backend,status}`, `switchyard_ttfb_seconds{backend}`,
 //! `switchyard_retries_total{backend}`, `switchyard_client_fields_stripped_total{field}`,
-//! `switchyard_connections_refused_total{listener, reason}`, the `switchyard_backend_*` gauges of
-//! [`crate::pool::PoolCollector`] (health, drain, breaker, in-flight, scraped load),
-//! `switchyard_kv_events_rejected_total{backend,reason}` of [`crate::kv::KvCollector`], the
-//! policy runtime's `switchyard_policy_*` / `switchyard_decision_*`, and the state
-//! directory's `switchyard_state_damaged_entries_total`.
+//! `switchyard_connections_refused_total{listener, reason}`,
+//! `switchyard_stream_resumes_total{from,to,reason}`, `switchyard_stream_resume_seam_seconds`,
+//! the `switchyard_backend_*` gauges of [`crate::pool::PoolCollector`] (health, drain,
+//! breaker, in-flight, scraped load), `switchyard_kv_events_rejected_total{backend,reason}`
+//! of [`crate::kv::KvCollector`], the policy runtime's `switchyard_policy_*` /
+//! `switchyard_decision_*`, and the state directory's `switchyard_state_damaged_entries_total`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -61,6 +62,17 @@ pub struct FieldLabels {
     pub field: String,
 }
 
+/// Labels of a stream resumed on another backend.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResumeLabels {
+    /// The backend whose leg ended.
+    pub from: String,
+    /// The backend the stream went on on.
+    pub to: String,
+    /// Why the leg ended: `transport`, `closed_early`, `engine_error`, `idle`, `drained`.
+    pub reason: String,
+}
+
 /// The data plane's own metrics. Cheap to clone; clones share values.
 #[derive(Debug, Clone)]
 pub struct ProxyMetrics {
@@ -72,6 +84,11 @@ pub struct ProxyMetrics {
     pub retries: Family<BackendLabels, Counter>,
     /// Router-owned fields removed from client bodies, by field.
     pub stripped_fields: Family<FieldLabels, Counter>,
+    /// Streams resumed on another backend.
+    pub stream_resumes: Family<ResumeLabels, Counter>,
+    /// The seam of a resumed stream as the client sees it: from the old backend's last
+    /// token to the new backend's first, seconds.
+    pub resume_seam_seconds: Histogram,
 }
 
 impl Default for ProxyMetrics {
@@ -84,6 +101,9 @@ impl Default for ProxyMetrics {
             }),
             retries: Family::default(),
             stripped_fields: Family::default(),
+            stream_resumes: Family::default(),
+            // 0.5 ms .. ~64 s, in steps of 1.5x
+            resume_seam_seconds: Histogram::new(exponential_buckets(0.0005, 1.5, 30)),
         }
     }
 }
@@ -110,6 +130,16 @@ impl ProxyMetrics {
             "switchyard_client_fields_stripped",
             "Router-owned fields removed from client request bodies before forwarding",
             self.stripped_fields.clone(),
+        );
+        registry.register(
+            "switchyard_stream_resumes",
+            "Streams resumed on another backend after their backend failed or drained",
+            self.stream_resumes.clone(),
+        );
+        registry.register(
+            "switchyard_stream_resume_seam_seconds",
+            "Time from the old backend's last token to the new backend's first, as the client sees it",
+            self.resume_seam_seconds.clone(),
         );
     }
 }

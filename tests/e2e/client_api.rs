@@ -421,7 +421,7 @@ async fn client_kv_transfer_params_never_reach_an_engine() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let sent = a.last_request();
+    let sent = a.last_body().expect("a got the request");
     assert_eq!(sent["messages"], body["messages"], "{sent}");
     assert!(sent.get("kv_transfer_params").is_none(), "{sent}");
     let metrics = c

@@ -1,4 +1,4 @@
-//! Faults: a backend killed mid-stream, a backend that hangs, a backend returning 500s,
+//! Faults: a backend killed mid-stream with nowhere to resume, a backend that hangs, a backend returning 500s,
 //! and a client that goes away.
 
 use std::time::{Duration, Instant};
@@ -21,13 +21,17 @@ async fn served_by(sy: &Switchyard, stream: bool) -> (u16, String, String) {
     (status, backend, r.text().await.unwrap_or_default())
 }
 
+/// A stream that breaks with no backend able to take it over (the only other one is of
+/// engine kind `openai`, which cannot continue a generation; see `resume` for the
+/// streams that do go on) ends with a clean error event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_mid_stream_ends_with_an_error_event_and_fails_over() {
+async fn killed_mid_stream_with_no_backend_to_resume_on_ends_with_an_error_event_and_fails_over() {
     let dir = tempfile::tempdir().unwrap();
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;
     // Long health interval: only the failed request can have marked `a` down.
     let mut fleet = Fleet::new(&[&a, &b]);
+    fleet.backends[1].2 = "openai";
     fleet.pool = "  health_interval_ms: 60000\n  scrape_interval_ms: 50\n".into();
     let sy = Switchyard::start(dir.path(), &fleet.yaml()).await;
     a.set_mode(Mode::DieMidStream);
@@ -43,6 +47,8 @@ async fn killed_mid_stream_ends_with_an_error_event_and_fails_over() {
     let err: serde_json::Value =
         serde_json::from_str(events[2].strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(err["error"]["code"], "backend_failed", "{text}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not resumed: no other"), "{message}");
     assert!(!text.contains("[DONE]"));
 
     assert_eq!(sy.backend("a").await["healthy"], false, "a is marked down");

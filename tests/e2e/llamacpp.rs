@@ -37,7 +37,7 @@ fn artifacts() -> (PathBuf, PathBuf) {
 }
 
 /// Starts `llama-server` named `name` on a free port; ready when `/health` answers 200.
-async fn llama(name: &str) -> ExternalBackend {
+pub(crate) async fn llama(name: &str) -> ExternalBackend {
     let (server, model) = artifacts();
     let model = model.to_string_lossy().into_owned();
     let args = [
@@ -59,7 +59,7 @@ async fn llama(name: &str) -> ExternalBackend {
 }
 
 /// Two llama-servers and a router over them (engine kind `llamacpp`).
-async fn fleet(dir: &Path) -> (ExternalBackend, ExternalBackend, Switchyard) {
+pub(crate) async fn fleet(dir: &Path) -> (ExternalBackend, ExternalBackend, Switchyard) {
     let (a, b) = tokio::join!(llama("llama-a"), llama("llama-b"));
     let mut f = Fleet::new(&[]);
     for backend in [&a, &b] {

@@ -14,3 +14,4 @@ mod llamacpp;
 mod load;
 mod persistence;
 mod python;
+mod resume;

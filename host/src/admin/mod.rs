@@ -217,8 +217,27 @@ async fn kv_lookup(State(a): State<Admin>, body: Bytes) -> Result<Response, Erro
     Ok(Json(report).into_response())
 }
 
-async fn drain(State(a): State<Admin>, Name(name): Name<BackendName>) -> Result<Response, Error> {
-    Ok(Json(a.pool.set_draining(&name, true)?).into_response())
+/// `POST /admin/backends/{name}/drain[?deadline_ms=N]`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainQuery {
+    /// After this long, streams still running on the backend move to other backends.
+    deadline_ms: Option<u64>,
+}
+
+async fn drain(
+    State(a): State<Admin>,
+    Name(name): Name<BackendName>,
+    query: Result<Query<DrainQuery>, QueryRejection>,
+) -> Result<Response, Error> {
+    let Query(q) = query.map_err(|e| Error::BadBody(e.body_text()))?;
+    let status = match q.deadline_ms {
+        Some(ms) => a
+            .pool
+            .drain_with_deadline(&name, std::time::Duration::from_millis(ms))?,
+        None => a.pool.set_draining(&name, true)?,
+    };
+    Ok(Json(status).into_response())
 }
 
 async fn undrain(State(a): State<Admin>, Name(name): Name<BackendName>) -> Result<Response, Error> {

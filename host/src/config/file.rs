@@ -145,6 +145,15 @@ pub(crate) struct ProxyFile {
     /// Example: `split_fallback: decode_only`.
     #[serde(default)]
     pub split_fallback: super::SplitFallback,
+    /// Most times one streamed response is resumed on another backend after its backend
+    /// failed mid-stream (or was drained); 0 turns resumption off. Default 2.
+    #[serde(default = "default_max_resumes")]
+    pub max_resumes: u32,
+    /// Longest a stream may go without a byte from its backend before the backend counts
+    /// as stalled and the stream is resumed elsewhere (or ends with an error event),
+    /// milliseconds; 0: no limit. Default 30000.
+    #[serde(default = "default_stream_idle_timeout_ms")]
+    pub stream_idle_timeout_ms: u64,
 }
 
 impl Default for ProxyFile {
@@ -156,6 +165,8 @@ impl Default for ProxyFile {
             max_attempts: default_max_attempts(),
             decision_log: default_decision_log(),
             split_fallback: super::SplitFallback::default(),
+            max_resumes: default_max_resumes(),
+            stream_idle_timeout_ms: default_stream_idle_timeout_ms(),
         }
     }
 }
@@ -174,6 +185,12 @@ fn default_max_attempts() -> u32 {
 }
 fn default_decision_log() -> usize {
     1024
+}
+fn default_max_resumes() -> u32 {
+    2
+}
+fn default_stream_idle_timeout_ms() -> u64 {
+    30_000
 }
 
 /// The policy runtime's budgets; each absent field keeps the runtime's default

@@ -144,6 +144,10 @@ pub struct ProxySettings {
     pub decision_log: usize,
     /// What a prefill/decode split does when its prefill leg fails.
     pub split_fallback: SplitFallback,
+    /// Most resumptions of one stream on another backend; 0: never resume.
+    pub max_resumes: u32,
+    /// Longest a stream may go without a byte from its backend; `None`: no limit.
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 /// What a prefill/decode split does when its prefill leg fails.
@@ -367,6 +371,9 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         max_attempts: p.max_attempts.max(1),
         decision_log: p.decision_log,
         split_fallback: p.split_fallback,
+        max_resumes: p.max_resumes,
+        stream_idle_timeout: (p.stream_idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(p.stream_idle_timeout_ms)),
     };
     for (field, value) in [
         ("pool.scrape_interval_ms", raw.pool.scrape_interval_ms),

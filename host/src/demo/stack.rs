@@ -219,6 +219,8 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
             max_attempts: 3,
             decision_log: DECISION_LOG,
             split_fallback: SplitFallback::default(),
+            max_resumes: 2,
+            stream_idle_timeout: None,
         },
         // NB: generous probes. Every backend, the router and the load generator share
         // this process and, on a small machine, its cores with whatever else runs; a

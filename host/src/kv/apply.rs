@@ -180,7 +180,7 @@ fn check(ours: usize, t: &Target<'_>, event: &Event) -> Verdict {
     if engine_block == 0 {
         return unsupported(); // fewer tokens than hashes
     }
-    if engine_block % ours != 0 || engine_block / ours > MAX_BLOCK_RATIO {
+    if !engine_block.is_multiple_of(ours) || engine_block / ours > MAX_BLOCK_RATIO {
         t.counters.reject(
             Reject::BlockSize,
             &format_args!(

@@ -2,7 +2,7 @@
 //! the router's own in-flight counters, the latest scraped engine figures).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -159,6 +159,10 @@ pub struct Backend {
     load: Mutex<Option<(EngineLoad, Instant)>>,
     learned: Mutex<Learned>,
     breaker: Breaker,
+    streams: AtomicU32,
+    streams_moved: AtomicU64,
+    /// Raised when a drain's deadline passes: the streams still running move away.
+    move_streams: tokio::sync::watch::Sender<bool>,
 }
 
 impl Backend {
@@ -175,6 +179,9 @@ impl Backend {
             load: Mutex::new(None),
             learned: Mutex::new(Learned::default()),
             breaker,
+            streams: AtomicU32::new(0),
+            streams_moved: AtomicU64::new(0),
+            move_streams: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -190,6 +197,36 @@ impl Backend {
 
     pub(crate) fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Ordering::SeqCst);
+        if !draining {
+            self.move_streams.send_replace(false);
+        }
+    }
+
+    /// Asks the streams still running on this draining backend to move to another one.
+    pub(crate) fn move_streams(&self) {
+        if self.is_draining() {
+            self.move_streams.send_replace(true);
+        }
+    }
+
+    /// Streams the router is passing through from it now.
+    pub fn streams(&self) -> u32 {
+        self.streams.load(Ordering::SeqCst)
+    }
+
+    /// Streams moved away from it (drain deadline) since it was added.
+    pub fn streams_moved(&self) -> u64 {
+        self.streams_moved.load(Ordering::SeqCst)
+    }
+
+    /// Counts a stream passed through from it until the slot drops; the slot tells
+    /// when a drain deadline asks the stream to move.
+    pub fn stream_slot(self: &Arc<Self>) -> StreamSlot {
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        StreamSlot {
+            backend: self.clone(),
+            moves: self.move_streams.subscribe(),
+        }
     }
 
     pub(crate) fn is_removed(&self) -> bool {
@@ -315,6 +352,39 @@ impl Backend {
             }
             Pass::Refused => None,
         }
+    }
+}
+
+/// A stream being passed through from a backend; see [`Backend::stream_slot`].
+#[derive(Debug)]
+pub struct StreamSlot {
+    backend: Arc<Backend>,
+    moves: tokio::sync::watch::Receiver<bool>,
+}
+
+impl StreamSlot {
+    /// Resolves once the backend's drain deadline asks its streams to move; never when
+    /// it already did (`asked_to_move` tells) or cannot any more.
+    pub async fn move_asked(&mut self) {
+        if self.moves.wait_for(|m| *m).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Whether the backend's drain deadline has asked its streams to move.
+    pub fn asked_to_move(&self) -> bool {
+        *self.moves.borrow()
+    }
+
+    /// Counts the stream as moved away.
+    pub fn moved(&self) {
+        self.backend.streams_moved.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.backend.streams.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-pub use backend::{Backend, BackendSpec, Capability, EngineKind, InFlight};
+pub use backend::{Backend, BackendSpec, Capability, EngineKind, InFlight, StreamSlot};
 pub use learned::{Ewma, MIN_SAMPLES, Measured};
 pub use metrics::PoolCollector;
 pub use scrape::{EngineLoad, ScrapeError, parse as parse_metrics};
@@ -70,6 +70,11 @@ pub struct BackendStatus {
     pub breaker: &'static str,
     /// The router's in-flight requests to it.
     pub in_flight_requests: u32,
+    /// Streams the router is passing through from it now (left to finish or move when
+    /// it drains).
+    pub streams: u32,
+    /// Streams moved away from it at a drain deadline.
+    pub streams_moved: u64,
     /// Prompt tokens in flight before their first byte.
     pub in_flight_prefill_tokens: u32,
     /// Speeds measured from routed requests, next to the declared `capability`.
@@ -252,6 +257,8 @@ impl Pool {
             draining: b.is_draining(),
             breaker: b.breaker_state(),
             in_flight_requests: b.in_flight_requests(),
+            streams: b.streams(),
+            streams_moved: b.streams_moved(),
             in_flight_prefill_tokens: b.in_flight_prefill_tokens(),
             measured: b.measured(),
             load: load.map(|(l, _)| l),
@@ -306,6 +313,27 @@ impl Pool {
         b.set_draining(draining);
         tracing::info!(backend = name, draining, "drain state changed");
         Ok(self.status_of(b))
+    }
+
+    /// Starts draining a backend and, `deadline` later, asks the streams still running on
+    /// it to move to other backends (if it is still draining then). Persisted as a drain.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::set_draining`].
+    pub fn drain_with_deadline(
+        &self,
+        name: &str,
+        deadline: std::time::Duration,
+    ) -> Result<BackendStatus, Error> {
+        let status = self.set_draining(name, true)?;
+        let backend = find(&self.fleet(), name)?.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            tracing::info!(backend = %backend.spec.name, streams = backend.streams(), "drain deadline: moving streams");
+            backend.move_streams();
+        });
+        Ok(status)
     }
 
     /// Removes a draining backend; requests still in flight to it finish.

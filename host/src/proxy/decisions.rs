@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use super::resume::StreamLegs;
 use crate::policy::{Candidate, Decision, Fault, Placement, Variant};
 use crate::pool::Fleet;
 
@@ -84,6 +85,10 @@ pub struct Legs {
     pub split: bool,
     /// Why a split placement was served by a single backend instead.
     pub split_fallback: Option<String>,
+    /// Each leg of a stream whose backend failed or drained mid-stream (backend, tokens
+    /// sent, why it ended), filled in while it streams; absent when none did.
+    #[serde(skip_serializing_if = "StreamLegs::is_empty")]
+    pub stream_legs: StreamLegs,
 }
 
 /// Request context a record needs besides the decision.

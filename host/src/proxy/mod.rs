@@ -4,7 +4,8 @@
 //!   tenant table, the decision log, metrics. [`router`] serves it.
 //! - Each request is parsed once ([`Parsed`]), gets one fleet snapshot and one pipeline
 //!   snapshot, one candidate list and one decision; the send loop then retries on other
-//!   backends only before the first byte reached the client.
+//!   backends only before the first byte reached the client; after it, a broken stream
+//!   resumes on another backend (`resume`).
 //! - A prefill/decode split is served in two phases (`split`): prefill on one backend,
 //!   decode, streamed back, on another; the response names both
 //!   ([`BACKEND_HEADER`], [`PREFILL_BACKEND_HEADER`]).
@@ -14,6 +15,7 @@ mod decisions;
 mod error;
 mod forward;
 mod request;
+mod resume;
 mod split;
 mod tenant;
 
@@ -36,6 +38,7 @@ pub(crate) use error::error_body;
 pub use request::{
     Endpoint, Parsed, PromptFacts, ROUTER_OWNED_FIELDS, output_tokens, prompt_facts,
 };
+pub use resume::{Fed, SseFollower, StreamLeg, StreamLegs};
 pub use split::PREFILL_BACKEND_HEADER;
 pub use tenant::{Admission, Tenant, Tenants};
 
@@ -256,6 +259,8 @@ impl App {
             prompt_tokens: prompt.prompt_tokens,
             started,
             admission,
+            tenant: tenant.name.clone(),
+            legs: record.legs.stream_legs.clone(),
         };
         let result = match &route {
             Route::Single(order) => {

@@ -164,7 +164,9 @@ impl App {
         let sent = std::time::Instant::now();
         let deadline = out.started + self.inner.settings.request_timeout;
         let read = async {
-            let opened = self.attempt(out, &claim, body, deadline).await?;
+            let opened = self
+                .attempt(&out.req, &out.request_id, &claim, body, deadline)
+                .await?;
             if !opened.status.is_success() {
                 return Err(PrefillError::Refused(opened.status));
             }

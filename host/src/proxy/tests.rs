@@ -218,6 +218,8 @@ async fn router_answers_without_backends() {
             max_attempts: 2,
             decision_log: 8,
             split_fallback: SplitFallback::default(),
+            max_resumes: 2,
+            stream_idle_timeout: None,
         },
         decisions: Arc::new(DecisionLog::new(8)),
         metrics: ProxyMetrics::default(),

@@ -65,6 +65,14 @@ impl ExternalBackend {
     }
 }
 
+impl ExternalBackend {
+    /// Kills the process with SIGKILL at once and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for ExternalBackend {
     fn drop(&mut self) {
         let _ = self.child.kill();

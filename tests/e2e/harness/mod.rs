@@ -7,7 +7,7 @@ mod external;
 mod openai_client;
 mod process;
 
-pub use backend::{Mode, TestBackend};
+pub use backend::{Mode, TestBackend, WORDS};
 pub use external::{ExternalBackend, free_port};
 pub use openai_client::run_openai_client;
 pub use process::{Switchyard, switchyard_binary};
