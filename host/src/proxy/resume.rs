@@ -799,7 +799,7 @@ mod tests {
     fn chat_continuation_adds_the_text_as_assistant_message_and_lowers_max_tokens() {
         let req = parsed(
             Endpoint::Chat,
-            serde_json::json!({"model": "m", "stream": true, "max_tokens": 10, "max_completion_tokens": 12,
+            serde_json::json!({"model": "m", "stream": true, "max_tokens": 10, "max_completion_tokens": 10,
                 "messages": [{"role": "user", "content": "hi"}]}),
         );
         let body: Value = serde_json::from_slice(&continuation(&req, "Hello", 4).unwrap()).unwrap();
@@ -814,7 +814,7 @@ mod tests {
                 body["max_tokens"].as_u64(),
                 body["max_completion_tokens"].as_u64()
             ),
-            (Some(6), Some(8))
+            (Some(6), Some(6))
         );
         assert!(continuation(&req, "Hello", 10).is_err(), "no tokens left");
     }
