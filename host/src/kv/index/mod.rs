@@ -69,7 +69,15 @@ impl Tier {
         match medium {
             None => Tier::Gpu,
             Some(m) if m.eq_ignore_ascii_case("gpu") => Tier::Gpu,
-            Some(m) if m.len() >= 3 && m[..3].eq_ignore_ascii_case("cpu") => Tier::Cpu,
+            // NB: bytes, not `str` slicing: an engine's medium need not be ASCII, and a
+            // multi-byte character across byte 3 must not panic the ingest thread.
+            Some(m)
+                if m.as_bytes()
+                    .get(..3)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"cpu")) =>
+            {
+                Tier::Cpu
+            }
             Some(_) => Tier::Disk,
         }
     }

@@ -200,3 +200,14 @@ fn matches_a_naive_model() {
         }
     }
 }
+
+/// Found by the `kv_event` fuzz target: a medium whose third byte falls inside a
+/// multi-byte character panicked the ingest thread on a `str` slice.
+#[test]
+fn a_non_ascii_medium_names_a_tier_without_panicking() {
+    assert_eq!(Tier::from_medium(Some("G\0\u{29a};iP")), Tier::Disk);
+    assert_eq!(Tier::from_medium(Some("cp\u{29a}")), Tier::Disk);
+    assert_eq!(Tier::from_medium(Some("CPU_PINNED")), Tier::Cpu);
+    assert_eq!(Tier::from_medium(Some("Gpu")), Tier::Gpu);
+    assert_eq!(Tier::from_medium(Some("\u{29a}")), Tier::Disk);
+}
