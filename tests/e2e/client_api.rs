@@ -87,14 +87,7 @@ async fn chat_and_completions_stream_and_not() {
     assert_eq!(models["data"][0]["id"], MODEL);
     assert_eq!(models["data"].as_array().unwrap().len(), 1);
 
-    let metrics = c
-        .get(format!("{}/metrics", sy.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sy.metrics().await;
     assert!(
         metrics.contains("switchyard_requests_total{tenant=\"default\",backend=\""),
         "{metrics}"
@@ -362,14 +355,7 @@ async fn a_tenant_header_cannot_select_a_tenant_that_has_api_keys() {
     assert_eq!(send("acme", Some("acme-key")).await.unwrap().status(), 200);
     assert_eq!(send("open", None).await.unwrap().status(), 200);
 
-    let metrics = c
-        .get(format!("{}/metrics", sy.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sy.metrics().await;
     assert!(
         metrics.contains("switchyard_requests_total{tenant=\"\",backend=\"\",status=\"401\"} 1"),
         "{metrics}"
@@ -424,14 +410,7 @@ async fn client_kv_transfer_params_never_reach_an_engine() {
     let sent = a.last_body().expect("a got the request");
     assert_eq!(sent["messages"], body["messages"], "{sent}");
     assert!(sent.get("kv_transfer_params").is_none(), "{sent}");
-    let metrics = c
-        .get(format!("{}/metrics", sy.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sy.metrics().await;
     assert!(
         metrics.contains("switchyard_client_fields_stripped_total{field=\"kv_transfer_params\"} 1"),
         "{metrics}"

@@ -105,14 +105,7 @@ async fn failing_backend_opens_its_circuit_then_recovers() {
     }
     assert_eq!(a.requests(), 3, "the circuit opened after 3 failures");
     assert_eq!(sy.backend("a").await["breaker"], "open");
-    let metrics = client()
-        .get(format!("{}/metrics", sy.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sy.metrics().await;
     assert!(
         metrics.contains("switchyard_backend_breaker_state{backend=\"a\"} 1"),
         "{metrics}"

@@ -55,14 +55,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn metrics(sy: &Switchyard) -> String {
-    client()
-        .get(format!("{}/metrics", sy.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    sy.metrics().await
 }
 
 /// The value of the sample line starting with `series`, 0 when absent.

@@ -94,14 +94,7 @@ fn error_event(events: &[String]) -> Value {
 }
 
 async fn metrics(sy: &Switchyard) -> String {
-    client()
-        .get(format!("{}/metrics", sy.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    sy.metrics().await
 }
 
 /// The upper bound of the seam histogram's bucket holding quantile `q`, milliseconds.

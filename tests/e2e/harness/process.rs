@@ -207,6 +207,16 @@ impl Switchyard {
         let _ = self.child.wait();
     }
 
+    /// The router's `/metrics` page as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     /// `GET` on the admin API with the token, as JSON.
     pub async fn admin_get(&self, path: &str) -> serde_json::Value {
         let r = reqwest::Client::new()
