@@ -93,10 +93,6 @@ fn error_event(events: &[String]) -> Value {
     last
 }
 
-async fn metrics(sy: &Switchyard) -> String {
-    sy.metrics().await
-}
-
 /// The upper bound of the seam histogram's bucket holding quantile `q`, milliseconds.
 fn seam_ms(metrics: &str, q: f64) -> f64 {
     let buckets: Vec<(f64, f64)> = metrics
@@ -182,7 +178,7 @@ async fn killed_mid_stream_chat_resumes_on_another_backend_unbroken() {
     assert_eq!(legs[1]["backend"], "b", "{decisions}");
     assert_eq!(legs[1]["tokens"], 2, "{decisions}");
     assert_eq!(legs[1]["ended"], "finished", "{decisions}");
-    let m = metrics(&sy).await;
+    let m = sy.metrics().await;
     assert!(
         m.contains(r#"switchyard_stream_resumes_total{from="a",to="b",reason="transport"} 1"#),
         "{m}"
@@ -234,7 +230,7 @@ async fn engine_error_event_mid_stream_resumes_without_reaching_the_client() {
     }
     assert!(resumed >= 25, "only {resumed} of 50 streams started on a");
     assert_eq!(b.requests(), 50, "a continuation or a whole request each");
-    let m = metrics(&sy).await;
+    let m = sy.metrics().await;
     assert!(
         m.contains(&format!(
             r#"switchyard_stream_resumes_total{{from="a",to="b",reason="engine_error"}} {resumed}"#
@@ -267,7 +263,7 @@ async fn stalled_stream_resumes_after_the_idle_timeout() {
         a.cancelled() == 1
     })
     .await;
-    let m = metrics(&sy).await;
+    let m = sy.metrics().await;
     assert!(
         m.contains(r#"switchyard_stream_resumes_total{from="a",to="b",reason="idle"} 1"#),
         "{m}"
@@ -418,7 +414,7 @@ async fn drain_deadline_moves_twenty_streams_and_cuts_none() {
     assert_eq!(a_status["streams_moved"], 20, "{a_status}");
     assert_eq!(b.requests(), 20);
     assert_eq!(a.completed(), 0, "every stream left a before its end");
-    let m = metrics(&sy).await;
+    let m = sy.metrics().await;
     assert!(
         m.contains(r#"switchyard_stream_resumes_total{from="a",to="b",reason="drained"} 20"#),
         "{m}"
@@ -501,7 +497,7 @@ async fn llama_server_killed_mid_stream(kind: &str, exact: bool) {
         !killed.is_empty(),
         "the serving server was killed: {resumed}"
     );
-    let m = metrics(&sy).await;
+    let m = sy.metrics().await;
     assert!(
         m.contains(&format!(
             r#"switchyard_stream_resumes_total{{from="{killed}""#
