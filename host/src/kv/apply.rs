@@ -26,6 +26,10 @@ pub const MAX_BLOCK_RATIO: usize = 64;
 /// lookups take the lock first, so none waits behind a long batch or clear.
 pub const CHUNK_OPS: usize = 256;
 
+/// Blocks whose stores are prefetched together: enough to overlap their cache misses,
+/// few enough that the first lines are still cached when the stores reach them.
+const PREFETCH_WINDOW: usize = 16;
+
 /// What applying needs to know about one backend beyond the index.
 #[derive(Debug)]
 pub struct Target<'a> {
@@ -231,12 +235,30 @@ fn store(w: &mut Writer<'_>, ours: usize, t: &Target<'_>, ratio: &mut Ratio, ev:
             }
         },
     };
+    // Keys are chained first, a window at a time, so the window's cache misses are
+    // started together (`prefetch_stores`) before any store waits on one.
     let mut scratch = Vec::with_capacity(ours * 4);
-    for (h, block) in ev.hashes.iter().zip(ev.tokens.chunks_exact(engine_block)) {
-        for (part, ours_block) in block.chunks_exact(ours).enumerate() {
-            parent = key::chain(parent, ours_block, &mut scratch);
-            w.op()
-                .store_engine(t.slot, parent, ev.tier, part_hash(*h, part as u32));
+    let mut window = Vec::with_capacity(PREFETCH_WINDOW);
+    let parts = ev
+        .hashes
+        .iter()
+        .zip(ev.tokens.chunks_exact(engine_block))
+        .flat_map(|(h, block)| {
+            block
+                .chunks_exact(ours)
+                .enumerate()
+                .map(move |(part, tokens)| (part_hash(*h, part as u32), tokens))
+        });
+    let mut parts = parts.peekable();
+    while parts.peek().is_some() {
+        window.clear();
+        for (engine, tokens) in parts.by_ref().take(PREFETCH_WINDOW) {
+            parent = key::chain(parent, tokens, &mut scratch);
+            window.push((parent, engine));
+        }
+        w.guard.prefetch_stores(t.slot, &window);
+        for &(key, engine) in &window {
+            w.op().store_engine(t.slot, key, ev.tier, engine);
         }
     }
     Counters::add(

@@ -346,6 +346,25 @@ impl Index {
             .is_some_and(|r| self.recs.get(r).held & bit(slot) != 0)
     }
 
+    /// Starts loading what storing each `(key, engine)` of `slot` will touch first: the
+    /// key's and the engine hash's table slots, the records new entries will reuse and
+    /// the `by_rec` slots of the key records they will get.
+    /// A batch of stores run after it overlaps its cache misses instead of taking them
+    /// one at a time.
+    pub fn prefetch_stores(&self, slot: u8, blocks: &[(u64, u64)]) {
+        for &(key, engine) in blocks {
+            self.keys.prefetch(rec_hash(key));
+            self.by_engine.prefetch(engine_hash(slot, engine));
+        }
+        self.recs.prefetch_next(blocks.len());
+        self.entries.prefetch_next(blocks.len());
+        // NB: right when every key is new to the index, the common case of ingest; a
+        // wrong guess costs one useless load.
+        for rec in self.recs.upcoming(blocks.len()) {
+            self.by_rec.prefetch(entry_hash(rec, slot));
+        }
+    }
+
     /// Records that `slot` holds `key` in `tier`, announced under the engine hash `engine`.
     ///
     /// A second store of the same block adds a reference (vLLM does not deduplicate);

@@ -49,6 +49,22 @@ impl<T: Copy> Slab<T> {
         ((chunk_index << CHUNK_BITS) | (chunk.len() - 1)) as u32
     }
 
+    /// The ids the next `n` inserts will hand out, freed ones first (the free list is
+    /// a stack), then fresh ones.
+    pub(crate) fn upcoming(&self, n: usize) -> impl Iterator<Item = u32> {
+        let fresh = self.high_water() as u32..;
+        self.free.iter().rev().copied().chain(fresh).take(n)
+    }
+
+    /// Starts loading the records the next `n` inserts will reuse (see
+    /// [`super::table::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch_next(&self, n: usize) {
+        for &id in self.free.iter().rev().take(n) {
+            super::table::prefetch(self.get(id));
+        }
+    }
+
     /// Frees `id`; its record may be handed out again.
     pub(crate) fn remove(&mut self, id: u32) {
         self.len -= 1;
@@ -75,5 +91,22 @@ impl<T: Copy> Slab<T> {
             .sum::<usize>()
             + self.free.capacity() * size_of::<u32>()
             + self.chunks.capacity() * size_of::<Vec<T>>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slab;
+
+    #[test]
+    fn upcoming_names_the_ids_inserts_hand_out() {
+        let mut slab = Slab::new();
+        let ids: Vec<u32> = (0..6).map(|v| slab.insert(v)).collect();
+        slab.remove(ids[1]);
+        slab.remove(ids[4]);
+        let predicted: Vec<u32> = slab.upcoming(4).collect();
+        let handed: Vec<u32> = (0..4).map(|v| slab.insert(v)).collect();
+        assert_eq!(predicted, handed);
+        assert_eq!(predicted, [4, 1, 6, 7], "freed ids first, newest freed first");
     }
 }
