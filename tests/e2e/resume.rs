@@ -178,6 +178,11 @@ async fn killed_mid_stream_chat_resumes_on_another_backend_unbroken() {
     assert_eq!(legs[1]["backend"], "b", "{decisions}");
     assert_eq!(legs[1]["tokens"], 2, "{decisions}");
     assert_eq!(legs[1]["ended"], "finished", "{decisions}");
+    assert!(legs[0].get("seam_ms").is_none(), "{decisions}");
+    assert!(
+        legs[1]["seam_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "the seam that opened leg 2: {decisions}"
+    );
     let m = sy.metrics().await;
     assert!(
         m.contains(r#"switchyard_stream_resumes_total{from="a",to="b",reason="transport"} 1"#),

@@ -21,7 +21,7 @@
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use bytes::{BufMut, BytesMut};
@@ -92,6 +92,10 @@ pub struct StreamLeg {
     pub ended: &'static str,
     /// The failure, or why the stream was not resumed after it.
     pub detail: Option<String>,
+    /// For every leg after the first: the seam that opened it, from the previous leg's
+    /// last token to this leg's first, in milliseconds (none if no token came).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seam_ms: Option<f64>,
 }
 
 /// The legs of one stream, filled in while it runs; empty unless a leg failed.
@@ -501,6 +505,8 @@ pub(super) struct Resumer {
     legs: StreamLegs,
     /// When the old leg's last token passed, until the new leg's first one does.
     seam_from: Option<Instant>,
+    /// The current leg's seam, once its first token passed.
+    seam: Option<Duration>,
     /// Follows the stream's text.
     pub follow: SseFollower,
 }
@@ -538,6 +544,7 @@ impl Resumer {
             excluded: Vec::new(),
             legs: ctx.legs,
             seam_from: None,
+            seam: None,
             follow: SseFollower::new(),
         }
     }
@@ -545,11 +552,13 @@ impl Resumer {
     /// Records the last leg of a resumed stream, which finished.
     pub(super) fn finished(&mut self, backend: &str) {
         if self.resumes > 0 {
+            let seam_ms = self.seam_ms();
             self.legs.push(StreamLeg {
                 backend: backend.to_owned(),
                 tokens: self.follow.leg_tokens,
                 ended: LegEnd::Finished.label(),
                 detail: None,
+                seam_ms,
             });
         }
     }
@@ -568,11 +577,13 @@ impl Resumer {
             Ok(_) => matches!(end, LegEnd::Transport(_) | LegEnd::EngineError(_))
                 .then(|| end.to_string()),
         };
+        let seam_ms = self.seam_ms();
         self.legs.push(StreamLeg {
             backend: from.to_owned(),
             tokens,
             ended: end.label(),
             detail,
+            seam_ms,
         });
         result
     }
@@ -584,12 +595,18 @@ impl Resumer {
             && at > from
         {
             self.seam_from = None;
+            self.seam = Some(at - from);
             self.app
                 .inner
                 .metrics
                 .resume_seam_seconds
                 .observe((at - from).as_secs_f64());
         }
+    }
+
+    /// The current leg's seam for its record, and forgets it for the next leg.
+    fn seam_ms(&mut self) -> Option<f64> {
+        self.seam.take().map(|d| d.as_secs_f64() * 1000.0)
     }
 
     /// Opens the next leg after the one on `from` ended with `why`: picks a backend with
