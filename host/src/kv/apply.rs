@@ -237,7 +237,6 @@ fn store(w: &mut Writer<'_>, ours: usize, t: &Target<'_>, ratio: &mut Ratio, ev:
     };
     // Keys are chained first, a window at a time, so the window's cache misses are
     // started together (`prefetch_stores`) before any store waits on one.
-    let mut scratch = Vec::with_capacity(ours * 4);
     let mut window = Vec::with_capacity(PREFETCH_WINDOW);
     let parts = ev
         .hashes
@@ -253,7 +252,7 @@ fn store(w: &mut Writer<'_>, ours: usize, t: &Target<'_>, ratio: &mut Ratio, ev:
     while parts.peek().is_some() {
         window.clear();
         for (engine, tokens) in parts.by_ref().take(PREFETCH_WINDOW) {
-            parent = key::chain(parent, tokens, &mut scratch);
+            parent = key::chain(parent, tokens);
             window.push((parent, engine));
         }
         w.guard.prefetch_stores(t.slot, &window);

@@ -35,10 +35,12 @@ pub fn root(namespace: &str, cache_salt: Option<&str>) -> u64 {
 }
 
 /// The key of one block of tokens following the block whose key is `parent`.
-pub fn chain(parent: u64, tokens: &[u32], scratch: &mut Vec<u8>) -> u64 {
-    scratch.clear();
-    scratch.extend(tokens.iter().flat_map(|t| t.to_le_bytes()));
-    xxh3_64_with_seed(scratch, parent)
+pub fn chain(parent: u64, tokens: &[u32]) -> u64 {
+    #[cfg(target_endian = "little")]
+    let bytes: &[u8] = bytemuck::cast_slice(tokens);
+    #[cfg(not(target_endian = "little"))]
+    let bytes = &tokens.iter().flat_map(|t| t.to_le_bytes()).collect::<Vec<u8>>();
+    xxh3_64_with_seed(bytes, parent)
 }
 
 /// Appends the keys of every full block of `tokens` after `parent` to `out`.
@@ -46,10 +48,9 @@ pub fn chain(parent: u64, tokens: &[u32], scratch: &mut Vec<u8>) -> u64 {
 /// Returns the key of the last full block, or `parent` when there is none, so a caller
 /// can continue a chain across calls.
 pub fn token_keys(parent: u64, tokens: &[u32], block_size: u32, out: &mut Vec<u64>) -> u64 {
-    let mut scratch = Vec::with_capacity(block_size as usize * 4);
     let mut key = parent;
     for block in tokens.chunks_exact(block_size.max(1) as usize) {
-        key = chain(key, block, &mut scratch);
+        key = chain(key, block);
         out.push(key);
     }
     key

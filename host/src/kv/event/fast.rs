@@ -93,6 +93,29 @@ impl<'a> Reader<'a> {
         (n <= self.0.len()).then_some(Head::Array(n))
     }
 
+    /// A token id: the encodings engines use for them read inline, anything else
+    /// through [`Reader::head`] (then checked to fit 32 bits).
+    #[inline]
+    fn token(&mut self) -> Option<u32> {
+        match *self.0.first()? {
+            b @ 0x00..=0x7f => {
+                self.0 = &self.0[1..];
+                Some(u32::from(b))
+            }
+            0xcd => {
+                let [_, hi, lo, ..] = *self.0 else {
+                    return None;
+                };
+                self.0 = &self.0[3..];
+                Some(u32::from(u16::from_be_bytes([hi, lo])))
+            }
+            _ => match self.head()? {
+                Head::Uint(t) => u32::try_from(t).ok(),
+                _ => None,
+            },
+        }
+    }
+
     fn len_then_take(&mut self, len_bytes: usize) -> Option<&'a [u8]> {
         let n = self.be(len_bytes)? as usize;
         self.take(n)
@@ -200,13 +223,7 @@ fn stored(rd: &mut Reader<'_>, fields: usize) -> Option<BlockStored> {
     let Head::Array(n) = rd.head()? else {
         return None;
     };
-    let mut tokens = Vec::with_capacity(n);
-    for _ in 0..n {
-        let Head::Uint(t) = rd.head()? else {
-            return None;
-        };
-        tokens.push(u32::try_from(t).ok()?);
-    }
+    let tokens = (0..n).map(|_| rd.token()).collect::<Option<Vec<u32>>>()?;
     let block_size = u32::try_from(opt_uint(rd)?.unwrap_or(0)).ok()?;
     let mut medium = None;
     let mut lora_name = None;
