@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use switchyard::kv::{Counters, Index, IndexSink, Limits, Sink, assert_decoders_agree};
+use switchyard_kv::{Counters, Index, IndexSink, Limits, Sink, assert_decoders_agree};
 
 fuzz_target!(|payload: &[u8]| {
     assert_decoders_agree(payload);

@@ -4,35 +4,30 @@
 //! blocks each backend holds, tracks each backend's health and load, and asks the
 //! tenant's *pipeline* of WebAssembly policies where each request goes.
 //!
+//! The KV-cache index is its own crate, `switchyard-kv`; the simulated backends and the
+//! load generator are `switchyard-sim`; the one-command demo lives with the binary.
+//!
 //! Modules, one concern each:
 //!
 //! - [`config`]: the router's config file, validated once.
 //! - [`policy`]: the Wasm policy runtime, registry, pipelines and the native fallback.
-//! - [`kv`]: block keys, the prefix index, engine KV-event ingest, approximate mode.
 //! - [`pool`]: backends, health, metric scraping, circuit breaking, drain.
 //! - [`proxy`]: the OpenAI endpoints: parse, enrich, decide, send, stream back.
 //! - [`admin`]: the admin API.
 //! - [`server`]: assembling the modules from a config and serving both listeners.
 //! - [`listener`]: the accept loop: connection cap, header, body and idle timeouts.
-//! - [`sim`]: a simulated vLLM-like backend calibrated on an H100.
-//! - [`bench`]: the load generator.
-//! - [`demo`]: the one-command demo: simulated fleet, router and workload, compared per pipeline.
 //! - [`names`]: validated tenant, backend and policy names.
 //! - [`state`]: the state directory admin changes persist to.
 //! - [`telemetry`]: logging setup and metric names.
 
 pub mod admin;
-pub mod bench;
 pub mod config;
-pub mod demo;
-pub mod kv;
 pub mod listener;
 pub mod names;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
 pub mod server;
-pub mod sim;
 pub mod state;
 pub mod telemetry;
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod demo;
 
 /// An inference router for mixed LLM fleets with hot-swappable WebAssembly policies.
 #[derive(Debug, Parser)]

@@ -9,15 +9,15 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::kv::{self, KvIndex};
 use crate::listener::{self, ListenerLimits, ListenerMetrics};
 use crate::names::{PolicyName, TenantName};
 use crate::policy::Policies;
-use crate::pool::{BackendSpec, Pool, PoolCollector};
+use crate::pool::{Pool, PoolCollector};
 use crate::proxy::{App, AppParts, DecisionLog, Tenants};
 use crate::state::StateDir;
 use crate::telemetry::ProxyMetrics;
 use crate::{admin, policy, proxy};
+use switchyard_kv::{self as kv, KvIndex};
 
 /// Why the router could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,7 @@ pub enum Error {
     },
     /// The KV index cannot start (a tokenizer file, an endpoint).
     #[error("kv index")]
-    Kv(#[source] Box<crate::kv::Error>),
+    Kv(#[source] Box<switchyard_kv::Error>),
     /// A listener cannot be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -236,23 +236,13 @@ fn start_kv(config: &Config, pool: &Pool) -> Result<KvIndex, Error> {
         }
     }
     for status in &statuses {
-        if let Some(b) = kv_backend(&status.spec)
+        if let Some(b) = status.spec.kv_backend()
             && !kv.backends.iter().any(|k| k.name == b.name)
         {
             kv.backends.push(b);
         }
     }
     KvIndex::new(&kv).map_err(|e| Error::Kv(Box::new(e)))
-}
-
-/// The KV index's view of a pool backend: indexed under its first model.
-pub(crate) fn kv_backend(spec: &BackendSpec) -> Option<kv::BackendConfig> {
-    let model = spec.models.first()?;
-    Some(kv::BackendConfig {
-        events: spec.kv_events.clone(),
-        replay: spec.kv_replay.clone(),
-        ..kv::BackendConfig::new(&spec.name, model)
-    })
 }
 
 /// Starts the policy runtime: shipped policies, stored uploads, the config's policies,

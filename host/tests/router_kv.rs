@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use serde_json::{Value, json};
-use switchyard::sim::{self, BackendSpec, Profile};
 use switchyard::{Config, Server};
+use switchyard_sim::{self as sim, BackendSpec, Profile};
 
 async fn start_sims(n: usize) -> Vec<sim::Backend> {
     let mut out = Vec::new();

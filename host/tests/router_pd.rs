@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchyard::sim::{self, BackendSpec, Faults, Profile};
 use switchyard::{Config, Server};
+use switchyard_sim::{self as sim, BackendSpec, Faults, Profile};
 
 const TOKEN: &str = "secret-token-for-tests";
 const MAX_TOKENS: usize = 8;

@@ -37,7 +37,7 @@ pub enum Error {
     Policy(#[from] policy::Error),
     /// The KV index cannot answer (an unknown model, a prompt it cannot tokenize).
     #[error(transparent)]
-    Kv(#[from] crate::kv::Error),
+    Kv(#[from] switchyard_kv::Error),
     /// A blocking task died.
     #[error("internal task failed")]
     Task(#[from] tokio::task::JoinError),
@@ -62,7 +62,7 @@ impl Error {
                 _ => StatusCode::BAD_REQUEST,
             },
             Error::Kv(e) => match e {
-                crate::kv::Error::UnknownModel { .. } => StatusCode::NOT_FOUND,
+                switchyard_kv::Error::UnknownModel { .. } => StatusCode::NOT_FOUND,
                 _ => StatusCode::BAD_REQUEST,
             },
             Error::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -24,12 +24,12 @@ use subtle::ConstantTimeEq;
 
 pub use error::Error;
 
-use crate::kv::{KvIndex, Prompt, Scope};
 use crate::names::{BackendName, InvalidName, PolicyName, TenantName};
 use crate::policy::{CanarySpec, PipelineSpec, Policies};
 use crate::pool::{BackendSpec, Pool};
 use crate::proxy::DecisionLog;
 use crate::state::StateDir;
+use switchyard_kv::{KvIndex, Prompt, Scope};
 
 /// The hand-written OpenAPI 3 document of this API.
 pub const OPENAPI: &str = include_str!("../../../docs/admin-openapi.json");
@@ -147,7 +147,7 @@ async fn get_backend(
 
 async fn add_backend(State(a): State<Admin>, body: Bytes) -> Result<Response, Error> {
     let spec: BackendSpec = json(&body)?;
-    let kv_backend = crate::server::kv_backend(&spec);
+    let kv_backend = spec.kv_backend();
     let status = a.pool.add(spec)?;
     if let Some(b) = kv_backend
         && let Err(e) = a.kv.add_backend(&b)

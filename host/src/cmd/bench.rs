@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use switchyard::bench::{
+use switchyard_sim::load::{
     self, Api, Arrival, BenchConfig, BenchReport, MultiTurn, SharedPrefix, Workload,
 };
 
@@ -78,7 +78,7 @@ pub struct Args {
     #[arg(long)]
     trace: Option<PathBuf>,
     /// Tokens behind one trace hash id (Mooncake: 512).
-    #[arg(long, default_value_t = bench::trace::MOONCAKE_BLOCK_TOKENS)]
+    #[arg(long, default_value_t = load::trace::MOONCAKE_BLOCK_TOKENS)]
     trace_block_tokens: usize,
     /// Arrival process (default: poisson with --rate, trace timestamps for traces, else
     /// immediate).
@@ -149,11 +149,7 @@ impl Args {
                     .trace
                     .as_ref()
                     .context("--workload trace needs --trace FILE")?;
-                Workload::Trace(bench::trace::load(
-                    path,
-                    self.trace_block_tokens,
-                    self.seed,
-                )?)
+                Workload::Trace(load::trace::load(path, self.trace_block_tokens, self.seed)?)
             }
         })
     }
@@ -193,7 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(bench::run(config))?;
+    let report = runtime.block_on(load::run(config))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

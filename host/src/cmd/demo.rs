@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::demo::{self, Options, Scenario};
 use anyhow::Context;
-use switchyard::demo::{self, Options, Scenario};
 
 /// Arguments of `switchyard demo`.
 #[derive(Debug, clap::Args)]

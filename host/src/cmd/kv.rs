@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use switchyard::kv::{
+use switchyard_kv::{
     Batch, BlockStored, Counters, Event, Index, IndexSink, Limits, Prompt, Sink, Tier, Tokenizer,
     encode_batch, key,
 };
@@ -138,9 +138,9 @@ struct Report {
 
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        (1..=switchyard::kv::MAX_BACKENDS).contains(&args.backends),
+        (1..=switchyard_kv::MAX_BACKENDS).contains(&args.backends),
         "--backends must be in 1..={}",
-        switchyard::kv::MAX_BACKENDS
+        switchyard_kv::MAX_BACKENDS
     );
     anyhow::ensure!(
         args.blocks >= args.backends,

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use switchyard::sim::{BackendFile, EventsFile, Faults, Fleet, FleetFile, FleetSpec};
+use switchyard_sim::{BackendFile, EventsFile, Faults, Fleet, FleetFile, FleetSpec};
 
 /// Arguments of `switchyard sim`.
 #[derive(Debug, clap::Args)]

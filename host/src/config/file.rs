@@ -53,7 +53,7 @@ pub(crate) struct File {
     /// The KV-cache prefix index: models' tokenizers, extra event settings. Backends with
     /// a `kv_events` endpoint are followed precisely; the others in approximate mode.
     #[serde(default)]
-    pub kv: crate::kv::KvConfig,
+    pub kv: switchyard_kv::KvConfig,
 }
 
 fn default_listen() -> String {

@@ -18,7 +18,7 @@ use axum::http::HeaderName;
 use crate::listener::ListenerLimits;
 use crate::names::{PolicyName, TenantName};
 use crate::policy::PipelineSpec;
-use crate::pool::BackendSpec;
+use crate::pool::{BackendSpec, PoolSettings};
 use crate::state::OnDamagedEntry;
 
 /// Why the config cannot be used. Each names the file.
@@ -83,7 +83,7 @@ pub struct Config {
     /// Budgets every policy call runs under, and how uploads compile.
     pub policy_limits: crate::policy::Limits,
     /// The KV index's settings, tokenizer paths resolved against the file's directory.
-    pub kv: crate::kv::KvConfig,
+    pub kv: switchyard_kv::KvConfig,
 }
 
 /// What start-up does with the state directory's content.
@@ -162,26 +162,8 @@ pub enum SplitFallback {
     DecodeOnly,
 }
 
-/// Health checks, scraping and circuit breaking.
-#[derive(Debug, Clone)]
-pub struct PoolSettings {
-    /// Interval between `/metrics` scrapes.
-    pub scrape_interval: Duration,
-    /// Age after which scraped figures are stale.
-    pub stale_after: Duration,
-    /// Interval between health checks.
-    pub health_interval: Duration,
-    /// Timeout of one scrape or health check.
-    pub probe_timeout: Duration,
-    /// Consecutive failed health checks that mark a backend down, >= 1.
-    pub unhealthy_after: u32,
-    /// Consecutive failed requests that open a circuit, >= 1.
-    pub breaker_failures: u32,
-    /// How long an open circuit stays open.
-    pub breaker_open: Duration,
-}
-
 impl Default for PoolSettings {
+    /// The config file's defaults.
     fn default() -> Self {
         settings_from(&file::PoolFile::default())
     }
@@ -483,7 +465,7 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
 }
 
 /// Makes the KV section's tokenizer and template paths relative to the config file.
-fn resolve_kv_paths(mut kv: crate::kv::KvConfig, base: &Path) -> crate::kv::KvConfig {
+fn resolve_kv_paths(mut kv: switchyard_kv::KvConfig, base: &Path) -> switchyard_kv::KvConfig {
     for m in &mut kv.models {
         m.tokenizer = m.tokenizer.take().map(|t| base.join(t));
         m.chat_template = m.chat_template.take().map(|t| base.join(t));

@@ -276,8 +276,15 @@ fn stacked(title: &str, rows: &[(String, BTreeMap<String, f64>)]) -> String {
     svg
 }
 
+impl Comparison {
+    /// The self-contained HTML report (inline SVG plots, no external assets).
+    pub fn html(&self) -> String {
+        render(self)
+    }
+}
+
 /// The page.
-pub(super) fn render(c: &Comparison) -> String {
+fn render(c: &Comparison) -> String {
     let mut page = String::new();
     let _ = write!(
         page,

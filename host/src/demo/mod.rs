@@ -5,7 +5,7 @@
 //!
 //! - [`Scenario`]: the fleet, workload, arrival rates and pipelines compared
 //!   ([`Scenario::default_demo`] for issue 4, [`Scenario::hetero`] for issue 5).
-//! - [`run_once`]: one pipeline at one rate on a fresh stack.
+//! - `stack::run`: one pipeline at one rate on a fresh stack.
 //! - [`compare`]: runs every pipeline at every rate, each on a fresh (cold) fleet and
 //!   router, and returns a [`Comparison`].
 //! - [`Comparison::to_json`], [`Comparison::table`], [`Comparison::html`]: the three
@@ -14,10 +14,10 @@
 //! Every figure is in *simulated* time: wall time multiplied by the simulator's speed,
 //! so a run at `speed` 4 reads as it would on real cards, ratios unchanged.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), switchyard::demo::Error> {
+//! ```ignore
+//! # async fn demo() -> Result<(), crate::demo::Error> {
 //! use std::time::Duration;
-//! use switchyard::demo::{Options, Scenario, compare};
+//! use crate::demo::{Options, Scenario, compare};
 //! let options = Options { duration: Duration::from_secs(5), ..Options::default() };
 //! let comparison = compare(&Scenario::default_demo(), &options).await?;
 //! println!("{}", comparison.table());
@@ -32,8 +32,8 @@ mod stack;
 use std::time::Duration;
 
 pub use report::{Comparison, PipelineSummary, Point, SweepPoint};
-pub use scenario::{Card, Pipeline, Scenario, round_robin, switchyard};
-pub use stack::{RunParams, RunResult, run as run_once};
+pub use scenario::Scenario;
+pub use stack::RunParams;
 
 /// Why a demo run failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,16 +41,16 @@ pub use stack::{RunParams, RunResult, run as run_once};
 pub enum Error {
     /// The simulated fleet did not start.
     #[error("simulated fleet")]
-    Fleet(#[from] crate::sim::Error),
+    Fleet(#[from] switchyard_sim::Error),
     /// The router did not start or stopped.
     #[error("router")]
-    Router(#[source] Box<crate::server::Error>),
+    Router(#[source] Box<switchyard::server::Error>),
     /// The router never saw the whole fleet ready.
     #[error("router not ready: {0}")]
     NotReady(String),
     /// The load generator could not run.
     #[error("load generator")]
-    Bench(#[from] crate::bench::Error),
+    Bench(#[from] switchyard_sim::load::Error),
     /// A call to the router's admin API or a backend's metrics failed.
     #[error("http")]
     Http(#[source] reqwest::Error),

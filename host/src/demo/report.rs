@@ -1,15 +1,15 @@
 //! The comparison's figures and two of its views: the terminal table and the JSON object
-//! keyed by pipeline name. The HTML view is in `html`.
+//! keyed by pipeline name. The HTML view, `Comparison::html`, is in `html`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::Options;
 use super::scenario::{Pipeline, Scenario};
 use super::stack::RunResult;
-use super::{Options, html};
-use crate::bench::{BenchReport, Percentiles, Workload};
+use switchyard_sim::load::{BenchReport, Percentiles, Workload};
 
 /// One run of one pipeline at one arrival rate.
 #[derive(Debug, Clone)]
@@ -248,11 +248,6 @@ impl Comparison {
         }
         out
     }
-
-    /// The self-contained HTML report (inline SVG plots, no external assets).
-    pub fn html(&self) -> String {
-        html::render(self)
-    }
 }
 
 /// `nvidia 50% amd 25% intel 25%`.
@@ -341,7 +336,6 @@ mod tests {
                 backend_share: BTreeMap::new(),
                 split_decisions: 0,
                 splits_served: 0,
-                decisions: 100,
             },
         }
     }

@@ -7,8 +7,8 @@
 
 use serde_json::json;
 
-use crate::bench::{SharedPrefix, Workload};
-use crate::policy::{PipelineSpec, StageSpec, WeightedStageSpec};
+use switchyard::policy::{PipelineSpec, StageSpec, WeightedStageSpec};
+use switchyard_sim::load::{SharedPrefix, Workload};
 
 /// One kind of card in the simulated fleet.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,16 +13,15 @@ use serde::Deserialize;
 
 use super::Error;
 use super::scenario::{Pipeline, Scenario};
-use crate::Server;
-use crate::bench::{self, Arrival, BenchConfig, BenchReport};
-use crate::config::{
-    AdminConfig, AuthConfig, Config, ListenersConfig, PoolSettings, ProxySettings, SplitFallback,
-    TenantConfig,
+use switchyard::Server;
+use switchyard::config::{
+    AdminConfig, AuthConfig, Config, ListenersConfig, ProxySettings, SplitFallback, TenantConfig,
 };
-use crate::names::{BackendName, TenantName};
-use crate::policy::DEFAULT_TENANT;
-use crate::pool::{BackendSpec, Capability, EngineKind};
-use crate::sim::{self, BackendFile, FleetFile, FleetSpec, KV_BYTES_PER_TOKEN, Profile};
+use switchyard::names::{BackendName, TenantName};
+use switchyard::policy::DEFAULT_TENANT;
+use switchyard::pool::{BackendSpec, Capability, EngineKind, PoolSettings};
+use switchyard_sim::load::{self, Arrival, BenchConfig, BenchReport};
+use switchyard_sim::{self as sim, BackendFile, FleetFile, FleetSpec, KV_BYTES_PER_TOKEN, Profile};
 
 /// KV transfer link declared to policies, GB/s (the simulator's default link).
 const KV_LINK_GB_PER_S: f64 = 45.0;
@@ -69,8 +68,6 @@ pub struct RunResult {
     pub split_decisions: u64,
     /// Requests served in two phases, prefill then decode, from the decision log.
     pub splits_served: u64,
-    /// Decisions logged.
-    pub decisions: u64,
 }
 
 /// Runs `p.pipeline` once on a fresh stack.
@@ -108,7 +105,7 @@ pub async fn run(p: &RunParams<'_>) -> Result<RunResult, Error> {
         config.seed = p.seed;
         config.timeout = Duration::from_secs(300);
         config.progress = p.progress;
-        let report = bench::run(config).await?;
+        let report = load::run(config).await?;
         let hit_rate = fleet_hit_rate(&admin.client, &fleet).await?;
         let decisions = admin.decisions().await?;
         Ok::<_, Error>((report, hit_rate, decisions))
@@ -135,7 +132,6 @@ pub async fn run(p: &RunParams<'_>) -> Result<RunResult, Error> {
         backend_share,
         split_decisions: decisions.iter().filter(|d| d.placement == "split").count() as u64,
         splits_served: decisions.iter().filter(|d| d.split).count() as u64,
-        decisions: decisions.len() as u64,
     })
 }
 

@@ -10,39 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::breaker::{Breaker, Pass};
 use super::learned::{Learned, Measured};
-use super::scrape::EngineLoad;
+use super::scrape::{EngineKind, EngineLoad};
 use crate::names::BackendName;
 use crate::policy::Role;
-
-/// Which engine a backend runs; decides how its `/metrics` are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineKind {
-    /// vLLM (`vllm:*` metrics).
-    Vllm,
-    /// SGLang (`sglang:*` metrics).
-    Sglang,
-    /// llama.cpp `llama-server` (`llamacpp:*` metrics, needs `--metrics`).
-    Llamacpp,
-    /// Any other OpenAI-compatible server; no metrics are scraped (default).
-    #[default]
-    Openai,
-}
-
-impl EngineKind {
-    /// The path health checks request.
-    fn default_health_path(self) -> &'static str {
-        match self {
-            EngineKind::Openai => "/v1/models",
-            _ => "/health",
-        }
-    }
-
-    /// Whether the engine exposes metrics the router understands.
-    pub fn has_metrics(self) -> bool {
-        self != EngineKind::Openai
-    }
-}
 
 /// Declared performance figures; 0 means unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -106,6 +76,19 @@ pub struct BackendSpec {
     /// Health check path. Default `/health` (`/v1/models` for `openai`).
     #[serde(default)]
     pub health_path: Option<String>,
+}
+
+impl BackendSpec {
+    /// The KV index's view of this backend: indexed under its first model; none without
+    /// a model.
+    pub fn kv_backend(&self) -> Option<switchyard_kv::BackendConfig> {
+        let model = self.models.first()?;
+        Some(switchyard_kv::BackendConfig {
+            events: self.kv_events.clone(),
+            replay: self.kv_replay.clone(),
+            ..switchyard_kv::BackendConfig::new(&self.name, model)
+        })
+    }
 }
 
 impl BackendSpec {

@@ -21,19 +21,39 @@ mod scrape;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-pub use backend::{Backend, BackendSpec, Capability, EngineKind, InFlight, StreamSlot};
+pub use backend::{Backend, BackendSpec, Capability, InFlight, StreamSlot};
 pub use learned::{Ewma, MIN_SAMPLES, Measured};
 pub use metrics::PoolCollector;
+pub use scrape::EngineKind;
 pub use scrape::{EngineLoad, ScrapeError, parse as parse_metrics};
 
-use crate::config::PoolSettings;
 use crate::names::BackendName;
 use crate::policy::{BackendFacts, Candidate, FleetFacts};
 use crate::state::StateDir;
 use breaker::Breaker;
+
+/// Health checks, scraping and circuit breaking.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Interval between `/metrics` scrapes.
+    pub scrape_interval: Duration,
+    /// Age after which scraped figures are stale.
+    pub stale_after: Duration,
+    /// Interval between health checks.
+    pub health_interval: Duration,
+    /// Timeout of one scrape or health check.
+    pub probe_timeout: Duration,
+    /// Consecutive failed health checks that mark a backend down, >= 1.
+    pub unhealthy_after: u32,
+    /// Consecutive failed requests that open a circuit, >= 1.
+    pub breaker_failures: u32,
+    /// How long an open circuit stays open.
+    pub breaker_open: Duration,
+}
 
 /// Errors from changing the pool.
 #[derive(Debug, thiserror::Error)]

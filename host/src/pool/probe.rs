@@ -5,10 +5,10 @@ use std::sync::{Arc, Weak};
 
 use tracing::Instrument;
 
+use super::PoolSettings;
 use super::backend::Backend;
 use super::scrape::{self, ScrapeError};
-use crate::config::PoolSettings;
-use crate::telemetry::Burst;
+use switchyard_kv::burst::Burst;
 
 /// Starts probing `backend`; the first health check runs at once.
 pub(crate) fn spawn(backend: &Arc<Backend>, settings: PoolSettings, client: reqwest::Client) {

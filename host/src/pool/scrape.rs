@@ -3,8 +3,37 @@
 //! [`MAX_METRICS_BYTES`] is not read on: the scrape fails and the figures go stale.
 
 use prometheus_parse::{Sample, Scrape, Value};
+use serde::{Deserialize, Serialize};
 
-use super::backend::EngineKind;
+/// Which engine a backend runs; decides how its `/metrics` are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// vLLM (`vllm:*` metrics).
+    Vllm,
+    /// SGLang (`sglang:*` metrics).
+    Sglang,
+    /// llama.cpp `llama-server` (`llamacpp:*` metrics, needs `--metrics`).
+    Llamacpp,
+    /// Any other OpenAI-compatible server; no metrics are scraped (default).
+    #[default]
+    Openai,
+}
+
+impl EngineKind {
+    /// The path health checks request.
+    pub(super) fn default_health_path(self) -> &'static str {
+        match self {
+            EngineKind::Openai => "/v1/models",
+            _ => "/health",
+        }
+    }
+
+    /// Whether the engine exposes metrics the router understands.
+    pub fn has_metrics(self) -> bool {
+        self != EngineKind::Openai
+    }
+}
 
 /// Largest `/metrics` body a scrape reads (8 MiB; an engine's is typically tens of KiB).
 pub const MAX_METRICS_BYTES: usize = 8 << 20;

@@ -43,7 +43,6 @@ pub use split::PREFILL_BACKEND_HEADER;
 pub use tenant::{Admission, Tenant, Tenants};
 
 use crate::config::ProxySettings;
-use crate::kv::KvIndex;
 use crate::listener::BodyTimeout;
 use crate::policy::{
     Candidate, Decision, FleetFacts, Placement, Policies, RequestFacts, Role, builtin_load,
@@ -54,6 +53,7 @@ use crate::telemetry::{FieldLabels, ProxyMetrics, RequestLabels};
 use decisions::RecordContext;
 use forward::{Attempt, Outgoing};
 use split::SplitRoute;
+use switchyard_kv::KvIndex;
 
 /// Response header naming the backend that served a request.
 pub const BACKEND_HEADER: HeaderName = HeaderName::from_static("x-switchyard-backend");

@@ -8,9 +8,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use super::ApiError;
-use crate::kv::{BackendId, KvIndex, Prompt, PromptKeys, Scope};
 use crate::policy::Candidate;
 use crate::pool::Fleet;
+use switchyard_kv::{BackendId, KvIndex, Prompt, PromptKeys, Scope};
 
 /// Which OpenAI endpoint was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,8 +4,9 @@ use axum::http::{HeaderMap, HeaderValue, Request};
 use tower::ServiceExt;
 
 use super::*;
-use crate::config::{AuthConfig, PoolSettings, SplitFallback, TenantConfig};
+use crate::config::{AuthConfig, SplitFallback, TenantConfig};
 use crate::policy::{Limits, Variant};
+use crate::pool::PoolSettings;
 
 fn decision(placement: Placement, scores: Vec<(u32, f32)>) -> Decision {
     Decision {
@@ -224,7 +225,7 @@ async fn router_answers_without_backends() {
         decisions: Arc::new(DecisionLog::new(8)),
         metrics: ProxyMetrics::default(),
         registry: Arc::new(Registry::default()),
-        kv: crate::kv::KvIndex::new(&crate::kv::KvConfig::default()).unwrap(),
+        kv: switchyard_kv::KvIndex::new(&switchyard_kv::KvConfig::default()).unwrap(),
         state: None,
     });
     let call = |req: Request<Body>| router(app.clone()).oneshot(req);

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use switchyard::kv::{
+use switchyard_kv::{
     BackendConfig, BackendStats, Batch, BlockStored, Event, KvConfig, KvIndex, ModelConfig, Prompt,
     Scope, Tier, Tokenizer, encode_batch,
 };
@@ -19,7 +19,7 @@ use switchyard::kv::{
 const MODEL: &str = "m";
 
 fn tokenizer_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/tokenizer/tokenizer.json")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/tokenizer/tokenizer.json")
 }
 
 /// Replay reply layouts: vLLM <= 0.25 / SGLang, and vLLM >= 0.26 (with topic).

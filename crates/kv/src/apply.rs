@@ -273,7 +273,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::kv::index::Tier;
+    use crate::index::Tier;
 
     /// An index of 16-token blocks with one slot.
     fn index() -> RwLock<Index> {
@@ -353,7 +353,7 @@ mod tests {
         );
         assert_eq!(counters.rejected(Reject::TooManyHashes), 2);
         assert_eq!(lock.read().entries(), 4, "the third event applied");
-        let s = counters.snapshot("b", "m", crate::kv::Mode::Events, 0);
+        let s = counters.snapshot("b", "m", crate::Mode::Events, 0);
         assert_eq!((s.events_applied, s.bad_messages), (1, 0));
     }
 

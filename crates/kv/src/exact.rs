@@ -10,7 +10,7 @@
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::event::BlockStored;
+use super::event::{BlockStored, event_value};
 
 /// vLLM's `--prefix-caching-hash-algo` values that can be reproduced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -127,12 +127,6 @@ impl ExactHasher {
         };
         Some(self.event_hashes(&event.tokens, event.block_size, &extras) == event.hashes)
     }
-}
-
-/// The published form of a digest: its last 8 bytes, big-endian.
-pub fn event_value(digest: &[u8]) -> u64 {
-    let tail = &digest[digest.len().saturating_sub(8)..];
-    tail.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
 }
 
 fn digest(algorithm: Algorithm, bytes: &[u8]) -> Vec<u8> {

@@ -1,5 +1,5 @@
-//! A simulated vLLM-like backend, calibrated on an H100, for testing and demonstrating
-//! the router without GPUs.
+//! A simulated vLLM-like backend, calibrated on an H100, and the load generator
+//! ([`load`]): testing and demonstrating the router without GPUs.
 //!
 //! Principal items:
 //!
@@ -15,8 +15,8 @@
 //! format and `metrics` exposes vLLM's metric names. See `docs/simulator.md`.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), switchyard::sim::Error> {
-//! use switchyard::sim::{Fleet, FleetSpec};
+//! # async fn demo() -> Result<(), switchyard_sim::Error> {
+//! use switchyard_sim::{Fleet, FleetSpec};
 //! let spec = FleetSpec::from_yaml("backends:\n  - { profile: h100, replicas: 2 }\n")?;
 //! let fleet = Fleet::start(spec).await?;
 //! for b in fleet.backends() {
@@ -29,6 +29,7 @@ mod cache;
 mod engine;
 mod events;
 mod latency;
+pub mod load;
 mod metrics;
 mod profile;
 mod scheduler;

@@ -39,7 +39,10 @@ pub fn chain(parent: u64, tokens: &[u32]) -> u64 {
     #[cfg(target_endian = "little")]
     let bytes: &[u8] = bytemuck::cast_slice(tokens);
     #[cfg(not(target_endian = "little"))]
-    let bytes = &tokens.iter().flat_map(|t| t.to_le_bytes()).collect::<Vec<u8>>();
+    let bytes = &tokens
+        .iter()
+        .flat_map(|t| t.to_le_bytes())
+        .collect::<Vec<u8>>();
     xxh3_64_with_seed(bytes, parent)
 }
 

@@ -5,11 +5,12 @@
 //! one word per token under the simulator's built-in tokenizer, so lengths are exact
 //! there and approximate under a real tokenizer.
 
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::text::words;
 use super::trace::TraceEntry;
 
 /// SGLang's generated-shared-prefix workload: `groups` system prompts, each shared by
@@ -93,18 +94,6 @@ pub struct Session {
     pub at_ms: Option<f64>,
     /// The turns, in order.
     pub turns: Vec<Turn>,
-}
-
-/// `n` pseudo-random words drawn from `rng`, space-separated.
-pub fn words(rng: &mut impl Rng, n: usize) -> String {
-    let mut s = String::with_capacity(n * 9);
-    for i in 0..n {
-        if i > 0 {
-            s.push(' ');
-        }
-        s.push_str(&format!("{:x}", rng.random::<u32>()));
-    }
-    s
 }
 
 impl Workload {

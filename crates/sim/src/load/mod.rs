@@ -16,6 +16,7 @@
 
 mod client;
 mod report;
+mod text;
 pub mod trace;
 mod workload;
 

@@ -359,6 +359,12 @@ fn as_f64(v: &ValueRef<'_>) -> Option<f64> {
     }
 }
 
+/// The published form of a digest: its last 8 bytes, big-endian.
+pub fn event_value(digest: &[u8]) -> u64 {
+    let tail = &digest[digest.len().saturating_sub(8)..];
+    tail.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,7 +426,8 @@ mod tests {
 
     #[test]
     fn decoders_agree_on_the_fuzz_seed_corpus() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/kv_event");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/kv_event");
         let mut seeds = 0;
         for entry in std::fs::read_dir(&dir).expect("the kv_event seed corpus") {
             let payload = std::fs::read(entry.expect("corpus entry").path()).expect("seed");

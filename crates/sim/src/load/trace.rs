@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
 use super::Error;
-use super::workload::words;
+use super::text::words;
 
 /// Tokens one Mooncake hash id stands for.
 pub const MOONCAKE_BLOCK_TOKENS: usize = 512;

@@ -1,7 +1,7 @@
 //! Benchmark runs against in-process simulated backends and a canned SSE server.
 
 use super::*;
-use crate::sim::{Backend, BackendSpec, Faults, Profile};
+use crate::{Backend, BackendSpec, Faults, Profile};
 
 async fn sim(faults: Faults) -> Backend {
     let spec = BackendSpec {

@@ -107,6 +107,10 @@ mod tests {
         let predicted: Vec<u32> = slab.upcoming(4).collect();
         let handed: Vec<u32> = (0..4).map(|v| slab.insert(v)).collect();
         assert_eq!(predicted, handed);
-        assert_eq!(predicted, [4, 1, 6, 7], "freed ids first, newest freed first");
+        assert_eq!(
+            predicted,
+            [4, 1, 6, 7],
+            "freed ids first, newest freed first"
+        );
     }
 }

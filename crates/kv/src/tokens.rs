@@ -311,7 +311,7 @@ mod tests {
     use super::*;
 
     fn example() -> Tokenizer {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tokenizer");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tokenizer");
         Tokenizer::from_files(
             &dir.join("tokenizer.json"),
             Some(&dir.join("tokenizer_config.json")),

@@ -21,6 +21,7 @@
 
 mod apply;
 mod approx;
+pub mod burst;
 mod config;
 #[cfg(test)]
 mod conformance;
@@ -40,7 +41,7 @@ pub use event::assert_decoders_agree;
 pub use event::{
     Batch, BlockStored, DecodeError, Event, decode_batch, encode_batch, normalize_hash,
 };
-pub use exact::{Algorithm, ExactHasher, ExtraKey, event_value};
+pub use exact::{Algorithm, ExactHasher, ExtraKey};
 pub use index::{Index, IndexError, MAX_BACKENDS, MAX_ENTRIES, Tier, TierWeights, part_hash};
 pub use ingest::{IndexSink, IngestError, Limits, Sink};
 pub use service::{

@@ -31,7 +31,7 @@ use super::event::{DecodeError, decode_batch};
 use super::exact::ExactHasher;
 use super::index::Index;
 use super::stats::{Counters, Reject};
-use crate::telemetry::Burst;
+use crate::burst::Burst;
 
 /// How long a blocked receive waits before checking for shutdown.
 const POLL: Duration = Duration::from_millis(100);

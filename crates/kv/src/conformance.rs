@@ -2,8 +2,9 @@
 
 use rmpv::ValueRef;
 
+use super::event::event_value;
 use super::event::{Batch, BlockStored, Event, decode_batch, encode_batch, normalize_hash};
-use super::exact::{Algorithm, ExactHasher, ExtraKey, event_value};
+use super::exact::{Algorithm, ExactHasher, ExtraKey};
 use super::index::Tier;
 
 fn unhex(s: &str) -> Vec<u8> {

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
-use crate::telemetry::Burst;
+use crate::burst::Burst;
 
 /// Why a KV-event message or event was refused; the `reason` label of
 /// `switchyard_kv_events_rejected_total`.

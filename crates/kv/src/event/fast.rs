@@ -130,7 +130,7 @@ fn hash(h: Head<'_>) -> Option<u64> {
     match h {
         Head::Uint(u) => Some(u),
         Head::Neg(i) => Some(i as u64),
-        Head::Bin(b) => Some(crate::kv::exact::event_value(b)),
+        Head::Bin(b) => Some(super::event_value(b)),
         _ => None,
     }
 }
