@@ -16,6 +16,7 @@ use wasmtime::{Config, Engine, OptLevel, ProfilingStrategy, ResourceLimiter, Str
 
 use super::Error;
 use super::bindings::{filter, host, placer, scorer};
+use super::wasi::{Output, Stdio};
 
 /// Budgets and caps for every policy.
 #[derive(Debug, Clone)]
@@ -156,15 +157,6 @@ pub(crate) struct HostState {
     pub stderr_tail: String,
 }
 
-/// A guest's standard output stream, as [`HostState::capture`] files it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stdio {
-    /// `wasi:cli/stdout`.
-    Stdout = 1,
-    /// `wasi:cli/stderr`.
-    Stderr = 2,
-}
-
 /// Bytes of stderr kept for the fault of a failed call.
 const STDERR_TAIL_BYTES: usize = 1024;
 
@@ -193,10 +185,24 @@ impl HostState {
         self.stderr_tail.clear();
     }
 
+    /// Adds a log line, cut to [`LOG_LINE_BYTES`], unless the call's cap is reached.
+    fn push_log(&mut self, level: &str, mut line: String) {
+        if self.logs.len() >= self.log_cap {
+            self.dropped_logs += 1;
+            return;
+        }
+        if line.len() > LOG_LINE_BYTES {
+            line.truncate(floor_char_boundary(&line, LOG_LINE_BYTES));
+        }
+        self.logs.push(format!("{level}: {line}"));
+    }
+}
+
+impl Output for HostState {
     /// Files `bytes` the guest wrote to `to`: each complete line becomes a log line
     /// (`stdout: ...`, `stderr: ...`) under the same caps as the `log` import; stderr is
     /// also kept in `stderr_tail`.
-    pub(crate) fn capture(&mut self, to: Stdio, bytes: &[u8]) {
+    fn capture(&mut self, to: Stdio, bytes: &[u8]) {
         if to == Stdio::Stderr {
             let text = String::from_utf8_lossy(bytes);
             let text = tail(&text, STDERR_TAIL_BYTES);
@@ -218,18 +224,6 @@ impl HostState {
                 self.push_log(level, line);
             }
         }
-    }
-
-    /// Adds a log line, cut to [`LOG_LINE_BYTES`], unless the call's cap is reached.
-    fn push_log(&mut self, level: &str, mut line: String) {
-        if self.logs.len() >= self.log_cap {
-            self.dropped_logs += 1;
-            return;
-        }
-        if line.len() > LOG_LINE_BYTES {
-            line.truncate(floor_char_boundary(&line, LOG_LINE_BYTES));
-        }
-        self.logs.push(format!("{level}: {line}"));
     }
 }
 

@@ -21,6 +21,7 @@ mod engine;
 mod facts;
 mod metrics;
 mod pipeline;
+mod policies;
 mod registry;
 mod shipped;
 mod spec;
@@ -30,10 +31,8 @@ mod wasi;
 pub use engine::{Limits, PolicyKind, Tier};
 pub use facts::{BackendFacts, Candidate, FleetFacts, Placement, RequestFacts, Role};
 pub use metrics::PolicyMetrics;
-pub use pipeline::{
-    CanarySpec, DEFAULT_TENANT, Decision, PipelineInfo, Policies, TenantPipeline, Variant,
-    shipped_component,
-};
+pub use pipeline::{CanarySpec, Decision, PipelineInfo, TenantPipeline, Variant};
+pub use policies::{DEFAULT_TENANT, Policies, shipped_component};
 pub use registry::PolicyVersion;
 pub use spec::{FailureMode, Picker, PipelineSpec, StageSpec, WeightedStageSpec};
 pub use stage::{CallReport, Outcome, Stage};

@@ -1,7 +1,7 @@
 //! The little of WASI a Rust `std` guest touches when it panics, provided without
 //! granting anything: an empty `wasi:cli/environment` (no variables, no arguments, no
 //! working directory), and `wasi:cli/stdout` and `wasi:cli/stderr` streams whose writes
-//! land in the call's bounded log ([`HostState::capture`]) and never block (their
+//! land in the call's bounded log ([`Output::capture`]) and never block (their
 //! pollables are always ready). Without them the panic hook's
 //! read of `RUST_BACKTRACE` traps first ("unknown import: wasi:cli/environment...") and
 //! the panic message is lost; with them the fault says that the policy panicked, and
@@ -14,7 +14,20 @@
 use wasmtime::component::{Component, ComponentType, Lift, Linker, Lower, Resource, ResourceType};
 use wasmtime::{Engine, StoreContextMut};
 
-use super::engine::{HostState, Stdio};
+/// A guest's standard output stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stdio {
+    /// `wasi:cli/stdout`.
+    Stdout = 1,
+    /// `wasi:cli/stderr`.
+    Stderr = 2,
+}
+
+/// Where a store files what its guest writes to stdout and stderr.
+pub(crate) trait Output {
+    /// Files `bytes` the guest wrote to `to`.
+    fn capture(&mut self, to: Stdio, bytes: &[u8]);
+}
 
 /// An output stream the guest holds: its representation is the [`Stdio`] it writes to.
 enum OutputStream {}
@@ -46,8 +59,8 @@ const WRITE_BUDGET: u64 = 4096;
 /// # Errors
 ///
 /// When the linker refuses a definition.
-pub(crate) fn define(
-    linker: &mut Linker<HostState>,
+pub(crate) fn define<T: Output + 'static>(
+    linker: &mut Linker<T>,
     engine: &Engine,
     component: &Component,
 ) -> wasmtime::Result<()> {
@@ -147,8 +160,8 @@ fn pollable() -> ResourceType {
     ResourceType::host::<Pollable>()
 }
 
-fn write(
-    mut store: StoreContextMut<'_, HostState>,
+fn write<T: Output>(
+    mut store: StoreContextMut<'_, T>,
     (stream, bytes): (Resource<OutputStream>, Vec<u8>),
 ) -> wasmtime::Result<(Result<(), StreamError>,)> {
     let to = if stream.rep() == Stdio::Stdout as u32 {
