@@ -144,3 +144,248 @@ fn absent_options_and_no_candidates_cross_as_such() {
     assert_eq!(echo(&stage, &req, &many), echoed(&req, &many));
     assert_eq!(echo(&stage, &req, &many[3..]), echoed(&req, &many[3..]));
 }
+
+/// A router in this process over one simulated backend, serving `tenants` with
+/// `proxy.label_headers` set; the `echo` guest is configured as the policy `echo` and
+/// the shipped policies are there too. Returns the client URL, the admin URL and the
+/// backend (which must outlive the test).
+async fn router_over_sims(
+    dir: &std::path::Path,
+    regions: &[&str],
+    tenants: serde_json::Value,
+) -> (String, String, Vec<switchyard_sim::Backend>) {
+    let echo = dir.join("echo.wasm");
+    std::fs::write(&echo, guest("echo")).expect("write echo");
+    let mut sims = Vec::new();
+    for (i, _) in regions.iter().enumerate() {
+        let mut spec = switchyard_sim::BackendSpec::new(
+            format!("sim-{i}"),
+            switchyard_sim::Profile::builtin("h100").expect("h100"),
+        );
+        spec.speed = 50.0;
+        sims.push(switchyard_sim::Backend::start(spec).await.expect("sim"));
+    }
+    let backends: Vec<serde_json::Value> = sims
+        .iter()
+        .zip(regions)
+        .map(|(s, region)| {
+            serde_json::json!({
+                "name": s.info().name, "url": s.info().base_url, "models": [s.info().model],
+                "engine": "vllm", "region": region,
+            })
+        })
+        .collect();
+    let file = serde_json::json!({
+        "listen": "127.0.0.1:0",
+        "admin": {"listen": "127.0.0.1:0", "token": ADMIN_TOKEN},
+        "pool": {"health_interval_ms": 100, "scrape_interval_ms": 100},
+        "proxy": {
+            "label_headers": {"x-data-class": "data-class", "x-region-hint": "region"},
+            "default_max_tokens": 777,
+        },
+        "policies": [{"name": "echo", "path": echo}],
+        "backends": backends,
+        "tenants": tenants,
+    });
+    let yaml = serde_yaml_ng::to_string(&file).expect("yaml");
+    let config = switchyard::Config::from_yaml(&dir.join("router.yaml"), &yaml).expect("config");
+    let server = switchyard::Server::bind(config)
+        .await
+        .expect("router binds");
+    let base = format!("http://{}", server.local_addr().expect("addr"));
+    let admin = format!("http://{}", server.admin_addr().expect("admin addr"));
+    tokio::spawn(server.serve(std::future::pending()));
+    let ready = async {
+        loop {
+            if let Ok(r) = reqwest::get(format!("{base}/ready")).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), ready)
+        .await
+        .expect("router ready");
+    (base, admin, sims)
+}
+
+const ADMIN_TOKEN: &str = "secret-token-for-tests";
+
+/// Sends a chat request with `headers` and returns the status and the body.
+async fn chat(
+    base: &str,
+    headers: &[(&str, &str)],
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&body);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = req.send().await.expect("send");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut body: serde_json::Value = resp.json().await.expect("json body");
+    if let Some(b) = headers.get("x-switchyard-backend") {
+        body["backend"] = b.to_str().expect("ascii").into();
+    }
+    (status, body)
+}
+
+/// The request line `echo` answered with, and the prompt tokens the router's decision
+/// record shows for the same request.
+async fn echoed_over_http(
+    base: &str,
+    admin: &str,
+    headers: &[(&str, &str)],
+    body: serde_json::Value,
+) -> (String, u32) {
+    let (status, answer) = chat(base, headers, body).await;
+    assert_eq!(status, 418, "echo rejects everything with 418: {answer}");
+    let message = answer["error"]["message"].as_str().expect("message");
+    let line = message.lines().next().expect("a request line").to_owned();
+    let decisions: serde_json::Value = reqwest::Client::new()
+        .get(format!("{admin}/admin/decisions?limit=1"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("decisions")
+        .json()
+        .await
+        .expect("json");
+    let prompt = decisions[0]["prompt_tokens"]
+        .as_u64()
+        .expect("prompt_tokens") as u32;
+    (line, prompt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_field_is_filled_from_http_headers_and_body() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenants = serde_json::json!({"default": {"pipeline": {"placer": {"policy": "echo"}}}});
+    let (base, admin, sims) = router_over_sims(dir.path(), &["eu-west"], tenants).await;
+    let model = sims[0].info().model.clone();
+    let body = |extra: serde_json::Value| {
+        let mut b = serde_json::json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "Where should this run?"}],
+            "user": "body-user",
+        });
+        b.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        b
+    };
+
+    // Every header the contract reads, and both output limits.
+    let headers = [
+        ("x-request-id", "contract-1"),
+        ("x-session-id", "sess-42"),
+        ("x-data-class", "pii"),
+        ("x-region-hint", "eu"),
+        ("x-slo-ttft-ms", "250"),
+        ("x-slo-tpot-ms", "40"),
+    ];
+    let (line, prompt) = echoed_over_http(
+        &base,
+        &admin,
+        &headers,
+        body(serde_json::json!({"max_tokens": 500, "max_completion_tokens": 64})),
+    )
+    .await;
+    let want = RequestFacts {
+        id: xxhash_rust::xxh3::xxh3_64(b"contract-1"),
+        tenant: "default".into(),
+        model: model.clone(),
+        prompt_tokens: prompt,
+        max_tokens: 64,
+        session: Some("sess-42".into()),
+        labels: vec![
+            ("data-class".into(), "pii".into()),
+            ("region".into(), "eu".into()),
+        ],
+        slo_ttft_ms: Some(250),
+        slo_tpot_ms: Some(40),
+    };
+    assert!(prompt > 0, "the prompt was counted");
+    assert_eq!(line, echoed(&want, &[]));
+
+    // No headers: the session falls back to the body's `user`, no labels or objectives,
+    // and the configured default output tokens (never 0).
+    let (line, prompt) = echoed_over_http(
+        &base,
+        &admin,
+        &[("x-request-id", "contract-2")],
+        body(serde_json::json!({})),
+    )
+    .await;
+    let want = RequestFacts {
+        id: xxhash_rust::xxh3::xxh3_64(b"contract-2"),
+        tenant: "default".into(),
+        model: model.clone(),
+        prompt_tokens: prompt,
+        max_tokens: 777,
+        session: Some("body-user".into()),
+        ..RequestFacts::default()
+    };
+    assert_eq!(line, echoed(&want, &[]));
+
+    // A value the router cannot use is the client's error, named.
+    let long = "x".repeat(300);
+    for (name, value) in [
+        ("x-slo-ttft-ms", "soon"),
+        ("x-data-class", "p\u{ef}i"),
+        ("x-session-id", long.as_str()),
+    ] {
+        let (status, answer) = chat(&base, &[(name, value)], body(serde_json::json!({}))).await;
+        assert_eq!(status, 400, "{name}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_header", "{answer}");
+        let message = answer["error"]["message"].as_str().expect("message");
+        assert!(message.contains(name), "{message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_residency_filter_keeps_requests_labelled_pii_in_the_allowed_region() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenants = serde_json::json!({"default": {"pipeline": {
+        "filters": [{"policy": "data-residency", "config": {
+            "default": "allow",
+            "rules": [{"data_class": "pii", "regions": ["eu-west"]}],
+        }}],
+        "scorers": [{"policy": "least-load", "weight": 1.0}],
+        "picker": {"kind": "softmax", "temperature": 100.0},
+    }}});
+    let (base, _admin, sims) = router_over_sims(dir.path(), &["eu-west", "us-east"], tenants).await;
+    let model = sims[0].info().model.clone();
+    let eu = sims[0].info().name.clone();
+    let body = serde_json::json!({
+        "model": model, "max_tokens": 2,
+        "messages": [{"role": "user", "content": "hello"}],
+    });
+    let mut served = std::collections::BTreeMap::<(bool, String), u32>::new();
+    for i in 0..24 {
+        let pii = i % 2 == 0;
+        let headers: &[(&str, &str)] = if pii { &[("x-data-class", "pii")] } else { &[] };
+        let (status, answer) = chat(&base, headers, body.clone()).await;
+        assert_eq!(status, 200, "{answer}");
+        let backend = answer["backend"]
+            .as_str()
+            .expect("backend header")
+            .to_owned();
+        *served.entry((pii, backend)).or_default() += 1;
+    }
+    let pii_backends: Vec<_> = served.keys().filter(|(pii, _)| *pii).collect();
+    assert_eq!(
+        pii_backends,
+        [&(true, eu.clone())],
+        "every pii request stays in eu-west: {served:?}"
+    );
+    assert!(
+        served.keys().any(|(pii, b)| !pii && *b != eu),
+        "plain requests also go elsewhere: {served:?}"
+    );
+}

@@ -154,6 +154,15 @@ pub(crate) struct ProxyFile {
     /// milliseconds; 0: no limit. Default 30000.
     #[serde(default = "default_stream_idle_timeout_ms")]
     pub stream_idle_timeout_ms: u64,
+    /// Request headers whose values policies receive as labels, header name -> label
+    /// name (the `labels` of the policy's request). At most 16. Example:
+    /// `label_headers: {x-data-class: data-class}`.
+    #[serde(default)]
+    pub label_headers: BTreeMap<String, String>,
+    /// The output tokens policies see for a request that sets neither `max_tokens` nor
+    /// `max_completion_tokens` (or sets 0), >= 1. Default 1024.
+    #[serde(default = "default_default_max_tokens")]
+    pub default_max_tokens: u32,
 }
 
 impl Default for ProxyFile {
@@ -167,6 +176,8 @@ impl Default for ProxyFile {
             split_fallback: super::SplitFallback::default(),
             max_resumes: default_max_resumes(),
             stream_idle_timeout_ms: default_stream_idle_timeout_ms(),
+            label_headers: BTreeMap::new(),
+            default_max_tokens: default_default_max_tokens(),
         }
     }
 }
@@ -191,6 +202,10 @@ fn default_max_resumes() -> u32 {
 }
 fn default_stream_idle_timeout_ms() -> u64 {
     30_000
+}
+
+fn default_default_max_tokens() -> u32 {
+    1024
 }
 
 /// The policy runtime's budgets; each absent field keeps the runtime's default

@@ -148,7 +148,14 @@ pub struct ProxySettings {
     pub max_resumes: u32,
     /// Longest a stream may go without a byte from its backend; `None`: no limit.
     pub stream_idle_timeout: Option<Duration>,
+    /// Request headers whose values policies receive as labels, with the label names.
+    pub label_headers: Vec<(HeaderName, String)>,
+    /// Output tokens policies see for a request that names none, >= 1.
+    pub default_max_tokens: u32,
 }
+
+/// Most `proxy.label_headers`.
+pub const MAX_LABEL_HEADERS: usize = 16;
 
 /// What a prefill/decode split does when its prefill leg fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -346,6 +353,31 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
     if p.max_body_bytes == 0 {
         problems.push("proxy.max_body_bytes: must be at least 1".into());
     }
+    if p.default_max_tokens == 0 {
+        problems.push("proxy.default_max_tokens: must be at least 1".into());
+    }
+    if p.label_headers.len() > MAX_LABEL_HEADERS {
+        problems.push(format!(
+            "proxy.label_headers: {} headers, at most {MAX_LABEL_HEADERS}",
+            p.label_headers.len()
+        ));
+    }
+    let mut label_headers = Vec::new();
+    for (header, label) in &p.label_headers {
+        match HeaderName::from_bytes(header.as_bytes()) {
+            Err(_) => problems.push(format!(
+                "proxy.label_headers: `{header}` is not a valid header name"
+            )),
+            Ok(_)
+                if label.is_empty() || label.len() > 63 || label.chars().any(char::is_control) =>
+            {
+                problems.push(format!(
+                    "proxy.label_headers.{header}: the label name must be 1 to 63 printable characters"
+                ));
+            }
+            Ok(name) => label_headers.push((name, label.clone())),
+        }
+    }
     let proxy = ProxySettings {
         max_body_bytes: p.max_body_bytes,
         attempt_timeout: Duration::from_millis(p.attempt_timeout_ms),
@@ -356,6 +388,8 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         max_resumes: p.max_resumes,
         stream_idle_timeout: (p.stream_idle_timeout_ms > 0)
             .then(|| Duration::from_millis(p.stream_idle_timeout_ms)),
+        label_headers,
+        default_max_tokens: p.default_max_tokens.max(1),
     };
     for (field, value) in [
         ("pool.scrape_interval_ms", raw.pool.scrape_interval_ms),

@@ -232,3 +232,40 @@ fn shipped_examples_parse() {
         &["SWITCHYARD_ADMIN_TOKEN", "policies[0].path"],
     );
 }
+
+#[test]
+fn label_headers_and_the_default_output_tokens_are_validated() {
+    let c = parse(&format!(
+        "{BACKEND}proxy:\n  label_headers: {{X-Data-Class: data-class}}\n  default_max_tokens: 64\n"
+    ))
+    .unwrap();
+    assert_eq!(c.proxy.default_max_tokens, 64);
+    assert_eq!(
+        c.proxy.label_headers,
+        [(
+            HeaderName::from_static("x-data-class"),
+            "data-class".to_owned()
+        )],
+        "header names are case-insensitive"
+    );
+    assert_eq!(parse(BACKEND).unwrap().proxy.default_max_tokens, 1024);
+
+    let err = parse(&format!(
+        "{BACKEND}proxy:\n  label_headers: {{\"bad header\": x, x-empty: \"\"}}\n  default_max_tokens: 0\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("router.yaml: 3 problem(s)"), "{err}");
+    assert!(
+        err.contains("`bad header` is not a valid header name"),
+        "{err}"
+    );
+    assert!(
+        err.contains("proxy.label_headers.x-empty: the label name"),
+        "{err}"
+    );
+    assert!(
+        err.contains("proxy.default_max_tokens: must be at least 1"),
+        "{err}"
+    );
+}

@@ -217,6 +217,8 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
             split_fallback: SplitFallback::default(),
             max_resumes: 2,
             stream_idle_timeout: None,
+            label_headers: Vec::new(),
+            default_max_tokens: 1024,
         },
         // NB: generous probes. Every backend, the router and the load generator share
         // this process and, on a small machine, its cores with whatever else runs; a

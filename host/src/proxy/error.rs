@@ -17,6 +17,14 @@ pub enum ApiError {
     /// A required field is absent.
     #[error("missing required field `{0}`")]
     MissingField(&'static str),
+    /// A request header the router reads for policies has a value it cannot use.
+    #[error("header `{header}`: {why}")]
+    BadHeader {
+        /// The header's name.
+        header: String,
+        /// What is wrong with its value.
+        why: &'static str,
+    },
     /// The body is larger than the configured cap.
     #[error("request body is over the {max}-byte limit")]
     TooLarge {
@@ -71,7 +79,9 @@ pub enum ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadJson(_) | ApiError::MissingField(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadJson(_) | ApiError::MissingField(_) | ApiError::BadHeader { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized | ApiError::KeyRequired(_) => StatusCode::UNAUTHORIZED,
@@ -90,6 +100,7 @@ impl ApiError {
         match self {
             ApiError::BadJson(_) => ("invalid_request_error", "invalid_json", None),
             ApiError::MissingField(f) => ("invalid_request_error", "missing_field", Some(*f)),
+            ApiError::BadHeader { .. } => ("invalid_request_error", "invalid_header", None),
             ApiError::TooLarge { .. } => ("invalid_request_error", "body_too_large", None),
             ApiError::BodyTimeout(_) => ("invalid_request_error", "body_timeout", None),
             ApiError::Unauthorized | ApiError::KeyRequired(_) => {

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tracing::Instrument;
 
-use super::request::Parsed;
+use super::request::{ClientHints, Parsed};
 use super::resume::{Fed, Leg, LegEnd, ResumeContext, Resumer, StreamLegs, unresumable};
 use super::tenant::Admission;
 use super::{ApiError, App, BACKEND_HEADER, error_body};
@@ -65,6 +65,8 @@ pub(crate) struct Outgoing {
     pub tenant: String,
     /// The decision record's stream legs, filled in when a stream resumes.
     pub legs: StreamLegs,
+    /// What the request's headers tell policies, for the decision of a resumed leg.
+    pub hints: ClientHints,
 }
 
 /// One attempt the send loop may make: a backend and what to send it.
@@ -543,6 +545,7 @@ impl App {
                     deadline,
                     prompt_tokens: out.prompt_tokens,
                     legs: out.legs,
+                    hints: out.hints,
                 },
             )))
         };

@@ -36,7 +36,8 @@ pub use decisions::{DecisionLog, DecisionRecord, Legs};
 pub use error::ApiError;
 pub(crate) use error::error_body;
 pub use request::{
-    Endpoint, Parsed, PromptFacts, ROUTER_OWNED_FIELDS, output_tokens, prompt_facts,
+    ClientHints, Endpoint, Parsed, PromptFacts, ROUTER_OWNED_FIELDS, SESSION_HEADER,
+    SLO_TPOT_HEADER, SLO_TTFT_HEADER, output_tokens, prompt_facts,
 };
 pub use resume::{Fed, SseFollower, StreamLeg, StreamLegs};
 pub use split::PREFILL_BACKEND_HEADER;
@@ -44,9 +45,7 @@ pub use tenant::{Admission, Tenant, Tenants};
 
 use crate::config::ProxySettings;
 use crate::listener::BodyTimeout;
-use crate::policy::{
-    Candidate, Decision, FleetFacts, Placement, Policies, RequestFacts, Role, builtin_load,
-};
+use crate::policy::{Candidate, Decision, FleetFacts, Placement, Policies, Role, builtin_load};
 use crate::pool::Pool;
 use crate::state::StateDir;
 use crate::telemetry::{FieldLabels, ProxyMetrics, RequestLabels};
@@ -125,6 +124,14 @@ impl App {
         }
     }
 
+    /// The output tokens policies see for `req`: its own, or `proxy.default_max_tokens`.
+    fn policy_max_tokens(&self, req: &Parsed) -> u32 {
+        match req.max_tokens {
+            0 => self.inner.settings.default_max_tokens,
+            n => n,
+        }
+    }
+
     /// Serves one OpenAI request and labels the outcome: request id header, metrics,
     /// span fields.
     async fn handle(&self, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
@@ -185,6 +192,7 @@ impl App {
         let tenant = self.inner.tenants.resolve(headers)?;
         tenant_label.clone_from(&tenant.name);
         span.record("tenant", tenant.name.as_str());
+        let hints = ClientHints::from_headers(headers, &self.inner.settings.label_headers)?;
         let body = read_body(headers, body, self.inner.settings.max_body_bytes).await?;
         let req = Parsed::from_openai(endpoint, body)?;
         span.record("model", req.model.as_str());
@@ -209,15 +217,13 @@ impl App {
         }
         let prompt = prompt_facts(&req, &fleet, &self.inner.kv, &mut candidates);
         let admission = tenant.admit(prompt.prompt_tokens.saturating_add(req.max_tokens))?;
-        let facts = RequestFacts {
-            id: xxhash_rust::xxh3::xxh3_64(request_id.as_bytes()),
-            tenant: tenant.name.clone(),
-            model: req.model.clone(),
-            prompt_tokens: prompt.prompt_tokens,
-            max_tokens: req.max_tokens,
-            session: req.user.clone(),
-            ..RequestFacts::default()
-        };
+        let facts = hints.facts(
+            request_id,
+            &tenant.name,
+            &req,
+            prompt.prompt_tokens,
+            self.policy_max_tokens(&req),
+        );
 
         let pipeline = self.inner.policies.pipeline(&tenant.name);
         if pipeline.damaged().is_some() {
@@ -261,6 +267,7 @@ impl App {
             admission,
             tenant: tenant.name.clone(),
             legs: record.legs.stream_legs.clone(),
+            hints,
         };
         let result = match &route {
             Route::Single(order) => {

@@ -4,11 +4,12 @@
 //! one the token limit counted, [`output_tokens`]).
 
 use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderName};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use super::ApiError;
-use crate::policy::Candidate;
+use crate::policy::{Candidate, RequestFacts};
 use crate::pool::Fleet;
 use switchyard_kv::{BackendId, KvIndex, Prompt, PromptKeys, Scope};
 
@@ -67,6 +68,106 @@ pub const ROUTER_OWNED_FIELDS: &[&str] = &["kv_transfer_params"];
 /// in the OpenAI API, and vLLM reads it first), else `max_tokens`, else 0.
 pub fn output_tokens(max_tokens: Option<u32>, max_completion_tokens: Option<u32>) -> u32 {
     max_completion_tokens.or(max_tokens).unwrap_or(0)
+}
+
+/// The session header: the client's session id, which policies may keep sticky.
+pub const SESSION_HEADER: &str = "x-session-id";
+/// The time-to-first-token objective header, milliseconds.
+pub const SLO_TTFT_HEADER: &str = "x-slo-ttft-ms";
+/// The time-per-output-token objective header, milliseconds.
+pub const SLO_TPOT_HEADER: &str = "x-slo-tpot-ms";
+
+/// Longest session id or label value taken from a header, bytes.
+const MAX_HINT_BYTES: usize = 256;
+
+/// What a request's headers tell its policies, read once: the session, the labels of
+/// `proxy.label_headers`, and the latency objectives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientHints {
+    /// The `x-session-id` header.
+    pub session: Option<String>,
+    /// (label name, header value) for each configured label header present.
+    pub labels: Vec<(String, String)>,
+    /// The `x-slo-ttft-ms` header.
+    pub slo_ttft_ms: Option<u32>,
+    /// The `x-slo-tpot-ms` header.
+    pub slo_tpot_ms: Option<u32>,
+}
+
+impl ClientHints {
+    /// Reads the hints from `headers`, labels as `label_headers` maps them.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::BadHeader`] for a value that is not visible ASCII of at most 256 bytes,
+    /// or an objective that is not a whole number of milliseconds.
+    pub fn from_headers(
+        headers: &HeaderMap,
+        label_headers: &[(HeaderName, String)],
+    ) -> Result<ClientHints, ApiError> {
+        let text = |name: &str| -> Result<Option<String>, ApiError> {
+            let Some(value) = headers.get(name) else {
+                return Ok(None);
+            };
+            let bad = |why| ApiError::BadHeader {
+                header: name.to_owned(),
+                why,
+            };
+            let value = value
+                .to_str()
+                .map_err(|_| bad("the value must be visible ASCII"))?;
+            if value.len() > MAX_HINT_BYTES {
+                return Err(bad("the value is over 256 bytes"));
+            }
+            Ok(Some(value.to_owned()))
+        };
+        let millis = |name: &str| -> Result<Option<u32>, ApiError> {
+            text(name)?
+                .map(|v| {
+                    v.trim().parse::<u32>().map_err(|_| ApiError::BadHeader {
+                        header: name.to_owned(),
+                        why: "must be a whole number of milliseconds",
+                    })
+                })
+                .transpose()
+        };
+        let mut labels = Vec::new();
+        for (header, label) in label_headers {
+            if let Some(value) = text(header.as_str())? {
+                labels.push((label.clone(), value));
+            }
+        }
+        Ok(ClientHints {
+            session: text(SESSION_HEADER)?.filter(|s| !s.is_empty()),
+            labels,
+            slo_ttft_ms: millis(SLO_TTFT_HEADER)?,
+            slo_tpot_ms: millis(SLO_TPOT_HEADER)?,
+        })
+    }
+
+    /// The request as policies see it: `id` the request id's hash, the session from the
+    /// header or else the body's `user`, and `max_tokens` the request's own or else
+    /// `default_max_tokens` (never 0).
+    pub fn facts(
+        &self,
+        request_id: &str,
+        tenant: &str,
+        req: &Parsed,
+        prompt_tokens: u32,
+        max_tokens: u32,
+    ) -> RequestFacts {
+        RequestFacts {
+            id: xxhash_rust::xxh3::xxh3_64(request_id.as_bytes()),
+            tenant: tenant.to_owned(),
+            model: req.model.clone(),
+            prompt_tokens,
+            max_tokens: max_tokens.max(1),
+            session: self.session.clone().or_else(|| req.user.clone()),
+            labels: self.labels.clone(),
+            slo_ttft_ms: self.slo_ttft_ms,
+            slo_tpot_ms: self.slo_tpot_ms,
+        }
+    }
 }
 
 /// The body with `edit` applied to its top-level object; `None` when the body is not a

@@ -30,9 +30,9 @@ use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 use super::forward::{Attempt, Opened};
-use super::request::{Endpoint, Parsed};
+use super::request::{ClientHints, Endpoint, Parsed};
 use super::{App, Route, route};
-use crate::policy::{RequestFacts, Role};
+use crate::policy::Role;
 use crate::pool::{EngineKind, InFlight};
 use crate::telemetry::ResumeLabels;
 
@@ -503,6 +503,7 @@ pub(super) struct Resumer {
     /// Backends a leg failed on or was moved from.
     excluded: Vec<String>,
     legs: StreamLegs,
+    hints: ClientHints,
     /// When the old leg's last token passed, until the new leg's first one does.
     seam_from: Option<Instant>,
     /// The current leg's seam, once its first token passed.
@@ -527,6 +528,8 @@ pub(super) struct ResumeContext {
     pub prompt_tokens: u32,
     /// The decision record's legs.
     pub legs: StreamLegs,
+    /// What the request's headers tell policies.
+    pub hints: ClientHints,
 }
 
 impl Resumer {
@@ -543,6 +546,7 @@ impl Resumer {
             resumes: 0,
             excluded: Vec::new(),
             legs: ctx.legs,
+            hints: ctx.hints,
             seam_from: None,
             seam: None,
             follow: SseFollower::new(),
@@ -648,15 +652,14 @@ impl Resumer {
         let sent = self.follow.tokens;
         let body = continuation(&self.req, &self.follow.text, sent)?;
         let prompt_tokens = self.prompt_tokens.saturating_add(sent);
-        let facts = RequestFacts {
-            id: xxhash_rust::xxh3::xxh3_64(self.request_id.as_bytes()),
-            tenant: self.tenant.clone(),
-            model: self.req.model.clone(),
+        let max_tokens = self.app.policy_max_tokens(&self.req).saturating_sub(sent);
+        let facts = self.hints.facts(
+            &self.request_id,
+            &self.tenant,
+            &self.req,
             prompt_tokens,
-            max_tokens: self.req.max_tokens.saturating_sub(sent),
-            session: self.req.user.clone(),
-            ..RequestFacts::default()
-        };
+            max_tokens,
+        );
         let pipeline = self.app.inner.policies.pipeline(&self.tenant);
         let decision = pipeline.decide(&fleet.facts, &facts, &candidates);
         let order = match route(&decision, &candidates, &fleet.facts) {

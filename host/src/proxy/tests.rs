@@ -221,6 +221,8 @@ async fn router_answers_without_backends() {
             split_fallback: SplitFallback::default(),
             max_resumes: 2,
             stream_idle_timeout: None,
+            label_headers: Vec::new(),
+            default_max_tokens: 1024,
         },
         decisions: Arc::new(DecisionLog::new(8)),
         metrics: ProxyMetrics::default(),
