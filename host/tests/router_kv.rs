@@ -1,7 +1,8 @@
 //! The router and the KV index together, in process: two simulated backends with no KV
-//! events (approximate mode), a tenant pipeline led by the shipped `prefix-affinity`
-//! scorer. A repeated long prompt must go back to the backend that served it, and the
-//! admin lookup must show that backend holding the prompt's prefix.
+//! events (approximate mode). With the shipped `prefix-affinity` scorer, a repeated long
+//! prompt must go back to the backend that served it, and the admin lookup must show that
+//! backend holding the prompt's prefix; a request retried on another backend is recorded
+//! where it ran, not where it was first sent.
 
 use std::path::Path;
 
@@ -9,17 +10,20 @@ use serde_json::{Value, json};
 use switchyard::{Config, Server};
 use switchyard_sim::{self as sim, BackendSpec, Profile};
 
-async fn start_sims(n: usize) -> Vec<sim::Backend> {
+/// Simulated H100s, one per entry of `error_rates` (the share of requests each fails
+/// at once with a 500).
+async fn start_sims(error_rates: &[f64]) -> Vec<sim::Backend> {
     let mut out = Vec::new();
-    for i in 0..n {
+    for (i, &error_rate) in error_rates.iter().enumerate() {
         let mut spec = BackendSpec::new(format!("sim-{i}"), Profile::builtin("h100").unwrap());
         spec.speed = 50.0;
+        spec.faults.error_rate = error_rate;
         out.push(sim::Backend::start(spec).await.expect("sim starts"));
     }
     out
 }
 
-fn config(sims: &[sim::Backend]) -> Config {
+fn config(sims: &[sim::Backend], pipeline: Value) -> Config {
     let model = &sims[0].info().model;
     let backends: Vec<Value> = sims
         .iter()
@@ -38,24 +42,18 @@ fn config(sims: &[sim::Backend]) -> Config {
         "listen": "127.0.0.1:0",
         "admin": { "listen": "127.0.0.1:0", "token": "secret-token-for-tests" },
         "backends": backends,
-        "tenants": {
-            "default": {
-                "pipeline": {
-                    "scorers": [
-                        { "policy": "prefix-affinity", "weight": 1.0 }
-                    ]
-                }
-            }
-        }
+        "tenants": { "default": { "pipeline": pipeline } }
     });
     let yaml = serde_yaml_ng::to_string(&file).unwrap();
     Config::from_yaml(Path::new("router_kv.yaml"), &yaml).expect("valid config")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeated_prompt_returns_to_the_backend_holding_its_prefix() {
-    let sims = start_sims(2).await;
-    let server = Server::bind(config(&sims)).await.expect("router binds");
+/// Starts the router over `sims` with `pipeline` and waits until it is ready; returns
+/// the client and admin base URLs.
+async fn start_router(sims: &[sim::Backend], pipeline: Value) -> (String, String) {
+    let server = Server::bind(config(sims, pipeline))
+        .await
+        .expect("router binds");
     let base = format!("http://{}", server.local_addr().unwrap());
     let admin = format!("http://{}", server.admin_addr().unwrap());
     tokio::spawn(server.serve(std::future::pending()));
@@ -73,17 +71,55 @@ async fn a_repeated_prompt_returns_to_the_backend_holding_its_prefix() {
     tokio::time::timeout(std::time::Duration::from_secs(30), ready)
         .await
         .expect("router ready");
+    (base, admin)
+}
 
-    let model = sims[0].info().model.clone();
+/// A chat request with a long system prompt (many blocks).
+fn long_prompt(sims: &[sim::Backend]) -> Value {
     let system = "You are a careful assistant for the switchyard test suite. ".repeat(40);
-    let body = json!({
-        "model": model,
+    json!({
+        "model": sims[0].info().model,
         "max_tokens": 4,
         "messages": [
             { "role": "system", "content": system },
             { "role": "user", "content": "What is a prefix cache?" }
         ]
-    });
+    })
+}
+
+/// Each backend's cached prefix of `body`'s prompt, in tokens, from the admin lookup.
+async fn depths(admin: &str, body: &Value) -> (Value, impl Fn(&str) -> u64) {
+    let lookup: Value = reqwest::Client::new()
+        .post(format!("{admin}/admin/kv/lookup"))
+        .bearer_auth("secret-token-for-tests")
+        .json(&json!({ "model": body["model"], "messages": body["messages"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let backends = lookup["backends"]
+        .as_array()
+        .expect("per-backend depths")
+        .clone();
+    let depth = move |name: &str| {
+        backends
+            .iter()
+            .find(|b| b["name"] == name)
+            .and_then(|b| b["cached_tokens"].as_u64())
+            .unwrap_or(0)
+    };
+    (lookup, depth)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_prompt_returns_to_the_backend_holding_its_prefix() {
+    let sims = start_sims(&[0.0, 0.0]).await;
+    let pipeline = json!({"scorers": [{ "policy": "prefix-affinity", "weight": 1.0 }]});
+    let (base, admin) = start_router(&sims, pipeline).await;
+    let client = reqwest::Client::new();
+    let body = long_prompt(&sims);
     let mut served = Vec::new();
     for _ in 0..3 {
         let r = client
@@ -102,24 +138,7 @@ async fn a_repeated_prompt_returns_to_the_backend_holding_its_prefix() {
     assert_eq!(served[0], served[1], "second request followed the prefix");
     assert_eq!(served[0], served[2], "third request followed the prefix");
 
-    let lookup: Value = client
-        .post(format!("{admin}/admin/kv/lookup"))
-        .bearer_auth("secret-token-for-tests")
-        .json(&json!({ "model": model, "messages": body["messages"] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let backends = lookup["backends"].as_array().expect("per-backend depths");
-    let depth = |name: &str| {
-        backends
-            .iter()
-            .find(|b| b["name"] == name)
-            .and_then(|b| b["cached_tokens"].as_u64())
-            .unwrap_or(0)
-    };
+    let (lookup, depth) = depths(&admin, &body).await;
     let holder = &served[0];
     let other = sims
         .iter()
@@ -132,4 +151,45 @@ async fn a_repeated_prompt_returns_to_the_backend_holding_its_prefix() {
         depth(holder)
     );
     assert_eq!(depth(&other), 0, "{lookup}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_retried_elsewhere_is_recorded_where_it_ran() {
+    // `least-load` ties go to the lowest index: sim-0, which fails every request with a
+    // 500 before its first byte; the send loop retries on sim-1.
+    let sims = start_sims(&[1.0, 0.0]).await;
+    let pipeline = json!({"scorers": [{ "policy": "least-load", "weight": 1.0 }]});
+    let (base, admin) = start_router(&sims, pipeline).await;
+    let body = long_prompt(&sims);
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-backend"], "sim-1", "retried");
+    let decisions: Value = reqwest::Client::new()
+        .get(format!("{admin}/admin/decisions?limit=1"))
+        .bearer_auth("secret-token-for-tests")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions[0]["backend"], "sim-0",
+        "first choice: {decisions}"
+    );
+    let (lookup, depth) = depths(&admin, &body).await;
+    assert!(
+        depth("sim-1") > 256,
+        "the backend that served holds it: {lookup}"
+    );
+    assert_eq!(
+        depth("sim-0"),
+        0,
+        "the failed first choice holds nothing: {lookup}"
+    );
 }

@@ -124,6 +124,12 @@ impl Fleet {
         self.backends.get(index as usize)
     }
 
+    /// The fleet index of `backend`, if it is in this snapshot.
+    pub fn index_of(&self, backend: &Arc<Backend>) -> Option<u32> {
+        let i = self.backends.iter().position(|b| Arc::ptr_eq(b, backend))?;
+        u32::try_from(i).ok()
+    }
+
     /// Whether any backend (available or not) serves `model`.
     pub fn serves(&self, model: &str) -> bool {
         self.backends

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tracing::Instrument;
 
-use super::request::{ClientHints, Parsed};
+use super::request::{ClientHints, Parsed, PromptFacts};
 use super::resume::{Fed, Leg, LegEnd, ResumeContext, Resumer, StreamLegs, unresumable};
 use super::tenant::Admission;
 use super::{ApiError, App, BACKEND_HEADER, error_body};
@@ -55,8 +55,9 @@ pub(crate) struct Outgoing {
     pub req: Parsed,
     /// The request id, sent on as `x-request-id`.
     pub request_id: String,
-    /// Estimated prompt tokens, counted as in-flight prefill.
-    pub prompt_tokens: u32,
+    /// The prompt: its tokens (counted as in-flight prefill) and its keys, recorded in
+    /// the KV index for the backend that serves it.
+    pub prompt: PromptFacts,
     /// When the request arrived.
     pub started: Instant,
     /// The tenant's admission, held until the body ends.
@@ -88,7 +89,7 @@ impl Attempt {
         Attempt {
             backend,
             body: out.req.body.clone(),
-            prefill_tokens: out.prompt_tokens,
+            prefill_tokens: out.prompt.prompt_tokens,
             uncached_tokens: uncached_tokens(out, backend, candidates),
         }
     }
@@ -100,7 +101,7 @@ pub(crate) fn uncached_tokens(out: &Outgoing, backend: u32, candidates: &[Candid
         .iter()
         .find(|c| c.backend == backend)
         .map_or(0, |c| c.cached_prefix_tokens);
-    out.prompt_tokens.saturating_sub(cached)
+    out.prompt.prompt_tokens.saturating_sub(cached)
 }
 
 /// Fewest uncached prompt tokens whose time to first token is taken as a prefill speed
@@ -135,6 +136,11 @@ impl App {
                 false,
             )
             .await?;
+        if opened.status.is_success()
+            && let Some(served) = fleet.index_of(claim.backend())
+        {
+            out.prompt.record_served(&self.inner.kv, served);
+        }
         Ok(self.respond(out, claim, opened, deadline))
     }
 
@@ -543,7 +549,7 @@ impl App {
                     tenant: out.tenant,
                     started: out.started,
                     deadline,
-                    prompt_tokens: out.prompt_tokens,
+                    prompt_tokens: out.prompt.prompt_tokens,
                     legs: out.legs,
                     hints: out.hints,
                 },

@@ -252,17 +252,10 @@ impl App {
                 return Err(e);
             }
         };
-        let first = match &route {
-            Route::Single(order) => order[0],
-            Route::Split(s) => s.decode[0],
-        };
-        if let Some(position) = candidates.iter().position(|c| c.backend == first) {
-            prompt.record(&self.inner.kv, position);
-        }
         let out = Outgoing {
             req,
             request_id: request_id.to_owned(),
-            prompt_tokens: prompt.prompt_tokens,
+            prompt,
             started,
             admission,
             tenant: tenant.name.clone(),

@@ -326,15 +326,18 @@ pub struct PromptFacts {
     pub prompt_tokens: u32,
     /// The prompt's block keys, when the model is indexed.
     pub keys: Option<PromptKeys>,
-    /// Each candidate's backend in the KV index, in candidate order.
-    pub kv_backends: Vec<Option<BackendId>>,
+    /// (fleet index, backend in the KV index) of each candidate the index tracks.
+    pub kv_backends: Vec<(u32, BackendId)>,
 }
 
 impl PromptFacts {
-    /// Tells the index the request went to candidate `position` (approximate mode learns
-    /// from it; backends with events ignore it).
-    pub fn record(&self, kv: &KvIndex, position: usize) {
-        if let (Some(keys), Some(Some(id))) = (&self.keys, self.kv_backends.get(position)) {
+    /// Tells the index that the backend at fleet index `backend` served the request, so
+    /// it now holds the prompt (approximate mode learns from it; backends with events
+    /// ignore it). Called once the backend answered, not when it was chosen: a request
+    /// retried elsewhere is recorded where it ran.
+    pub fn record_served(&self, kv: &KvIndex, backend: u32) {
+        let id = self.kv_backends.iter().find(|(b, _)| *b == backend);
+        if let (Some(keys), Some((_, id))) = (&self.keys, id) {
             kv.record(keys, *id);
         }
     }
@@ -372,7 +375,7 @@ pub fn prompt_facts(
             return PromptFacts {
                 prompt_tokens: estimate,
                 keys: None,
-                kv_backends: vec![None; candidates.len()],
+                kv_backends: Vec::new(),
             };
         }
     };
@@ -390,6 +393,11 @@ pub fn prompt_facts(
             c.cached_prefix_tokens = found.next().unwrap_or(0).min(keys.prompt_tokens);
         }
     }
+    let kv_backends = candidates
+        .iter()
+        .zip(kv_backends)
+        .filter_map(|(c, id)| Some((c.backend, id?)))
+        .collect();
     PromptFacts {
         prompt_tokens: keys.prompt_tokens,
         keys: Some(keys),

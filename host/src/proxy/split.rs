@@ -159,7 +159,7 @@ impl App {
     ) -> Result<Value, PrefillError> {
         let backend = fleet.backend(index).ok_or(PrefillError::Unavailable)?;
         let mut claim = backend
-            .try_claim(out.prompt_tokens)
+            .try_claim(out.prompt.prompt_tokens)
             .ok_or(PrefillError::Unavailable)?;
         let sent = std::time::Instant::now();
         let deadline = out.started + self.inner.settings.request_timeout;
