@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::resume::StreamLegs;
 use crate::policy::{Candidate, Decision, Fault, Placement, Variant};
 use crate::pool::Fleet;
 
@@ -203,5 +202,47 @@ impl DecisionLog {
     pub fn recent(&self, limit: usize) -> Vec<Arc<DecisionRecord>> {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         ring.iter().rev().take(limit).cloned().collect()
+    }
+}
+
+/// One leg of a resumed stream, as the decision record lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamLeg {
+    /// The backend that served it.
+    pub backend: String,
+    /// Tokens of it the client received.
+    pub tokens: u32,
+    /// `finished`, or why it ended: `transport`, `closed_early`, `engine_error`, `idle`,
+    /// `drained`.
+    pub ended: &'static str,
+    /// The failure, or why the stream was not resumed after it.
+    pub detail: Option<String>,
+    /// For every leg after the first: the seam that opened it, from the previous leg's
+    /// last token to this leg's first, in milliseconds (none if no token came).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seam_ms: Option<f64>,
+}
+
+/// The legs of one stream, filled in while it runs; empty unless a leg failed.
+#[derive(Debug, Clone, Default)]
+pub struct StreamLegs(Arc<Mutex<Vec<StreamLeg>>>);
+
+impl StreamLegs {
+    pub(super) fn push(&self, leg: StreamLeg) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(leg);
+    }
+
+    /// Whether no leg was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+}
+
+impl serde::Serialize for StreamLegs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .serialize(s)
     }
 }

@@ -15,6 +15,7 @@ mod decisions;
 mod error;
 mod forward;
 mod request;
+mod respond;
 mod resume;
 mod split;
 mod tenant;
@@ -33,13 +34,14 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 pub use decisions::{DecisionLog, DecisionRecord, Legs};
+pub use decisions::{StreamLeg, StreamLegs};
 pub use error::ApiError;
 pub(crate) use error::error_body;
 pub use request::{
     ClientHints, Endpoint, Parsed, PromptFacts, ROUTER_OWNED_FIELDS, SESSION_HEADER,
     SLO_TPOT_HEADER, SLO_TTFT_HEADER, output_tokens, prompt_facts,
 };
-pub use resume::{Fed, SseFollower, StreamLeg, StreamLegs};
+pub use resume::{Fed, SseFollower};
 pub use split::PREFILL_BACKEND_HEADER;
 pub use tenant::{Admission, Tenant, Tenants};
 

@@ -20,7 +20,6 @@
 //!   in flight.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -29,6 +28,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
+use super::decisions::{StreamLeg, StreamLegs};
 use super::forward::{Attempt, Opened};
 use super::request::{ClientHints, Endpoint, Parsed};
 use super::{App, Route, route};
@@ -77,48 +77,6 @@ impl std::fmt::Display for LegEnd {
             LegEnd::Idle => f.write_str("sent nothing within stream_idle_timeout_ms"),
             LegEnd::Drained => f.write_str("drain deadline passed"),
         }
-    }
-}
-
-/// One leg of a resumed stream, as the decision record lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StreamLeg {
-    /// The backend that served it.
-    pub backend: String,
-    /// Tokens of it the client received.
-    pub tokens: u32,
-    /// `finished`, or why it ended: `transport`, `closed_early`, `engine_error`, `idle`,
-    /// `drained`.
-    pub ended: &'static str,
-    /// The failure, or why the stream was not resumed after it.
-    pub detail: Option<String>,
-    /// For every leg after the first: the seam that opened it, from the previous leg's
-    /// last token to this leg's first, in milliseconds (none if no token came).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seam_ms: Option<f64>,
-}
-
-/// The legs of one stream, filled in while it runs; empty unless a leg failed.
-#[derive(Debug, Clone, Default)]
-pub struct StreamLegs(Arc<Mutex<Vec<StreamLeg>>>);
-
-impl StreamLegs {
-    fn push(&self, leg: StreamLeg) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(leg);
-    }
-
-    /// Whether no leg was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
-    }
-}
-
-impl serde::Serialize for StreamLegs {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .serialize(s)
     }
 }
 
