@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use eventsource_stream::Eventsource as _;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -134,52 +135,37 @@ async fn stream(
     if !resp.status().is_success() {
         return Err(format!("http {}", resp.status().as_u16()));
     }
-    let mut bytes = resp.bytes_stream();
-    let mut buf: Vec<u8> = Vec::new();
+    let mut events = resp.bytes_stream().eventsource();
     let mut last: Option<Instant> = None;
     let mut chunks = 0u64;
     let mut usage = None;
-    while let Some(piece) = bytes.next().await {
-        let piece = piece.map_err(|_| "broken stream".to_owned())?;
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| format!("broken stream: {e}"))?;
         let now = Instant::now();
-        buf.extend_from_slice(&piece);
-        // Handle every complete event in the buffer (`\n\n`-terminated).
-        let mut consumed = 0;
-        while let Some(end) = find(&buf[consumed..], b"\n\n") {
-            let event = &buf[consumed..consumed + end];
-            consumed += end + 2;
-            for line in event.split(|b| *b == b'\n') {
-                let Some(data) = line.strip_prefix(b"data:") else {
-                    continue;
-                };
-                let data = data.trim_ascii();
-                if data == b"[DONE]" {
-                    finish(sample, usage, chunks);
-                    return Ok(());
-                }
-                let chunk: Chunk<'_> =
-                    serde_json::from_slice(data).map_err(|e| format!("bad chunk: {e}"))?;
-                if let Some(u) = chunk.usage {
-                    usage = Some(u);
-                }
-                let content = chunk.choices.first().and_then(|c| {
-                    c.delta
-                        .as_ref()
-                        .and_then(|d| d.content.as_deref())
-                        .or(c.text.as_deref())
-                });
-                if let Some(text) = content.filter(|t| !t.is_empty()) {
-                    match last {
-                        None => sample.ttft = Some(now - start),
-                        Some(prev) => sample.itls.push(now - prev),
-                    }
-                    last = Some(now);
-                    chunks += 1;
-                    sample.text.push_str(text);
-                }
-            }
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            finish(sample, usage, chunks);
+            return Ok(());
         }
-        buf.drain(..consumed);
+        let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|e| format!("bad chunk: {e}"))?;
+        if let Some(u) = chunk.usage {
+            usage = Some(u);
+        }
+        let content = chunk.choices.first().and_then(|c| {
+            c.delta
+                .as_ref()
+                .and_then(|d| d.content.as_deref())
+                .or(c.text.as_deref())
+        });
+        if let Some(text) = content.filter(|t| !t.is_empty()) {
+            match last {
+                None => sample.ttft = Some(now - start),
+                Some(prev) => sample.itls.push(now - prev),
+            }
+            last = Some(now);
+            chunks += 1;
+            sample.text.push_str(text);
+        }
     }
     Err("stream ended without [DONE]".to_owned())
 }
@@ -193,8 +179,4 @@ fn finish(sample: &mut Sample, usage: Option<WireUsage>, chunks: u64) {
         }
         None => sample.output_tokens = chunks,
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }

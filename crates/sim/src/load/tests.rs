@@ -79,14 +79,13 @@ async fn multi_turn_history_hits_the_cache_and_limits_hold() {
     assert_eq!(run(limited).await.expect("runs").requests, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backend_header_is_counted() {
+/// Serves `body` as the SSE answer to every chat request, with the backend header;
+/// returns the base URL and the server task.
+async fn canned(body: &'static str) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
     use axum::response::IntoResponse;
     let app = axum::Router::new().route(
         "/v1/chat/completions",
-        axum::routing::post(|| async {
-            let body = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
-                        data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\ndata: [DONE]\n\n";
+        axum::routing::post(move || async move {
             (
                 [
                     (BACKEND_HEADER, "gpu-7"),
@@ -102,15 +101,41 @@ async fn backend_header_is_counted() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let r = run(BenchConfig::new(
-        format!("http://{addr}"),
-        small_shared_prefix(),
-    ))
-    .await
-    .expect("runs");
+    (format!("http://{addr}"), server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_header_is_counted() {
+    let (url, server) = canned(
+        "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
+         data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\ndata: [DONE]\n\n",
+    )
+    .await;
+    let r = run(BenchConfig::new(url, small_shared_prefix()))
+        .await
+        .expect("runs");
     server.abort();
     assert_eq!(r.backends.get("gpu-7"), Some(&8));
     assert_eq!(r.output_tokens, 16, "counted chunks without usage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_with_crlf_comments_and_multi_line_data_is_read_whole() {
+    // CRLF line ends, a keep-alive comment, an `id:` field, no space after `data:`, and
+    // one event's JSON split over two `data:` lines (joined with a newline, as SSE says).
+    let (url, server) = canned(
+        ": keep-alive\r\n\r\n\
+         id: 1\r\ndata:{\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\r\n\r\n\
+         data: {\"choices\":[{\"delta\":\r\ndata: {\"content\":\"b\"}}]}\r\n\r\n\
+         data: [DONE]\r\n\r\n",
+    )
+    .await;
+    let r = run(BenchConfig::new(url, small_shared_prefix()))
+        .await
+        .expect("runs");
+    server.abort();
+    assert_eq!(r.errors, 0, "{r:?}");
+    assert_eq!(r.output_tokens, 16, "two content chunks per request: {r:?}");
 }
 
 #[test]
