@@ -192,6 +192,15 @@ async fn killed_mid_stream_chat_resumes_on_another_backend_unbroken() {
         m.contains("switchyard_stream_resume_seam_seconds_count 1"),
         "{m}"
     );
+    // The KV index (approximate mode here) learned the prompt on both: a served the
+    // first leg, b the resumed one.
+    let kv = sy.admin_get("/admin/kv").await;
+    let recorded = |name: &str| {
+        kv.as_array()
+            .and_then(|all| all.iter().find(|s| s["name"] == name))
+            .and_then(|s| s["decisions"].as_u64())
+    };
+    assert_eq!((recorded("a"), recorded("b")), (Some(1), Some(1)), "{kv}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -305,7 +305,7 @@ impl App {
                     tenant: out.tenant,
                     started: out.started,
                     deadline,
-                    prompt_tokens: out.prompt.prompt_tokens,
+                    prompt: out.prompt,
                     legs: out.legs,
                     hints: out.hints,
                 },

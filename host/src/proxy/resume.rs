@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 
 use super::decisions::{StreamLeg, StreamLegs};
 use super::forward::{Attempt, Opened};
-use super::request::{ClientHints, Endpoint, Parsed};
+use super::request::{ClientHints, Endpoint, Parsed, PromptFacts};
 use super::{App, Route, route};
 use crate::policy::Role;
 use crate::pool::{EngineKind, InFlight};
@@ -456,7 +456,7 @@ pub(super) struct Resumer {
     request_id: String,
     started: Instant,
     deadline: Instant,
-    prompt_tokens: u32,
+    prompt: PromptFacts,
     resumes: u32,
     /// Backends a leg failed on or was moved from.
     excluded: Vec<String>,
@@ -482,8 +482,8 @@ pub(super) struct ResumeContext {
     pub started: Instant,
     /// When the whole request must end.
     pub deadline: Instant,
-    /// Estimated prompt tokens.
-    pub prompt_tokens: u32,
+    /// The prompt: its tokens, and its keys for the KV index.
+    pub prompt: PromptFacts,
     /// The decision record's legs.
     pub legs: StreamLegs,
     /// What the request's headers tell policies.
@@ -500,7 +500,7 @@ impl Resumer {
             request_id: ctx.request_id,
             started: ctx.started,
             deadline: ctx.deadline,
-            prompt_tokens: ctx.prompt_tokens,
+            prompt: ctx.prompt,
             resumes: 0,
             excluded: Vec::new(),
             legs: ctx.legs,
@@ -609,7 +609,7 @@ impl Resumer {
         }
         let sent = self.follow.tokens;
         let body = continuation(&self.req, &self.follow.text, sent)?;
-        let prompt_tokens = self.prompt_tokens.saturating_add(sent);
+        let prompt_tokens = self.prompt.prompt_tokens.saturating_add(sent);
         let max_tokens = self.app.policy_max_tokens(&self.req).saturating_sub(sent);
         let facts = self.hints.facts(
             &self.request_id,
@@ -648,6 +648,11 @@ impl Resumer {
             )
             .await
             .map_err(|e| e.to_string())?;
+        // NB: a resuming leg opens only with a success status: the backend now holds the
+        // prompt (and the text so far).
+        if let Some(served) = fleet.index_of(claim.backend()) {
+            self.prompt.record_served(&self.app.inner.kv, served);
+        }
         let to = claim.backend().spec.name.clone();
         self.resumes += 1;
         self.seam_from = self.follow.last_token_at.or(Some(Instant::now()));
