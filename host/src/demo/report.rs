@@ -341,6 +341,44 @@ mod tests {
     }
 
     #[test]
+    fn the_html_page_has_every_row_and_figure_and_escapes_text() {
+        let mut scenario = Scenario::default_demo();
+        scenario.name = "<b>demo & co</b>".into();
+        let runs = vec![
+            (
+                round_robin(),
+                vec![
+                    point(2.0, 900.0, 1.9, 1_000),
+                    point(6.0, 5000.0, 3.0, 2_000),
+                ],
+            ),
+            (
+                switchyard(),
+                vec![point(2.0, 300.0, 2.0, 1_000), point(6.0, 400.0, 5.8, 4_000)],
+            ),
+        ];
+        let html = Comparison::new(&scenario, &Options::default(), runs).html();
+        assert!(html.starts_with("<!doctype html>"), "{html}");
+        assert!(html.trim_end().ends_with("</html>"), "{html}");
+        assert_eq!(
+            html.matches("<tr><td title=").count(),
+            4,
+            "a row per pipeline and rate"
+        );
+        assert_eq!(
+            html.matches("<figure><svg").count(),
+            5 + 6,
+            "headline and sweep plots"
+        );
+        assert!(
+            html.contains("&lt;b&gt;demo &amp; co&lt;&#x2f;b&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("<b>demo"), "text is escaped");
+        assert!(html.contains("<li><b>round-robin</b>") && html.contains("<li><b>switchyard</b>"));
+    }
+
+    #[test]
     fn goodput_is_the_best_rate_meeting_the_slo_and_cost_is_per_output_token() {
         let mut scenario = Scenario::default_demo();
         scenario.slo_ttft_ms = 1000.0;
