@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn the_html_page_has_every_row_and_figure_and_escapes_text() {
         let mut scenario = Scenario::default_demo();
-        scenario.name = "<b>demo & co</b>".into();
+        scenario.name = "<b>demo & co</b>";
         let runs = vec![
             (
                 round_robin(),
