@@ -199,3 +199,36 @@ async fn repeated_prompt_hits_the_prompt_cache() {
         }
     }
 }
+
+/// The router learns each llama-server's KV capacity from `/props` (slots x context per
+/// slot: `-np 2 -c 4096` is 4096 tokens), shows it in `GET /admin/backends`, and bounds
+/// the approximate index of the backend that served a request by it (in blocks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_capacity_is_learned_from_llama_server_props() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, _b, sy) = fleet(dir.path()).await;
+    crate::harness::eventually(10, "capacity of both backends learned", || async {
+        let all = sy.admin_get("/admin/backends").await;
+        all.as_array().is_some_and(|list| {
+            list.len() == 2 && list.iter().all(|b| b["load"]["kv_capacity_tokens"] == 4096)
+        })
+    })
+    .await;
+    let r = client()
+        .post(format!("{}/v1/completions", sy.url))
+        .json(&serde_json::json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let served = r.headers()["x-switchyard-backend"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let kv = sy.admin_get("/admin/kv").await;
+    let capacity = kv
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["name"] == served.as_str()))
+        .and_then(|s| s["capacity_blocks"].as_u64());
+    assert_eq!(capacity, Some(4096 / 16), "{kv}");
+}

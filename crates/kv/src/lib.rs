@@ -13,7 +13,7 @@
 //!   ([`decode_batch`]) applied in order per backend, gaps replayed through the engine's
 //!   ROUTER, restarts and unrecoverable gaps cleared.
 //! - approximate mode for backends without events: the same index filled from routing
-//!   decisions with a TTL ([`num_gpu_blocks`] gives the capacity).
+//!   decisions with a TTL, within the engine's capacity when the router learned it.
 //! - [`ExactHasher`]: vLLM's `sha256_cbor` chain, to cross-check engines (optional).
 //! - [`BackendStats`]: per-backend counters for the admin API.
 //!
@@ -34,7 +34,7 @@ mod service;
 mod stats;
 mod tokens;
 
-pub use approx::{DEFAULT_CAPACITY_BLOCKS, DEFAULT_TTL_S, num_gpu_blocks};
+pub use approx::{DEFAULT_CAPACITY_BLOCKS, DEFAULT_TTL_S};
 pub use config::{BackendConfig, ExactConfig, KvConfig, ModelConfig};
 #[cfg(any(test, fuzzing))]
 pub use event::assert_decoders_agree;

@@ -546,20 +546,6 @@ impl KvIndex {
             .collect()
     }
 
-    /// Sets a backend's capacity in blocks (e.g. from [`approx::num_gpu_blocks`]).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::UnknownBackend`].
-    pub fn set_capacity(&self, name: &str, blocks: u32) -> Result<(), Error> {
-        let id = self.backend(name).ok_or_else(|| Error::UnknownBackend {
-            backend: name.to_owned(),
-        })?;
-        let model = &self.inner.models[id.model as usize];
-        model.index.write().set_capacity(id.slot, blocks);
-        Ok(())
-    }
-
     /// Tokenizes (or, without a tokenizer, reads as text) and keys a prompt, once per
     /// request.
     ///
@@ -628,9 +614,11 @@ impl KvIndex {
         index.lookup(&prompt.keys, &slots, out);
     }
 
-    /// Records that the prompt was routed to `backend` (approximate mode; a backend
-    /// with events ignores it, its engine reports the truth).
-    pub fn record(&self, prompt: &PromptKeys, backend: BackendId) {
+    /// Records that `backend` served the prompt (approximate mode; a backend with events
+    /// ignores it, its engine reports the truth). `capacity_tokens`, the engine's KV
+    /// capacity when known, bounds what the index keeps for it (at least one block): its
+    /// least recently used blocks beyond it are forgotten, as the engine must have.
+    pub fn record(&self, prompt: &PromptKeys, backend: BackendId, capacity_tokens: Option<u64>) {
         let backends = self.backends();
         let Some(b) = backends
             .iter()
@@ -644,6 +632,13 @@ impl KvIndex {
         };
         let now = self.inner.clock.elapsed().as_secs();
         let mut index = model.index.write();
+        if let Some(tokens) = capacity_tokens {
+            let blocks = tokens / u64::from(index.block_size().max(1));
+            let blocks = u32::try_from(blocks).unwrap_or(u32::MAX).max(1);
+            if index.capacity(backend.slot) != blocks {
+                index.set_capacity(backend.slot, blocks);
+            }
+        }
         for &k in &prompt.keys {
             index.store_approx(backend.slot, k, now);
         }
@@ -656,8 +651,12 @@ impl KvIndex {
             .iter()
             .map(|b| {
                 let model = &self.inner.models[b.id.model as usize];
-                let blocks = model.index.read().len(b.id.slot);
-                b.counters.snapshot(&b.name, &model.name, b.mode, blocks)
+                let index = model.index.read();
+                let mut s = b
+                    .counters
+                    .snapshot(&b.name, &model.name, b.mode, index.len(b.id.slot));
+                s.capacity_blocks = index.capacity(b.id.slot);
+                s
             })
             .collect()
     }

@@ -149,6 +149,7 @@ impl Counters {
             model: model.to_owned(),
             mode,
             blocks,
+            capacity_blocks: 0,
             batches_applied: get(&self.batches_applied),
             events_applied: get(&self.events_applied),
             blocks_stored: get(&self.blocks_stored),
@@ -196,6 +197,9 @@ pub struct BackendStats {
     pub mode: Mode,
     /// Blocks the index holds for this backend now.
     pub blocks: u32,
+    /// Most blocks it holds before the least recently used are forgotten: the engine's
+    /// KV capacity when learned (approximate mode), else the default.
+    pub capacity_blocks: u32,
     pub batches_applied: u64,
     pub events_applied: u64,
     pub blocks_stored: u64,

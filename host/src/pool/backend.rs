@@ -22,7 +22,7 @@ pub struct Capability {
     pub prefill_tokens_per_s: f32,
     /// Decode speed per sequence, tokens per second.
     pub decode_tokens_per_s: f32,
-    /// KV cache capacity, tokens (scraped from vLLM when 0).
+    /// KV cache capacity, tokens; when 0, learned from the engine (vLLM metrics, llama.cpp `/props`).
     pub kv_capacity_tokens: u64,
     /// KV transfer link bandwidth, gigabytes per second.
     pub kv_link_gbytes_per_s: f32,
@@ -238,6 +238,17 @@ impl Backend {
     /// The circuit breaker's state name: `closed`, `open` or `half_open`.
     pub fn breaker_state(&self) -> &'static str {
         self.breaker.state_name()
+    }
+
+    /// The engine's KV cache capacity in tokens: the declared
+    /// `capability.kv_capacity_tokens` when set, else what the engine reports (vLLM's
+    /// `cache_config_info`, llama.cpp's `/props`); `None` when neither is known.
+    pub fn kv_capacity_tokens(&self) -> Option<u64> {
+        let declared = self.spec.capability.kv_capacity_tokens;
+        if declared > 0 {
+            return Some(declared);
+        }
+        self.load().and_then(|(load, _)| load.kv_capacity_tokens)
     }
 
     /// The latest scraped figures and their age, if any.

@@ -7,7 +7,7 @@ use tracing::Instrument;
 
 use super::PoolSettings;
 use super::backend::Backend;
-use super::scrape::{self, ScrapeError};
+use super::scrape::{self, EngineKind, ScrapeError};
 use switchyard_kv::burst::Burst;
 
 /// Starts probing `backend`; the first health check runs at once.
@@ -23,6 +23,8 @@ async fn run(weak: Weak<Backend>, settings: PoolSettings, client: reqwest::Clien
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     scrape.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let oversized = Burst::default();
+    // llama.cpp reports its KV capacity at `/props`, not in its metrics: asked until known.
+    let mut props_capacity = None;
     loop {
         let is_health = tokio::select! {
             _ = health.tick() => true,
@@ -35,7 +37,10 @@ async fn run(weak: Weak<Backend>, settings: PoolSettings, client: reqwest::Clien
             let ok = check_health(&client, &backend, &settings).await;
             backend.record_health(ok, settings.unhealthy_after);
         } else if backend.spec.engine.has_metrics() {
-            scrape_once(&client, &backend, &settings, &oversized).await;
+            if backend.spec.engine == EngineKind::Llamacpp && props_capacity.is_none() {
+                props_capacity = llamacpp_props(&client, &backend, &settings).await;
+            }
+            scrape_once(&client, &backend, &settings, &oversized, props_capacity).await;
         }
     }
 }
@@ -63,13 +68,42 @@ async fn check_health(
     }
 }
 
+/// A llama.cpp backend's KV capacity from its `/props`, or `None` (logged at debug) when
+/// it cannot be read.
+async fn llamacpp_props(
+    client: &reqwest::Client,
+    backend: &Backend,
+    settings: &PoolSettings,
+) -> Option<u64> {
+    let res = client
+        .get(backend.spec.endpoint("/props"))
+        .timeout(settings.probe_timeout)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status());
+    let body = match res {
+        Ok(r) => scrape::read_body(r, scrape::MAX_METRICS_BYTES).await,
+        Err(e) => Err(ScrapeError::Fetch(e)),
+    };
+    let capacity = body
+        .ok()
+        .and_then(|b| scrape::llamacpp_capacity(b.as_bytes()));
+    match capacity {
+        Some(tokens) => tracing::info!(tokens, "llama.cpp KV capacity learned from /props"),
+        None => tracing::debug!("llama.cpp /props gave no KV capacity"),
+    }
+    capacity
+}
+
 /// One scrape; a failure leaves the last figures to go stale. An oversized body is
-/// warned about once per burst (`oversized`), other failures at debug level.
+/// warned about once per burst (`oversized`), other failures at debug level. A capacity
+/// learned elsewhere (`learned_capacity`) fills in what the metrics do not say.
 async fn scrape_once(
     client: &reqwest::Client,
     backend: &Backend,
     settings: &PoolSettings,
     oversized: &Burst,
+    learned_capacity: Option<u64>,
 ) {
     let res = client
         .get(backend.spec.endpoint("/metrics"))
@@ -83,7 +117,10 @@ async fn scrape_once(
     };
     match text {
         Ok(t) => match scrape::parse(backend.spec.engine, &t) {
-            Ok(load) => backend.set_load(load),
+            Ok(mut load) => {
+                load.kv_capacity_tokens = load.kv_capacity_tokens.or(learned_capacity);
+                backend.set_load(load);
+            }
             Err(e) => tracing::debug!(error = %e, "scrape unusable"),
         },
         Err(e @ ScrapeError::TooLarge { .. }) => {

@@ -52,6 +52,24 @@ pub struct EngineLoad {
     pub kv_capacity_tokens: Option<u64>,
 }
 
+/// The KV capacity in tokens a llama.cpp `llama-server` reports at `/props`: its slots
+/// times each slot's context (`total_slots` x `default_generation_settings.n_ctx`).
+/// `None` for a body without both, or with either 0.
+pub fn llamacpp_capacity(props: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Props {
+        total_slots: u64,
+        default_generation_settings: Generation,
+    }
+    #[derive(Deserialize)]
+    struct Generation {
+        n_ctx: u64,
+    }
+    let p: Props = serde_json::from_slice(props).ok()?;
+    let per_slot = p.default_generation_settings.n_ctx;
+    (p.total_slots > 0 && per_slot > 0).then(|| p.total_slots.saturating_mul(per_slot))
+}
+
 /// Why a scrape gave no figures.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
@@ -230,6 +248,18 @@ vllm:cache_config_info{block_size="16",num_gpu_blocks="1000"} 1.0
         let l = parse(EngineKind::Llamacpp, ll).unwrap();
         assert_eq!((l.waiting, l.running), (1, 2));
         assert!((l.kv_usage - 0.75).abs() < 1e-6);
+    }
+
+    #[test]
+    fn llamacpp_capacity_is_slots_times_context_per_slot() {
+        // The shape `llama-server -np 2 -c 4096` answers at /props (fields trimmed).
+        let props = br#"{"default_generation_settings":{"n_ctx":2048,"params":{}},
+            "total_slots":2,"model_alias":"m","chat_template":"{{ x }}"}"#;
+        assert_eq!(llamacpp_capacity(props), Some(4096));
+        assert_eq!(llamacpp_capacity(br#"{"total_slots":2}"#), None);
+        let zero = br#"{"default_generation_settings":{"n_ctx":0},"total_slots":2}"#;
+        assert_eq!(llamacpp_capacity(zero), None);
+        assert_eq!(llamacpp_capacity(b"<html>"), None);
     }
 
     /// Serves one HTTP response with a `body_len`-byte body, with or without a

@@ -333,12 +333,14 @@ pub struct PromptFacts {
 impl PromptFacts {
     /// Tells the index that the backend at fleet index `backend` served the request, so
     /// it now holds the prompt (approximate mode learns from it; backends with events
-    /// ignore it). Called once the backend answered, not when it was chosen: a request
-    /// retried elsewhere is recorded where it ran.
-    pub fn record_served(&self, kv: &KvIndex, backend: u32) {
+    /// ignore it), within the backend's KV capacity when known. Called once the backend
+    /// answered, not when it was chosen: a request retried elsewhere is recorded where
+    /// it ran.
+    pub fn record_served(&self, kv: &KvIndex, fleet: &Fleet, backend: u32) {
         let id = self.kv_backends.iter().find(|(b, _)| *b == backend);
         if let (Some(keys), Some((_, id))) = (&self.keys, id) {
-            kv.record(keys, *id);
+            let capacity = fleet.backend(backend).and_then(|b| b.kv_capacity_tokens());
+            kv.record(keys, *id, capacity);
         }
     }
 }

@@ -275,6 +275,11 @@ impl Index {
         }
     }
 
+    /// Most blocks `slot` holds before its least recently used ones are forgotten.
+    pub fn capacity(&self, slot: u8) -> u32 {
+        self.slots.get(slot as usize).map_or(0, |s| s.capacity)
+    }
+
     /// Sizes the tables for `entries` entries in all, so they do not rehash on the way.
     pub fn reserve(&mut self, entries: usize) {
         let (recs, ents) = (&self.recs, &self.entries);
