@@ -216,7 +216,10 @@ async fn kv_capacity_is_learned_from_llama_server_props() {
     .await;
     let r = client()
         .post(format!("{}/v1/completions", sy.url))
-        .json(&serde_json::json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 2}))
+        .json(&serde_json::json!({
+            "model": MODEL, "max_tokens": 2,
+            "prompt": "Once upon a time, a router kept a careful index of every prefix. ".repeat(8),
+        }))
         .send()
         .await
         .unwrap();
@@ -231,4 +234,11 @@ async fn kv_capacity_is_learned_from_llama_server_props() {
         .and_then(|all| all.iter().find(|s| s["name"] == served.as_str()))
         .and_then(|s| s["capacity_blocks"].as_u64());
     assert_eq!(capacity, Some(4096 / 16), "{kv}");
+    let status = sy.backend(&served).await;
+    assert_eq!(status["kv_capacity_tokens"], 4096, "{status}");
+    assert_eq!(status["kv"]["capacity_blocks"], 4096 / 16, "{status}");
+    assert!(
+        status["kv"]["blocks"].as_u64().is_some_and(|b| b > 0),
+        "the prompt is tracked: {status}"
+    );
 }

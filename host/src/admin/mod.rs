@@ -26,7 +26,7 @@ pub use error::Error;
 
 use crate::names::{BackendName, InvalidName, PolicyName, TenantName};
 use crate::policy::{CanarySpec, PipelineSpec, Policies};
-use crate::pool::{BackendSpec, Pool};
+use crate::pool::{BackendSpec, BackendStatus, Pool};
 use crate::proxy::DecisionLog;
 use crate::state::StateDir;
 use switchyard_kv::{KvIndex, Prompt, Scope};
@@ -134,15 +134,55 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
+/// A backend's status with what the KV index tracks for it.
+#[derive(serde::Serialize)]
+struct BackendView {
+    #[serde(flatten)]
+    status: BackendStatus,
+    /// The KV index's view: mode, blocks tracked, capacity in blocks; `None` when the
+    /// backend is not indexed.
+    kv: Option<KvOccupancy>,
+}
+
+/// What the KV index holds for one backend.
+#[derive(serde::Serialize)]
+struct KvOccupancy {
+    mode: switchyard_kv::Mode,
+    blocks: u32,
+    capacity_blocks: u32,
+}
+
+impl Admin {
+    fn view(&self, status: BackendStatus, stats: &[switchyard_kv::BackendStats]) -> BackendView {
+        let kv = stats
+            .iter()
+            .find(|s| s.name == status.spec.name.as_str())
+            .map(|s| KvOccupancy {
+                mode: s.mode,
+                blocks: s.blocks,
+                capacity_blocks: s.capacity_blocks,
+            });
+        BackendView { status, kv }
+    }
+}
+
 async fn list_backends(State(a): State<Admin>) -> Response {
-    Json(a.pool.statuses()).into_response()
+    let stats = a.kv.stats();
+    let views: Vec<BackendView> = a
+        .pool
+        .statuses()
+        .into_iter()
+        .map(|s| a.view(s, &stats))
+        .collect();
+    Json(views).into_response()
 }
 
 async fn get_backend(
     State(a): State<Admin>,
     Name(name): Name<BackendName>,
 ) -> Result<Response, Error> {
-    Ok(Json(a.pool.status(&name)?).into_response())
+    let status = a.pool.status(&name)?;
+    Ok(Json(a.view(status, &a.kv.stats())).into_response())
 }
 
 async fn add_backend(State(a): State<Admin>, body: Bytes) -> Result<Response, Error> {

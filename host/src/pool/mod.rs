@@ -106,6 +106,9 @@ pub struct BackendStatus {
     /// Whether the figures are missing or older than `stale_after` (for engines with
     /// metrics).
     pub metrics_stale: bool,
+    /// The engine's KV capacity in tokens as the router uses it: declared, else learned
+    /// from the engine; `None` when unknown.
+    pub kv_capacity_tokens: Option<u64>,
 }
 
 /// An immutable snapshot of the fleet.
@@ -291,6 +294,7 @@ impl Pool {
             metrics_age_ms: load.map(|(_, age)| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
             metrics_stale: b.spec.engine.has_metrics()
                 && load.is_none_or(|(_, age)| age > self.inner.settings.stale_after),
+            kv_capacity_tokens: b.kv_capacity_tokens(),
         }
     }
 
