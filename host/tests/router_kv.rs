@@ -87,18 +87,25 @@ fn long_prompt(sims: &[sim::Backend]) -> Value {
     })
 }
 
-/// Each backend's cached prefix of `body`'s prompt, in tokens, from the admin lookup.
-async fn depths(admin: &str, body: &Value) -> (Value, impl Fn(&str) -> u64) {
-    let lookup: Value = reqwest::Client::new()
-        .post(format!("{admin}/admin/kv/lookup"))
-        .bearer_auth("secret-token-for-tests")
-        .json(&json!({ "model": body["model"], "messages": body["messages"] }))
+/// Sends an admin request with the test token and returns its JSON body.
+async fn admin_call(req: reqwest::RequestBuilder) -> Value {
+    req.bearer_auth("secret-token-for-tests")
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Each backend's cached prefix of `body`'s prompt, in tokens, from the admin lookup.
+async fn depths(admin: &str, body: &Value) -> (Value, impl Fn(&str) -> u64) {
+    let lookup = admin_call(
+        reqwest::Client::new()
+            .post(format!("{admin}/admin/kv/lookup"))
+            .json(&json!({ "model": body["model"], "messages": body["messages"] })),
+    )
+    .await;
     let backends = lookup["backends"]
         .as_array()
         .expect("per-backend depths")
@@ -169,15 +176,8 @@ async fn a_request_retried_elsewhere_is_recorded_where_it_ran() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-switchyard-backend"], "sim-1", "retried");
-    let decisions: Value = reqwest::Client::new()
-        .get(format!("{admin}/admin/decisions?limit=1"))
-        .bearer_auth("secret-token-for-tests")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let decisions =
+        admin_call(reqwest::Client::new().get(format!("{admin}/admin/decisions?limit=1"))).await;
     assert_eq!(
         decisions[0]["backend"], "sim-0",
         "first choice: {decisions}"

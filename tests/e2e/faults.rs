@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Fleet, Mode, Switchyard, TestBackend, chat, client, eventually};
+use crate::harness::{
+    Fleet, Mode, Switchyard, TestBackend, chat, client, eventually, served_backend,
+};
 
 async fn served_by(sy: &Switchyard, stream: bool) -> (u16, String, String) {
     let r = client()
@@ -13,11 +15,7 @@ async fn served_by(sy: &Switchyard, stream: bool) -> (u16, String, String) {
         .await
         .unwrap();
     let status = r.status().as_u16();
-    let backend = r
-        .headers()
-        .get("x-switchyard-backend")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let backend = served_backend(&r);
     (status, backend, r.text().await.unwrap_or_default())
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Fleet, MODEL, Mode, Switchyard, TestBackend, WORDS, client, eventually};
+use crate::harness::{
+    Fleet, MODEL, Mode, Switchyard, TestBackend, WORDS, client, eventually, served_backend,
+};
 
 /// Posts `body` to `path` and reads the whole stream: (status, backend header, events).
 async fn stream(sy: &Switchyard, path: &str, body: &Value) -> (u16, String, Vec<String>) {
@@ -19,25 +21,24 @@ async fn stream(sy: &Switchyard, path: &str, body: &Value) -> (u16, String, Vec<
         .await
         .unwrap();
     let status = r.status().as_u16();
-    let backend = r
-        .headers()
-        .get("x-switchyard-backend")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let backend = served_backend(&r);
     let mut text = String::new();
     while let Some(chunk) = r.chunk().await.unwrap() {
         text.push_str(std::str::from_utf8(&chunk).unwrap());
     }
-    let events = text
-        .split("\n\n")
+    (status, backend, data_events(&text))
+}
+
+/// The `data:` payloads of an SSE body, in order; panics on any other event.
+fn data_events(text: &str) -> Vec<String> {
+    text.split("\n\n")
         .filter(|e| !e.is_empty())
         .map(|e| {
             e.strip_prefix("data: ")
                 .unwrap_or_else(|| panic!("not a data event: {e:?} in {text}"))
                 .to_owned()
         })
-        .collect();
-    (status, backend, events)
+        .collect()
 }
 
 fn chat_body(extra: Value) -> Value {
@@ -413,11 +414,7 @@ async fn drain_deadline_moves_twenty_streams_and_cuts_none() {
     assert_eq!(status["streams"], 20, "streams left at the drain: {status}");
     for s in streams {
         let text = s.await.unwrap();
-        let events: Vec<String> = text
-            .split("\n\n")
-            .filter(|e| !e.is_empty())
-            .map(|e| e.strip_prefix("data: ").unwrap().to_owned())
-            .collect();
+        let events = data_events(&text);
         let (whole_text, finish, usage) = whole(&events, "chatcmpl-a");
         assert_eq!(whole_text, WORDS.concat(), "{events:?}");
         assert_eq!(finish.as_deref(), Some("stop"));
@@ -630,11 +627,7 @@ async fn broken_decode_leg_of_a_split_resumes_on_another_decode_backend() {
     while let Some(chunk) = r.chunk().await.unwrap() {
         text.push_str(std::str::from_utf8(&chunk).unwrap());
     }
-    let events: Vec<String> = text
-        .split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| e.strip_prefix("data: ").unwrap().to_owned())
-        .collect();
+    let events = data_events(&text);
     let (whole_text, finish, _) = whole(&events, "chatcmpl-a");
     assert_eq!(whole_text, WORDS.concat(), "{events:?}");
     assert_eq!(finish.as_deref(), Some("stop"));

@@ -62,6 +62,14 @@ impl Fleet {
     }
 }
 
+/// The `x-switchyard-backend` header of `r`: the backend that served it, or "".
+pub fn served_backend(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("x-switchyard-backend")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
 /// A chat request body.
 pub fn chat(stream: bool) -> serde_json::Value {
     serde_json::json!({
