@@ -23,6 +23,10 @@ pub fn guest(name: &str) -> Vec<u8> {
             ])
             .arg("--manifest-path")
             .arg(guests_dir().join("Cargo.toml"))
+            // NB: explicit, so a `CARGO_TARGET_DIR` in the environment does not send the
+            // components somewhere this function does not read them from.
+            .arg("--target-dir")
+            .arg(guests_dir().join("target"))
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .status()
