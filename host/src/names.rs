@@ -4,6 +4,9 @@
 //! A name matches `[A-Za-z0-9][A-Za-z0-9._-]{0,62}` and contains no `..`. Names become
 //! file names in the state directory, so the grammar excludes everything a path could
 //! use to leave its folder: `/`, `\`, a leading `.`, `..`, NUL, and anything non-ASCII.
+//!
+//! A policy name may carry a tenant namespace, `<tenant>/<name>` (both parts names),
+//! which becomes one folder level in the state directory.
 
 use std::fmt;
 
@@ -45,8 +48,23 @@ fn check(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Checks a policy name: a name, or `<tenant>/<name>`.
+fn check_policy(s: &str) -> Result<(), &'static str> {
+    match s.split_once('/') {
+        Some((namespace, name)) => {
+            check(namespace)
+                .map_err(|_| "its namespace (before `/`) is not a valid tenant name")?;
+            check(name)
+        }
+        None => check(s),
+    }
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident, $kind:literal) => {
+        name_type!($(#[$doc])* $ty, $kind, check);
+    };
+    ($(#[$doc:meta])* $ty:ident, $kind:literal, $check:ident) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
         #[serde(transparent)]
@@ -59,7 +77,7 @@ macro_rules! name_type {
             ///
             /// [`InvalidName`] saying what is wrong.
             pub fn new(s: &str) -> Result<Self, InvalidName> {
-                check(s).map(|()| $ty(s.into())).map_err(|reason| InvalidName {
+                $check(s).map(|()| $ty(s.into())).map_err(|reason| InvalidName {
                     kind: $kind,
                     name: s.escape_debug().to_string(),
                     reason,
@@ -148,10 +166,24 @@ name_type!(
     "backend"
 );
 name_type!(
-    /// A policy's name (without `@version`). Example: `prefix-affinity`.
+    /// A policy's name (without `@version`): global (`prefix-affinity`) or in a tenant's
+    /// namespace (`acme/eu-only`).
     PolicyName,
-    "policy"
+    "policy",
+    check_policy
 );
+name_type!(
+    /// An admin credential's name, as the audit log records it. Example: `acme-ci`.
+    CredentialName,
+    "credential"
+);
+
+impl PolicyName {
+    /// The tenant namespace, for `<tenant>/<name>`; `None` for a global name.
+    pub fn namespace(&self) -> Option<&str> {
+        self.0.split_once('/').map(|(ns, _)| ns)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -180,6 +212,19 @@ mod tests {
         ] {
             assert!(BackendName::new(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn policy_names_may_have_one_tenant_namespace() {
+        let n = PolicyName::new("acme/eu-only").unwrap();
+        assert_eq!(n.namespace(), Some("acme"));
+        assert_eq!(PolicyName::new("eu-only").unwrap().namespace(), None);
+        for bad in [
+            "acme/", "/x", "a/b/c", "../x", "acme/..", "acme/.x", "a b/x",
+        ] {
+            assert!(PolicyName::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(TenantName::new("acme/x").is_err());
     }
 
     #[test]

@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
+
+use crate::admin::audit::AuditLog;
+use crate::admin::auth::Credentials;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -65,6 +68,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The audit log cannot be opened.
+    #[error("cannot open the audit log")]
+    Audit(#[source] std::io::Error),
     /// A start-up task died.
     #[error("start-up task failed")]
     Task(#[from] tokio::task::JoinError),
@@ -83,6 +89,9 @@ pub enum PolicyLoadError {
     #[error(transparent)]
     Upload(Box<policy::Error>),
 }
+
+/// The state-directory file holding the secret tenants' cache salts derive from.
+const CACHE_SECRET: &str = "cache-salt.key";
 
 /// A router with its listeners bound, ready to serve.
 pub struct Server {
@@ -127,12 +136,20 @@ impl Server {
             state.register_metrics(&mut registry);
         }
         registry.register_collector(Box::new(kv.collector()));
+        // NB: with a state directory, tenants keep their cache salts across restarts.
+        let cache_secret = match &state {
+            Some(s) => s.secret(CACHE_SECRET)?,
+            None => rand::random(),
+        };
+        let audit =
+            AuditLog::open(state.as_ref().map(|s| s.root().to_path_buf())).map_err(Error::Audit)?;
+        audit.register_metrics(&mut registry);
 
         let decisions = Arc::new(DecisionLog::new(config.proxy.decision_log));
         let app = App::new(AppParts {
             pool: pool.clone(),
             policies: policies.clone(),
-            tenants: Tenants::new(&config.auth, &config.tenants),
+            tenants: Tenants::new(&config.auth, &config.tenants, &cache_secret),
             settings: config.proxy.clone(),
             decisions: decisions.clone(),
             metrics,
@@ -153,7 +170,9 @@ impl Server {
                     decisions,
                     kv,
                     state,
-                    token: a.token.as_str().into(),
+                    credentials: Arc::new(Credentials::new(a.credentials.clone())),
+                    audit,
+                    private_labels: a.private_labels.clone().into(),
                 });
                 Some(Listener {
                     socket: bind(a.listen).await?,
@@ -256,6 +275,9 @@ async fn start_policies(config: &Config, state: Option<StateDir>) -> Result<Poli
     let task = tokio::task::spawn_blocking(move || {
         let policies = Policies::new(config.policy_limits.clone(), state)
             .map_err(|e| Error::Policies(Box::new(e)))?;
+        for t in &config.tenants {
+            policies.configure_tenant(&t.name, t.policy_quota, t.policy_budget);
+        }
         policies
             .install_shipped()
             .map_err(|e| Error::Policies(Box::new(e)))?;

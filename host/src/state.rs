@@ -311,6 +311,25 @@ impl StateDir {
         }
     }
 
+    /// The random 32-byte secret kept at `rel`, created on first use.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be read or written, or holds something else than 32 bytes.
+    pub fn secret(&self, rel: impl AsRef<Path>) -> Result<[u8; 32], Error> {
+        let rel = rel.as_ref();
+        if let Some(bytes) = self.read(rel)? {
+            return <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| Error {
+                path: self.path(rel),
+                action: "read the secret (not 32 bytes)",
+                source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+            });
+        }
+        let secret: [u8; 32] = rand::random();
+        self.write(rel, &secret)?;
+        Ok(secret)
+    }
+
     /// Names of the files directly inside `rel` (sorted), skipping temporaries; empty when
     /// `rel` does not exist.
     ///
@@ -318,6 +337,26 @@ impl StateDir {
     ///
     /// When the directory exists but cannot be listed.
     pub fn list(&self, rel: impl AsRef<Path>) -> Result<Vec<String>, Error> {
+        let mut names = self.entries(rel, std::fs::FileType::is_file)?;
+        names.retain(|n| !n.starts_with(".tmp"));
+        Ok(names)
+    }
+
+    /// Names of the directories directly inside `rel` (sorted); empty when `rel` does not
+    /// exist.
+    ///
+    /// # Errors
+    ///
+    /// When the directory exists but cannot be listed.
+    pub fn list_dirs(&self, rel: impl AsRef<Path>) -> Result<Vec<String>, Error> {
+        self.entries(rel, std::fs::FileType::is_dir)
+    }
+
+    fn entries(
+        &self,
+        rel: impl AsRef<Path>,
+        kind: fn(&std::fs::FileType) -> bool,
+    ) -> Result<Vec<String>, Error> {
         let path = self.path(rel);
         let entries = match std::fs::read_dir(&path) {
             Ok(e) => e,
@@ -332,9 +371,8 @@ impl StateDir {
         };
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .filter(|e| e.file_type().is_ok_and(|t| kind(&t)))
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| !n.starts_with(".tmp"))
             .collect();
         names.sort();
         Ok(names)

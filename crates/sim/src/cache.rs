@@ -119,6 +119,11 @@ impl BlockCache {
         h.digest()
     }
 
+    /// The parent hash of the first block of a prompt with cache salt `salt`.
+    pub fn salt_root(&self, salt: &str) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(salt.as_bytes(), self.seed ^ 0x5a17)
+    }
+
     /// Hashes of the full blocks of `tokens`, from `start` blocks on, chained from
     /// `parent` (the hash of block `start - 1`).
     pub fn hash_chain(&self, tokens: &[u32], start: usize, parent: Option<u64>) -> Vec<u64> {

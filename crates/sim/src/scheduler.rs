@@ -50,6 +50,8 @@ pub struct Submission {
     /// The prompt's KV arrives from a remote prefill: charge a transfer instead of a
     /// prefill (vLLM's `do_remote_prefill`).
     pub remote_prefill: bool,
+    /// vLLM's `cache_salt`: prompts with different salts share no cached blocks.
+    pub cache_salt: Option<String>,
 }
 
 /// Token counts of a finished sequence (the OpenAI `usage` object).
@@ -139,6 +141,8 @@ struct Seq {
     blocks: Vec<BlockId>,
     /// Hashes of full blocks of `tokens` known so far (some may not be committed yet).
     hashes: Vec<u64>,
+    /// The parent of the first block: the cache salt's hash, if any.
+    root: Option<u64>,
     /// Leading blocks committed to the cache.
     committed: usize,
     cached_tokens: usize,
@@ -193,7 +197,8 @@ impl Scheduler {
 
     /// Queues a request.
     pub fn submit(&mut self, sub: Submission) {
-        let hashes = self.cache.hash_chain(&sub.prompt, 0, None);
+        let root = sub.cache_salt.as_deref().map(|s| self.cache.salt_root(s));
+        let hashes = self.cache.hash_chain(&sub.prompt, 0, root);
         let mut output = sub.output;
         if output.is_empty() {
             output.push(0);
@@ -207,6 +212,7 @@ impl Scheduler {
             computed: 0,
             blocks: Vec::new(),
             hashes,
+            root,
             committed: 0,
             cached_tokens: 0,
             remote_prefill: sub.remote_prefill,
@@ -494,7 +500,7 @@ fn commit_full_blocks(
         return;
     }
     if seq.hashes.len() < full {
-        let parent = seq.hashes.last().copied();
+        let parent = seq.hashes.last().copied().or(seq.root);
         let start = seq.hashes.len();
         let more = cache.hash_chain(&seq.tokens[..full * bs], start, parent);
         seq.hashes.extend(more);

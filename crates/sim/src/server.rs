@@ -117,6 +117,8 @@ struct WireRequest {
     kv_transfer_params: Option<KvTransferParams>,
     #[serde(default)]
     seed: Option<u64>,
+    #[serde(default)]
+    cache_salt: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +174,7 @@ struct Job {
     include_usage: bool,
     remote_decode: bool,
     remote_prefill: bool,
+    cache_salt: Option<String>,
 }
 
 async fn chat(State(app): State<Arc<Shared>>, body: Bytes) -> Result<Response, ApiError> {
@@ -214,6 +217,7 @@ async fn generate(app: Arc<Shared>, api: Api, body: Bytes) -> Result<Response, A
         prompt: job.prompt.clone(),
         output: job.output_ids.clone(),
         remote_prefill: job.remote_prefill,
+        cache_salt: job.cache_salt.clone(),
     });
     let guard = AbortGuard {
         engine: app.engine.clone(),
@@ -344,6 +348,7 @@ impl Shared {
             include_usage: req.stream_options.is_some_and(|o| o.include_usage),
             remote_decode: kv.do_remote_decode,
             remote_prefill: kv.do_remote_prefill,
+            cache_salt: req.cache_salt,
         })
     }
 

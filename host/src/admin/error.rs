@@ -14,6 +14,19 @@ pub enum Error {
     /// No bearer token, or the wrong one.
     #[error("missing or wrong admin token")]
     Unauthorized,
+    /// The credential lacks the right the call needs.
+    #[error("credential `{credential}` ({role}) may not {right}")]
+    Forbidden {
+        /// The credential's name.
+        credential: String,
+        /// Its role.
+        role: &'static str,
+        /// The right it lacks.
+        right: String,
+    },
+    /// The audit log cannot be read.
+    #[error("reading the audit log failed")]
+    Audit(#[source] std::io::Error),
     /// The body is not what the route takes.
     #[error("invalid request body: {0}")]
     BadBody(String),
@@ -47,6 +60,8 @@ impl Error {
     fn status(&self) -> StatusCode {
         match self {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::Audit(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::BadBody(_) | Error::Name(_) => StatusCode::BAD_REQUEST,
             Error::NoRoute(_) | Error::NotDamaged(_) => StatusCode::NOT_FOUND,
             Error::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -57,7 +72,12 @@ impl Error {
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Policy(e) => match e {
-                policy::Error::NoHistory(_) | policy::Error::Damaged { .. } => StatusCode::CONFLICT,
+                policy::Error::NoHistory(_)
+                | policy::Error::Damaged { .. }
+                | policy::Error::OverQuota { .. }
+                | policy::Error::InUse { .. }
+                | policy::Error::Shipped(_) => StatusCode::CONFLICT,
+                policy::Error::NoSuchVersion(_) => StatusCode::NOT_FOUND,
                 policy::Error::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             },
@@ -75,6 +95,7 @@ impl IntoResponse for Error {
         let status = self.status();
         let kind = match status {
             StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
             s if s.is_server_error() => "server_error",
             _ => "invalid_request_error",
         };

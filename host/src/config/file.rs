@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::names::{PolicyName, TenantName};
-use crate::policy::PipelineSpec;
+use crate::policy::{PipelineSpec, PolicyQuota};
 use crate::pool::BackendSpec;
 use crate::state::OnDamagedEntry;
 
@@ -82,7 +82,44 @@ pub(crate) struct AdminFile {
     /// The bearer token, literally. Prefer `token_env`.
     pub token: Option<String>,
     /// Environment variable holding the bearer token. Example: `token_env: SWITCHYARD_ADMIN_TOKEN`.
+    /// `token`/`token_env` make the operator credential named `admin`; optional when
+    /// `credentials` are given.
     pub token_env: Option<String>,
+    /// Named credentials, each with a role. Example:
+    /// `credentials: [{name: acme-ci, token_env: ACME_TOKEN, role: tenant, tenant: acme}]`.
+    #[serde(default)]
+    pub credentials: Vec<CredentialFile>,
+    /// Backend labels tenants' credentials do not see in `GET /admin/backends`.
+    /// Example: `private_labels: [rack, cost-center]`.
+    #[serde(default)]
+    pub private_labels: Vec<String>,
+}
+
+/// One admin credential.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CredentialFile {
+    /// Its name, as the audit log records it. Example: `name: platform-ops`.
+    pub name: String,
+    /// Environment variable holding its token (at least 16 bytes).
+    pub token_env: Option<String>,
+    /// File holding its token (at least 16 bytes, surrounding whitespace ignored),
+    /// re-read when it changes, for rotation. Relative to the config file.
+    pub token_file: Option<PathBuf>,
+    /// `operator` (everything) or `tenant` (its own tenant only).
+    pub role: RoleFile,
+    /// The tenant a `tenant` credential is bound to; it must be configured in `tenants`.
+    pub tenant: Option<TenantName>,
+}
+
+/// A credential's role, as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RoleFile {
+    /// Everything.
+    Operator,
+    /// One tenant's own policies, pipelines, decisions and audit records.
+    Tenant,
 }
 
 fn default_admin_listen() -> String {
@@ -327,6 +364,33 @@ pub(crate) struct TenantFile {
     pub requests_per_s: Option<u32>,
     /// Most tokens (estimated prompt plus `max_tokens`) per second.
     pub tokens_per_s: Option<u32>,
+    /// Limits on the policies stored in its namespace (`<tenant>/<name>`). Default
+    /// `{versions: 20, bytes: 67108864}`.
+    #[serde(default)]
+    pub policy_quota: PolicyQuota,
+    /// Its pipeline's CPU budget, a token bucket of Wasm fuel: `{fuel_per_s: N, burst: M}`
+    /// (burst defaults to a tenth of a second's fuel) or `unlimited`. Default
+    /// `{fuel_per_s: 250000000}`, about a quarter of one core.
+    pub policy_budget: Option<BudgetFile>,
+    /// Add a per-tenant secret `cache_salt` to its forwarded requests and key the KV index
+    /// with it, so no other tenant hits or observes its cached prefixes. Default false.
+    #[serde(default)]
+    pub cache_isolation: bool,
+}
+
+/// A policy CPU budget, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum BudgetFile {
+    /// `unlimited`.
+    Word(String),
+    /// `{fuel_per_s: N, burst: M}`.
+    Limit {
+        /// Fuel added per second.
+        fuel_per_s: u64,
+        /// Most fuel held. Default `fuel_per_s / 10`.
+        burst: Option<u64>,
+    },
 }
 
 /// A policy component to upload at start.

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use axum::http::HeaderName;
 
+use crate::admin::auth::{self, Credential, Role, TokenSource};
 use crate::listener::ListenerLimits;
-use crate::names::{PolicyName, TenantName};
-use crate::policy::PipelineSpec;
+use crate::names::{CredentialName, PolicyName, TenantName};
+use crate::policy::{PipelineSpec, PolicyBudget, PolicyQuota};
 use crate::pool::{BackendSpec, PoolSettings};
 use crate::state::OnDamagedEntry;
 
@@ -94,21 +95,14 @@ pub struct StateSettings {
 }
 
 /// The admin listener.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// Address.
     pub listen: SocketAddr,
-    /// The bearer token every admin call must present.
-    pub token: String,
-}
-
-impl std::fmt::Debug for AdminConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminConfig")
-            .field("listen", &self.listen)
-            .field("token", &"<redacted>")
-            .finish()
-    }
+    /// Who may call, names unique, at least one.
+    pub credentials: Vec<Credential>,
+    /// Backend labels tenants' credentials do not see.
+    pub private_labels: Vec<String>,
 }
 
 /// Connection limits of the client and admin listeners.
@@ -200,6 +194,12 @@ pub struct TenantConfig {
     pub requests_per_s: Option<NonZeroU32>,
     /// Most tokens per second.
     pub tokens_per_s: Option<NonZeroU32>,
+    /// Limits on the policies stored in its namespace.
+    pub policy_quota: PolicyQuota,
+    /// Its pipeline's CPU budget; `None`: unlimited.
+    pub policy_budget: Option<PolicyBudget>,
+    /// Whether its requests carry a per-tenant secret `cache_salt`.
+    pub cache_isolation: bool,
 }
 
 impl Config {
@@ -328,9 +328,11 @@ fn listener_limits(
 
 fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config {
     let listen = parse_addr("listen", &raw.listen, problems);
-    let admin = raw.admin.map(|a| AdminConfig {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let admin = raw.admin.as_ref().map(|a| AdminConfig {
         listen: parse_addr("admin.listen", &a.listen, problems),
-        token: admin_token(&a, problems),
+        credentials: credentials(a, &raw.tenants, base, problems),
+        private_labels: a.private_labels.clone(),
     });
     let listeners = ListenersConfig {
         client: listener_limits(
@@ -450,6 +452,9 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
             max_concurrent: positive("max_concurrent", t.max_concurrent, problems).map(u32::from),
             requests_per_s: positive("requests_per_s", t.requests_per_s, problems),
             tokens_per_s: positive("tokens_per_s", t.tokens_per_s, problems),
+            policy_quota: t.policy_quota,
+            policy_budget: budget(name, t.policy_budget.as_ref(), problems),
+            cache_isolation: t.cache_isolation,
         });
     }
 
@@ -458,7 +463,6 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
     }
 
     let policy_limits = policy_limits(&raw.policy_runtime, problems);
-    let base = path.parent().unwrap_or(Path::new("."));
     let policies = raw
         .policies
         .iter()
@@ -528,25 +532,130 @@ fn parse_addr(field: &str, value: &str, problems: &mut Vec<String>) -> SocketAdd
     })
 }
 
-fn admin_token(a: &file::AdminFile, problems: &mut Vec<String>) -> String {
-    match (&a.token, &a.token_env) {
-        (Some(t), None) if !t.is_empty() => t.clone(),
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(t) if !t.is_empty() => t,
-            _ => {
-                problems.push(format!(
-                    "admin.token_env: environment variable {var} is not set or empty"
-                ));
-                String::new()
-            }
-        },
+/// The admin credentials: `token`/`token_env` as the operator `admin`, then the list.
+fn credentials(
+    a: &file::AdminFile,
+    tenants: &std::collections::BTreeMap<TenantName, file::TenantFile>,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Vec<Credential> {
+    let mut out = Vec::new();
+    let env = |field: &str, var: &str, problems: &mut Vec<String>| match std::env::var(var) {
+        Ok(t) if !t.is_empty() => Some(t),
+        _ => {
+            problems.push(format!(
+                "{field}: environment variable {var} is not set or empty"
+            ));
+            None
+        }
+    };
+    let fixed = |field: &str, token: String, problems: &mut Vec<String>| {
+        auth::check_token(&token)
+            .map_err(|e| problems.push(format!("{field}: {e}")))
+            .ok()
+            .map(|()| TokenSource::Fixed(token.into()))
+    };
+    let legacy = match (&a.token, &a.token_env) {
+        (Some(t), None) => fixed("admin.token", t.clone(), problems),
+        (None, Some(var)) => env("admin.token_env", var, problems)
+            .and_then(|t| fixed("admin.token_env", t, problems)),
         (Some(_), Some(_)) => {
             problems.push("admin: give one of token and token_env, not both".into());
-            String::new()
+            None
         }
-        _ => {
-            problems.push("admin: a non-empty token or token_env is required".into());
-            String::new()
+        (None, None) => None,
+    };
+    if let Some(token) = legacy {
+        out.push(Credential {
+            name: CredentialName::new("admin").expect("a valid name"),
+            role: Role::Operator,
+            token,
+        });
+    }
+    for (i, c) in a.credentials.iter().enumerate() {
+        let at = format!("admin.credentials[{i}]");
+        let name = match CredentialName::new(&c.name) {
+            Ok(n) => n,
+            Err(e) => {
+                problems.push(format!("{at}.name: {e}"));
+                continue;
+            }
+        };
+        if out.iter().any(|o: &Credential| o.name == name) {
+            problems.push(format!("{at}.name: `{name}` is used twice"));
+        }
+        let token = match (&c.token_env, &c.token_file) {
+            (Some(var), None) => env(&format!("{at}.token_env"), var, problems)
+                .and_then(|t| fixed(&format!("{at}.token_env"), t, problems)),
+            (None, Some(file)) => {
+                let file = base.join(file);
+                match auth::read_token_file(&file) {
+                    Ok(_) => Some(TokenSource::File(file)),
+                    Err(e) => {
+                        problems.push(format!("{at}.token_file: {}: {e}", file.display()));
+                        None
+                    }
+                }
+            }
+            _ => {
+                problems.push(format!("{at}: give one of token_env and token_file"));
+                None
+            }
+        };
+        let role = match (c.role, &c.tenant) {
+            (file::RoleFile::Operator, None) => Some(Role::Operator),
+            (file::RoleFile::Operator, Some(_)) => {
+                problems.push(format!("{at}.tenant: an operator is bound to no tenant"));
+                None
+            }
+            (file::RoleFile::Tenant, Some(t)) if tenants.contains_key(t) => {
+                Some(Role::Tenant(t.clone()))
+            }
+            (file::RoleFile::Tenant, Some(t)) => {
+                problems.push(format!("{at}.tenant: `{t}` is not a tenant in `tenants`"));
+                None
+            }
+            (file::RoleFile::Tenant, None) => {
+                problems.push(format!("{at}.tenant: a tenant credential names its tenant"));
+                None
+            }
+        };
+        if let (Some(token), Some(role)) = (token, role) {
+            out.push(Credential { name, role, token });
+        }
+    }
+    if a.token.is_none() && a.token_env.is_none() && a.credentials.is_empty() {
+        problems.push("admin: give token, token_env or credentials".into());
+    }
+    out
+}
+
+/// A tenant's policy budget: configured, `unlimited`, or the default.
+fn budget(
+    tenant: &TenantName,
+    raw: Option<&file::BudgetFile>,
+    problems: &mut Vec<String>,
+) -> Option<PolicyBudget> {
+    match raw {
+        None => Some(PolicyBudget::DEFAULT),
+        Some(file::BudgetFile::Word(w)) if w == "unlimited" => None,
+        Some(file::BudgetFile::Word(w)) => {
+            problems.push(format!(
+                "tenants.{tenant}.policy_budget: `{w}`: give `unlimited` or {{fuel_per_s: N, burst: M}}"
+            ));
+            None
+        }
+        Some(file::BudgetFile::Limit { fuel_per_s, burst }) => {
+            let burst = burst.unwrap_or(fuel_per_s / 10);
+            if *fuel_per_s == 0 || burst == 0 {
+                problems.push(format!(
+                    "tenants.{tenant}.policy_budget: fuel_per_s and burst must be above 0"
+                ));
+            }
+            Some(PolicyBudget {
+                fuel_per_s: *fuel_per_s,
+                burst,
+            })
         }
     }
 }

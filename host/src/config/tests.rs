@@ -168,7 +168,7 @@ fn names_that_could_leave_the_state_dir_name_file_and_field() {
             "router.yaml: backends[0].name",
         ),
         (
-            format!("{BACKEND}policies:\n  - name: a/b\n    path: x.wasm\n"),
+            format!("{BACKEND}policies:\n  - name: a/../b\n    path: x.wasm\n"),
             "router.yaml: policies[0].name",
         ),
     ] {
@@ -203,6 +203,61 @@ fn admin_token_from_missing_env_is_a_problem() {
         err.contains("SWITCHYARD_TEST_UNSET_TOKEN_VAR is not set"),
         "{err}"
     );
+}
+
+#[test]
+fn credentials_take_roles_tenants_and_token_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("acme.token"), "acme-token-0123456789\n").unwrap();
+    std::fs::write(dir.path().join("short.token"), "short").unwrap();
+    let text = format!(
+        "{BACKEND}admin:\n  token: ops-token-0123456789\n  private_labels: [rack]\n  credentials:\n    \
+         - {{name: acme-ci, token_file: acme.token, role: tenant, tenant: acme}}\n\
+         tenants:\n  acme:\n    policy_budget: unlimited\n    cache_isolation: true\n  \
+         globex:\n    policy_quota: {{versions: 3}}\n    policy_budget: {{fuel_per_s: 1000}}\n"
+    );
+    let c = Config::from_yaml(&dir.path().join("router.yaml"), &text).unwrap();
+    let admin = c.admin.unwrap();
+    let names: Vec<&str> = admin.credentials.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["admin", "acme-ci"]);
+    assert!(matches!(&admin.credentials[1].role, Role::Tenant(t) if t == "acme"));
+    assert!(
+        matches!(&admin.credentials[1].token, TokenSource::File(p) if p.ends_with("acme.token"))
+    );
+    assert_eq!(admin.private_labels, ["rack"]);
+    let acme = &c.tenants[0];
+    assert_eq!(acme.policy_budget, None);
+    assert!(acme.cache_isolation);
+    assert_eq!(acme.policy_quota, PolicyQuota::default());
+    let globex = &c.tenants[1];
+    assert_eq!(globex.policy_quota.versions, 3);
+    assert_eq!(
+        globex.policy_budget,
+        Some(PolicyBudget {
+            fuel_per_s: 1000,
+            burst: 100
+        })
+    );
+    assert!(!globex.cache_isolation);
+
+    let bad = format!(
+        "{BACKEND}admin:\n  token: too-short\n  credentials:\n    \
+         - {{name: x, token_file: short.token, role: tenant, tenant: nobody}}\n    \
+         - {{name: y, token_file: acme.token, role: operator, tenant: acme}}\n\
+         tenants:\n  acme:\n    policy_budget: lots\n"
+    );
+    let err = Config::from_yaml(&dir.path().join("router.yaml"), &bad)
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "admin.token: the token is 9 bytes; at least 16 are required",
+        "admin.credentials[0].token_file",
+        "admin.credentials[0].tenant: `nobody` is not a tenant",
+        "admin.credentials[1].tenant: an operator is bound to no tenant",
+        "tenants.acme.policy_budget: `lots`",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in\n{err}");
+    }
 }
 
 /// Parses a file under `examples/`; the only problems allowed are those naming `allowed`.

@@ -14,11 +14,12 @@ use serde::Deserialize;
 use super::Error;
 use super::scenario::{Pipeline, Scenario};
 use switchyard::Server;
+use switchyard::admin::auth::{Credential, Role, TokenSource};
 use switchyard::config::{
     AdminConfig, AuthConfig, Config, ListenersConfig, ProxySettings, SplitFallback, TenantConfig,
 };
-use switchyard::names::{BackendName, TenantName};
-use switchyard::policy::DEFAULT_TENANT;
+use switchyard::names::{BackendName, CredentialName, TenantName};
+use switchyard::policy::{DEFAULT_TENANT, PolicyBudget, PolicyQuota};
 use switchyard::pool::{BackendSpec, Capability, EngineKind, PoolSettings};
 use switchyard_sim::load::{self, Arrival, BenchConfig, BenchReport};
 use switchyard_sim::{self as sim, BackendFile, FleetFile, FleetSpec, KV_BYTES_PER_TOKEN, Profile};
@@ -203,7 +204,12 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
         listen: localhost,
         admin: Some(AdminConfig {
             listen: localhost,
-            token: token.to_owned(),
+            credentials: vec![Credential {
+                name: CredentialName::new("demo").expect("a valid name"),
+                role: Role::Operator,
+                token: TokenSource::Fixed(token.into()),
+            }],
+            private_labels: Vec::new(),
         }),
         listeners: ListenersConfig::default(),
         state_dir: None,
@@ -242,6 +248,9 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
             max_concurrent: None,
             requests_per_s: None,
             tokens_per_s: None,
+            policy_quota: PolicyQuota::default(),
+            policy_budget: Some(PolicyBudget::DEFAULT),
+            cache_isolation: false,
         }],
         policies: Vec::new(),
         policy_limits: Default::default(),

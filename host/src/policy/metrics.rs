@@ -22,7 +22,7 @@ pub struct FailureLabels {
     pub fault: String,
 }
 
-/// Labels of a shadow comparison.
+/// Labels naming a tenant.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabels {
     /// Tenant name.
@@ -45,6 +45,8 @@ pub struct PolicyMetrics {
     pub shadow_decisions: Family<TenantLabels, Counter>,
     /// Shadow decisions that placed differently from the active pipeline, by tenant.
     pub shadow_disagreements: Family<TenantLabels, Counter>,
+    /// Decisions made without calling Wasm because the tenant's fuel budget was empty.
+    pub budget_exhausted: Family<TenantLabels, Counter>,
 }
 
 impl Default for PolicyMetrics {
@@ -57,6 +59,7 @@ impl Default for PolicyMetrics {
             fallbacks: Family::default(),
             shadow_decisions: Family::default(),
             shadow_disagreements: Family::default(),
+            budget_exhausted: Family::default(),
         }
     }
 }
@@ -93,6 +96,11 @@ impl PolicyMetrics {
             "switchyard_shadow_disagreements",
             "Shadow decisions that differed from the active pipeline",
             self.shadow_disagreements.clone(),
+        );
+        registry.register(
+            "switchyard_policy_budget_exhausted",
+            "Decisions made by the tenant's failure mode, without calling Wasm, because its policy CPU budget was empty",
+            self.budget_exhausted.clone(),
         );
     }
 }

@@ -26,6 +26,7 @@ mod registry;
 mod shipped;
 mod spec;
 mod stage;
+mod tenancy;
 mod wasi;
 
 pub use engine::{Limits, PolicyKind, Tier};
@@ -36,6 +37,7 @@ pub use policies::{DEFAULT_TENANT, Policies, shipped_component};
 pub use registry::PolicyVersion;
 pub use spec::{FailureMode, Picker, PipelineSpec, StageSpec, WeightedStageSpec};
 pub use stage::{CallReport, Outcome, Stage};
+pub use tenancy::{DEFAULT_FUEL_PER_S, PolicyBudget, PolicyQuota, TenantUsage};
 
 pub use builtin::{load as builtin_load, place as builtin_place};
 
@@ -155,6 +157,28 @@ pub enum Error {
     /// A pipeline is not well formed.
     #[error("invalid pipeline: {0}")]
     InvalidPipeline(String),
+    /// An upload would take a tenant's namespace over its quota.
+    #[error("tenant `{tenant}`'s policy quota is full ({detail}); delete versions first")]
+    OverQuota {
+        /// The tenant.
+        tenant: String,
+        /// Which limit, and by how much.
+        detail: String,
+    },
+    /// A version cannot be deleted while a pipeline depends on it.
+    #[error("{policy} is in use by {user}")]
+    InUse {
+        /// `name@version`.
+        policy: String,
+        /// Who uses it.
+        user: String,
+    },
+    /// No such uploaded version.
+    #[error("no policy version {0}")]
+    NoSuchVersion(String),
+    /// A shipped version cannot be deleted.
+    #[error("{0} ships inside the router and cannot be deleted")]
+    Shipped(String),
     /// Rollback was asked for but there is no earlier pipeline.
     #[error("tenant `{0}` has no earlier pipeline to roll back to")]
     NoHistory(String),

@@ -13,6 +13,7 @@ use super::facts::{Candidate, FleetFacts, Placement, RequestFacts};
 use super::metrics::{FailureLabels, PolicyMetrics, TenantLabels};
 use super::spec::{FailureMode, Picker, PipelineSpec};
 use super::stage::{CallReport, Stage, to_wit_request};
+use super::tenancy::FuelBucket;
 use super::{Fault, bindings::types};
 use crate::names::TenantName;
 
@@ -47,6 +48,9 @@ pub struct Decision {
     pub fuel_used: u64,
     /// Whether a shadow pipeline, if one runs, placed the same way.
     pub shadow_agreed: Option<bool>,
+    /// Whether the tenant's policy CPU budget was empty, so the decision was made by its
+    /// failure mode without calling Wasm.
+    pub budget_exhausted: bool,
     /// Time the decision took.
     #[serde(serialize_with = "serialize_micros", rename = "elapsed_us")]
     pub elapsed: Duration,
@@ -111,6 +115,8 @@ pub struct TenantPipeline {
     pub(super) shadow: Option<Pipeline>,
     pub(super) metrics: PolicyMetrics,
     pub(super) tenant_labels: TenantLabels,
+    /// The tenant's fuel budget; `None`: unlimited.
+    pub(super) budget: Option<Arc<FuelBucket>>,
 }
 
 impl std::fmt::Debug for TenantPipeline {
@@ -146,32 +152,43 @@ impl TenantPipeline {
         let started = Instant::now();
         if self.damaged.is_some() {
             // NB: fail closed; the tenant's real pipeline may have had a compliance filter.
-            return Decision {
-                placement: Placement::Reject {
-                    status: 503,
-                    message: "the tenant's stored pipeline is damaged".into(),
-                },
-                variant: Variant::Active,
-                pipeline_version: self.info.version,
-                policies: Vec::new(),
-                scores: Vec::new(),
-                exclusions: Vec::new(),
-                fault: None,
-                fuel_used: 0,
-                shadow_agreed: None,
-                elapsed: started.elapsed(),
+            let mut decision = Decision::empty();
+            decision.placement = Placement::Reject {
+                status: 503,
+                message: "the tenant's stored pipeline is damaged".into(),
             };
+            decision.pipeline_version = self.info.version;
+            decision.elapsed = started.elapsed();
+            return decision;
         }
-        let wit_req = to_wit_request(req);
         let (pipeline, variant) = match &self.canary {
             Some((p, share)) if in_share(req.id, *share) => (p, Variant::Canary),
             _ => (&self.active, Variant::Active),
         };
+        if let Some(bucket) = &self.budget
+            && pipeline.calls_wasm()
+            && !bucket.may_start()
+        {
+            self.metrics
+                .budget_exhausted
+                .get_or_create(&self.tenant_labels)
+                .inc();
+            let mut decision = Decision::empty();
+            decision.placement = pipeline.without_wasm(candidates);
+            decision.variant = variant;
+            decision.pipeline_version = self.info.version;
+            decision.budget_exhausted = true;
+            decision.elapsed = started.elapsed();
+            return decision;
+        }
+        let wit_req = to_wit_request(req);
         let mut decision = pipeline.decide(fleet, &wit_req, candidates, &self.metrics);
         decision.variant = variant;
         decision.pipeline_version = self.info.version;
+        let mut fuel = decision.fuel_used;
         if let Some(shadow) = &self.shadow {
             let other = shadow.decide(fleet, &wit_req, candidates, &self.metrics);
+            fuel += other.fuel_used;
             let agreed = other.placement == decision.placement;
             self.metrics
                 .shadow_decisions
@@ -184,6 +201,9 @@ impl TenantPipeline {
                     .inc();
             }
             decision.shadow_agreed = Some(agreed);
+        }
+        if let Some(bucket) = &self.budget {
+            bucket.charge(fuel);
         }
         if let Some(fault) = &decision.fault {
             self.metrics
@@ -221,18 +241,7 @@ impl Pipeline {
         candidates: &[Candidate],
         metrics: &PolicyMetrics,
     ) -> Decision {
-        let mut d = Decision {
-            placement: Placement::Single(0),
-            variant: Variant::Active,
-            pipeline_version: 0,
-            policies: Vec::new(),
-            scores: Vec::new(),
-            exclusions: Vec::new(),
-            fault: None,
-            fuel_used: 0,
-            shadow_agreed: None,
-            elapsed: Duration::ZERO,
-        };
+        let mut d = Decision::empty();
         // NB: borrowed until a filter excludes something; most decisions copy nothing.
         let mut remaining = Cow::Borrowed(candidates);
         for step in &self.filters {
@@ -297,6 +306,25 @@ impl Pipeline {
         d
     }
 
+    /// Whether deciding calls any policy.
+    fn calls_wasm(&self) -> bool {
+        !self.filters.is_empty() || !self.scorers.is_empty() || self.placer.is_some()
+    }
+
+    /// The placement when the tenant's budget leaves no fuel to call its policies: its
+    /// failure mode, except that a pipeline with filters rejects (a fallback cannot know
+    /// what they would have excluded).
+    fn without_wasm(&self, candidates: &[Candidate]) -> Placement {
+        if self.filters.is_empty() && self.failure_mode == FailureMode::Fallback {
+            builtin::place(candidates)
+        } else {
+            Placement::Reject {
+                status: 503,
+                message: "the tenant's policy CPU budget is exhausted".into(),
+            }
+        }
+    }
+
     fn on_failure(&self, remaining: &[Candidate]) -> Placement {
         match self.failure_mode {
             FailureMode::Fallback => builtin::place(remaining),
@@ -309,6 +337,23 @@ impl Pipeline {
 }
 
 impl Decision {
+    /// A decision with nothing decided yet.
+    fn empty() -> Decision {
+        Decision {
+            placement: Placement::Single(0),
+            variant: Variant::Active,
+            pipeline_version: 0,
+            policies: Vec::new(),
+            scores: Vec::new(),
+            exclusions: Vec::new(),
+            fault: None,
+            fuel_used: 0,
+            shadow_agreed: None,
+            budget_exhausted: false,
+            elapsed: Duration::ZERO,
+        }
+    }
+
     /// Records a call's outcome: the policy's name, its fuel, its logs, or its fault.
     fn account<T>(
         &mut self,

@@ -1,10 +1,10 @@
 //! The [`Policies`] handle: the engine, the registry and every tenant's pipelines;
-//! uploads, setting pipelines (pinned to exact versions), canaries, shadows and
-//! rollback, swapped atomically and persisted to the state directory, and restoring
-//! them at start-up.
+//! uploads (within a tenant namespace's quota), deletions, setting pipelines (pinned to
+//! exact versions), canaries, shadows and rollback, swapped atomically and persisted to
+//! the state directory, and restoring them at start-up.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -18,6 +18,7 @@ use super::registry::{PolicyVersion, Registry};
 use super::shipped;
 use super::spec::{FailureMode, Picker, PipelineSpec, StageSpec};
 use super::stage::Stage;
+use super::tenancy::{FuelBucket, PolicyBudget, PolicyQuota, TenantUsage};
 use crate::names::{PolicyName, TenantName};
 use crate::state::StateDir;
 
@@ -45,6 +46,27 @@ struct Inner {
     builtin: Arc<TenantPipeline>,
     state: Option<StateDir>,
     metrics: PolicyMetrics,
+    /// Each tenant's quota and budget; tenants not configured get the defaults.
+    tenancy: RwLock<HashMap<TenantName, Tenancy>>,
+    /// Serialises namespaced uploads so two cannot both pass the quota check.
+    uploads: Mutex<()>,
+}
+
+/// One tenant's limits on the policy runtime.
+#[derive(Clone)]
+struct Tenancy {
+    quota: PolicyQuota,
+    /// `None`: unlimited.
+    bucket: Option<Arc<FuelBucket>>,
+}
+
+impl Tenancy {
+    fn new(quota: PolicyQuota, budget: Option<PolicyBudget>) -> Tenancy {
+        Tenancy {
+            quota,
+            bucket: budget.map(|b| Arc::new(FuelBucket::new(b))),
+        }
+    }
 }
 
 /// Most earlier pipelines kept per tenant for rollback.
@@ -80,8 +102,54 @@ impl Policies {
                 builtin,
                 state,
                 metrics,
+                tenancy: RwLock::new(HashMap::new()),
+                uploads: Mutex::new(()),
             }),
         })
+    }
+
+    /// Sets `tenant`'s quota and policy CPU budget (`None`: unlimited). Call before its
+    /// pipelines are restored or set: a pipeline takes the budget it is built with.
+    pub fn configure_tenant(
+        &self,
+        tenant: &TenantName,
+        quota: PolicyQuota,
+        budget: Option<PolicyBudget>,
+    ) {
+        self.inner
+            .tenancy
+            .write()
+            .expect("tenancy lock")
+            .insert(tenant.clone(), Tenancy::new(quota, budget));
+    }
+
+    /// `tenant`'s limits, creating the defaults for a tenant not configured.
+    fn tenancy(&self, tenant: &str) -> Tenancy {
+        if let Some(t) = self.inner.tenancy.read().expect("tenancy lock").get(tenant) {
+            return t.clone();
+        }
+        let name = TenantName::new(tenant).expect("callers pass validated tenant names");
+        self.inner
+            .tenancy
+            .write()
+            .expect("tenancy lock")
+            .entry(name)
+            .or_insert_with(|| Tenancy::new(PolicyQuota::default(), Some(PolicyBudget::DEFAULT)))
+            .clone()
+    }
+
+    /// What `tenant`'s namespace holds against its quota, and its budget.
+    pub fn usage(&self, tenant: &TenantName) -> TenantUsage {
+        let t = self.tenancy(tenant);
+        let (versions, bytes) = self.inner.registry.namespace_usage(tenant);
+        TenantUsage {
+            tenant: tenant.to_string(),
+            versions,
+            bytes,
+            quota: t.quota,
+            budget: t.bucket.as_ref().map(|b| b.budget()),
+            budget_available: t.bucket.as_ref().map(|b| b.available() as i64),
+        }
     }
 
     /// Registers the uploads kept in the state directory. Call after
@@ -208,8 +276,70 @@ impl Policies {
         if smoke && !prepared.is_registered() {
             smoke_test(&self.inner.engine, prepared.loaded.clone())?;
         }
+        let _uploads = self.inner.uploads.lock().expect("upload lock");
+        if let Some(ns) = name.namespace()
+            && !prepared.is_registered()
+        {
+            let quota = self.tenancy(ns).quota;
+            let (versions, used) = self.inner.registry.namespace_usage(ns);
+            if versions >= quota.versions {
+                return Err(Error::OverQuota {
+                    tenant: ns.to_owned(),
+                    detail: format!("versions: {versions} of {} stored", quota.versions),
+                });
+            }
+            if used + bytes.len() as u64 > quota.bytes {
+                return Err(Error::OverQuota {
+                    tenant: ns.to_owned(),
+                    detail: format!(
+                        "bytes: {used} stored + {} uploaded > {}",
+                        bytes.len(),
+                        quota.bytes
+                    ),
+                });
+            }
+        }
         let version = self.inner.registry.commit(prepared, bytes, false)?;
         Ok(version.snapshot())
+    }
+
+    /// Deletes the uploaded version `name@version` (the full 12-digit version) and its
+    /// stored files; its label. Refused while a pipeline depends on it: any tenant's
+    /// active, canary or shadow pipeline, or the one a rollback would restore.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InUse`] naming the user, [`Error::NoSuchVersion`], [`Error::Shipped`].
+    pub fn delete(&self, name: &PolicyName, version: &str) -> Result<String, Error> {
+        let _writer = self.inner.writer.lock().expect("pipeline writer");
+        let label = format!("{name}@{version}");
+        let newest = self.inner.registry.find(name, None);
+        let is_newest = newest.is_some_and(|n| n.info.version == version);
+        let uses = |spec: &PipelineSpec| {
+            spec.stages().any(|s| {
+                s.policy == label || (s.follow_latest && s.policy == name.as_str() && is_newest)
+            })
+        };
+        for t in self.inner.tenants.load().values() {
+            let info = &t.info;
+            let users = [
+                ("active pipeline", Some(&info.active)),
+                ("canary", info.canary.as_ref().map(|c| &c.pipeline)),
+                ("shadow", info.shadow.as_ref()),
+                ("rollback target", info.history.last()),
+            ];
+            for (what, spec) in users {
+                if spec.is_some_and(uses) {
+                    return Err(Error::InUse {
+                        policy: label,
+                        user: format!("tenant `{}`'s {what}", info.tenant),
+                    });
+                }
+            }
+        }
+        let removed = self.inner.registry.remove(name, version)?;
+        tracing::info!(policy = %removed.label(), "policy version deleted");
+        Ok(removed.label())
     }
 
     /// Waits up to `timeout` for `reference`'s optimized code to replace its baseline
@@ -481,6 +611,7 @@ impl Policies {
         };
         let shadow = info.shadow.as_ref().map(|s| self.build(s)).transpose()?;
         Ok(TenantPipeline {
+            budget: self.tenancy(&info.tenant).bucket,
             damaged: None,
             tenant_labels: TenantLabels {
                 tenant: info.tenant.to_string(),
@@ -582,6 +713,7 @@ impl Policies {
 /// The built-in least-load pipeline, as `tenant`'s.
 fn builtin_pipeline(tenant: &TenantName, metrics: &PolicyMetrics) -> TenantPipeline {
     TenantPipeline {
+        budget: None,
         damaged: None,
         info: empty_info(tenant),
         active: Pipeline {

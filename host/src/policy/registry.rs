@@ -4,7 +4,8 @@
 //! uploading the same bytes twice is a no-op and a pipeline pinned to a version always
 //! means the same code. On disk, under `policies/`: `<name>@<version>.wasm` (the upload),
 //! `.cwasm` (the precompiled artifact) and `.json` (metadata, including the engine
-//! compatibility hash the artifact was made under).
+//! compatibility hash the artifact was made under). A tenant's `<tenant>/<name>` lives
+//! one folder down, in `policies/<tenant>/`.
 //!
 //! A new version first serves on baseline code (see `engine`); the registry's optimizer
 //! thread compiles it with Cranelift, one version at a time, swaps the optimized code in
@@ -280,6 +281,29 @@ impl Registry {
                 state.report_damaged(&format!("{DIR}/{meta_name}"), &e);
             }
         }
+        let namespaces = match state.list_dirs(DIR) {
+            Ok(n) => n,
+            Err(e) => {
+                state.report_damaged(DIR, &format_args!("{e:#}"));
+                return;
+            }
+        };
+        for ns in namespaces {
+            let folder = format!("{DIR}/{ns}");
+            let names = match state.list(&folder) {
+                Ok(n) => n,
+                Err(e) => {
+                    state.report_damaged(&folder, &format_args!("{e:#}"));
+                    continue;
+                }
+            };
+            for meta_name in names.iter().filter(|n| n.ends_with(".json")) {
+                let base = format!("{ns}/{}", meta_name.trim_end_matches(".json"));
+                if let Err(e) = self.restore_one(state, &base) {
+                    state.report_damaged(&format!("{DIR}/{base}.json"), &e);
+                }
+            }
+        }
     }
 
     fn restore_one(&self, state: &StateDir, base: &str) -> Result<(), String> {
@@ -360,6 +384,47 @@ impl Registry {
         };
         self.find(name, version)
             .ok_or_else(|| Error::UnknownPolicy(reference.to_string()))
+    }
+
+    /// Unregisters `name@version` (an exact, full version) and deletes its files; the
+    /// removed version's facts. Shipped versions cannot be removed.
+    pub(crate) fn remove(&self, name: &str, version: &str) -> Result<PolicyVersion, Error> {
+        let label = format!("{name}@{version}");
+        let mut versions = self.versions.write().expect("registry lock");
+        let list = versions
+            .get_mut(name)
+            .ok_or_else(|| Error::NoSuchVersion(label.clone()))?;
+        let at = list
+            .iter()
+            .position(|l| l.info.version == version)
+            .ok_or_else(|| Error::NoSuchVersion(label.clone()))?;
+        if list[at].info.shipped {
+            return Err(Error::Shipped(label));
+        }
+        if let Some(state) = &self.state {
+            // NB: metadata first: without it a restart ignores the other two files, so a
+            // crash part-way leaves nothing that comes back.
+            for ext in ["json", "wasm", "cwasm"] {
+                state.remove(format!("{DIR}/{label}.{ext}"))?;
+            }
+        }
+        let removed = list.remove(at);
+        if list.is_empty() {
+            versions.remove(name);
+        }
+        Ok(removed.snapshot())
+    }
+
+    /// Versions and component bytes registered under the `namespace/` prefix.
+    pub(crate) fn namespace_usage(&self, namespace: &str) -> (u32, u64) {
+        let versions = self.versions.read().expect("registry lock");
+        versions
+            .iter()
+            .filter(|(name, _)| name.split_once('/').is_some_and(|(ns, _)| ns == namespace))
+            .flat_map(|(_, list)| list)
+            .fold((0, 0), |(n, bytes), v| {
+                (n + 1, bytes + v.info.size_bytes as u64)
+            })
     }
 
     /// Every version, by name then age.

@@ -198,10 +198,19 @@ impl DecisionLog {
         ring.push_back(Arc::new(record));
     }
 
-    /// The newest `limit` records, newest first.
-    pub fn recent(&self, limit: usize) -> Vec<Arc<DecisionRecord>> {
+    /// The newest `limit` records that `keep` accepts, newest first.
+    pub fn recent(
+        &self,
+        limit: usize,
+        keep: impl Fn(&DecisionRecord) -> bool,
+    ) -> Vec<Arc<DecisionRecord>> {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        ring.iter().rev().take(limit).cloned().collect()
+        ring.iter()
+            .rev()
+            .filter(|r| keep(r))
+            .take(limit)
+            .cloned()
+            .collect()
     }
 }
 

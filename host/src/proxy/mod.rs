@@ -196,7 +196,10 @@ impl App {
         span.record("tenant", tenant.name.as_str());
         let hints = ClientHints::from_headers(headers, &self.inner.settings.label_headers)?;
         let body = read_body(headers, body, self.inner.settings.max_body_bytes).await?;
-        let req = Parsed::from_openai(endpoint, body)?;
+        let mut req = Parsed::from_openai(endpoint, body)?;
+        if let Some(salt) = &tenant.cache_salt {
+            req = req.with_cache_salt(salt)?;
+        }
         span.record("model", req.model.as_str());
         for field in &req.stripped {
             tracing::debug!(field, "router-owned field removed from the client's body");

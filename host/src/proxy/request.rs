@@ -317,6 +317,28 @@ impl Parsed {
     }
 }
 
+impl Parsed {
+    /// Scopes the request's prefix caching to `salt`: the `cache_salt` forwarded (and
+    /// the KV index's key) becomes `salt`, or `salt.<client's salt>` when the client sent
+    /// one, so the client can still partition within its tenant but never leave it.
+    ///
+    /// # Errors
+    ///
+    /// When the body is not a JSON object (it parsed as one, so only on a defect).
+    pub fn with_cache_salt(mut self, salt: &str) -> Result<Parsed, ApiError> {
+        let scoped = match &self.cache_salt {
+            Some(client) => format!("{salt}.{client}"),
+            None => salt.to_owned(),
+        };
+        self.body = edit_body(&self.body, |m| {
+            m.insert("cache_salt".into(), scoped.clone().into());
+        })
+        .ok_or_else(|| ApiError::BadJson("the body is not a JSON object".into()))?;
+        self.cache_salt = Some(scoped);
+        Ok(self)
+    }
+}
+
 /// What the router knows of a prompt: its length, its block keys, and each
 /// candidate's place in the KV index.
 #[derive(Debug, Clone)]

@@ -26,6 +26,8 @@ pub struct Tenant {
     concurrency: Option<Arc<Semaphore>>,
     requests: Option<DefaultDirectRateLimiter>,
     tokens: Option<DefaultDirectRateLimiter>,
+    /// With cache isolation: the secret `cache_salt` its requests carry.
+    pub cache_salt: Option<Arc<str>>,
 }
 
 /// A request's admission: holds the tenant's concurrency slot until dropped.
@@ -35,9 +37,12 @@ pub struct Admission {
 }
 
 impl Tenant {
-    fn new(c: &TenantConfig) -> Tenant {
+    fn new(c: &TenantConfig, secret: &[u8; 32]) -> Tenant {
         let limiter = |n: NonZeroU32| RateLimiter::direct(Quota::per_second(n));
         Tenant {
+            cache_salt: c
+                .cache_isolation
+                .then(|| cache_salt(secret, &c.name).into()),
             name: c.name.to_string(),
             keyed: !c.api_keys.is_empty(),
             concurrency: c
@@ -55,6 +60,7 @@ impl Tenant {
             concurrency: None,
             requests: None,
             tokens: None,
+            cache_salt: None,
         }
     }
 
@@ -100,6 +106,16 @@ impl Tenant {
     }
 }
 
+/// A tenant's cache salt: 32 hex digits of sha256(secret, tenant). Not guessable
+/// without the secret, the same across restarts with the same state directory.
+fn cache_salt(secret: &[u8; 32], tenant: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(secret);
+    h.update(tenant.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
 /// The tenant table.
 #[derive(Debug)]
 pub struct Tenants {
@@ -111,11 +127,12 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    /// Builds the table from the config.
-    pub fn new(auth: &AuthConfig, tenants: &[TenantConfig]) -> Tenants {
+    /// Builds the table from the config; `secret` derives the cache salts of tenants
+    /// with cache isolation.
+    pub fn new(auth: &AuthConfig, tenants: &[TenantConfig], secret: &[u8; 32]) -> Tenants {
         let by_name: HashMap<String, Arc<Tenant>> = tenants
             .iter()
-            .map(|t| (t.name.to_string(), Arc::new(Tenant::new(t))))
+            .map(|t| (t.name.to_string(), Arc::new(Tenant::new(t, secret))))
             .collect();
         let by_key = tenants
             .iter()

@@ -19,6 +19,7 @@ fn decision(placement: Placement, scores: Vec<(u32, f32)>) -> Decision {
         fault: None,
         fuel_used: 0,
         shadow_agreed: None,
+        budget_exhausted: false,
         elapsed: Duration::ZERO,
     }
 }
@@ -109,6 +110,9 @@ fn tenant(name: &str, key: &str, max_concurrent: Option<u32>) -> TenantConfig {
         max_concurrent,
         requests_per_s: None,
         tokens_per_s: None,
+        policy_quota: Default::default(),
+        policy_budget: None,
+        cache_isolation: false,
     }
 }
 
@@ -133,6 +137,7 @@ fn tenants_come_from_keys_then_the_header() {
     let t = Tenants::new(
         &auth,
         &[tenant("acme", "k1", None), tenant("beta", "k2", None), open],
+        &[0; 32],
     );
     let name = |h: HeaderMap| t.resolve(&h).unwrap().name.clone();
     assert_eq!(name(headers(&[("authorization", "Bearer k2")])), "beta");
@@ -152,6 +157,7 @@ fn tenants_come_from_keys_then_the_header() {
             tenant_header: None,
         },
         &[tenant("acme", "k1", None)],
+        &[0; 32],
     );
     assert!(matches!(
         strict.resolve(&headers(&[("authorization", "Bearer nope")])),
@@ -169,7 +175,7 @@ fn a_tenant_header_never_selects_a_tenant_that_has_api_keys() {
         require_api_key: false,
         tenant_header: Some(HeaderName::from_static("x-tenant")),
     };
-    let t = Tenants::new(&auth, &[tenant("acme", "k1", None)]);
+    let t = Tenants::new(&auth, &[tenant("acme", "k1", None)], &[0; 32]);
     assert!(matches!(
         t.resolve(&headers(&[("x-tenant", "acme")])),
         Err(ApiError::KeyRequired(name)) if name == "acme"
@@ -192,7 +198,11 @@ fn a_tenant_header_never_selects_a_tenant_that_has_api_keys() {
 
 #[test]
 fn concurrency_slots_return_on_drop() {
-    let t = Tenants::new(&AuthConfig::default(), &[tenant("default", "k", Some(1))]);
+    let t = Tenants::new(
+        &AuthConfig::default(),
+        &[tenant("default", "k", Some(1))],
+        &[0; 32],
+    );
     let tenant = t.resolve(&HeaderMap::new()).unwrap();
     let first = tenant.admit(10).unwrap();
     assert!(matches!(
@@ -211,7 +221,7 @@ async fn router_answers_without_backends() {
     let app = App::new(AppParts {
         pool: Pool::start(PoolSettings::default(), Vec::new(), None),
         policies: Policies::new(Limits::default(), None).unwrap(),
-        tenants: Tenants::new(&AuthConfig::default(), &[]),
+        tenants: Tenants::new(&AuthConfig::default(), &[], &[0; 32]),
         settings: ProxySettings {
             max_body_bytes: 1024,
             attempt_timeout: Duration::from_secs(1),

@@ -13,7 +13,7 @@ pub use openai_client::run_openai_client;
 pub use process::{Switchyard, switchyard_binary};
 
 /// The admin token every test config uses.
-pub const TOKEN: &str = "e2e-admin-token";
+pub const TOKEN: &str = "e2e-admin-token-0123456789";
 
 /// The model every test backend serves.
 pub const MODEL: &str = "test-model";

@@ -20,6 +20,7 @@ fn submission(id: SeqId, prompt: Vec<u32>, output_len: usize) -> Submission {
         prompt,
         output: (0..output_len as u32).collect(),
         remote_prefill: false,
+        cache_salt: None,
     }
 }
 
@@ -93,6 +94,39 @@ fn pin_prefill_of_256_new_tokens_after_a_7936_token_cached_prefix() {
         _ => None,
     });
     assert_eq!(usage.map(|u| u.cached_tokens), Some(7936));
+}
+
+#[test]
+fn a_cache_salt_keeps_prefixes_apart() {
+    let mut s = scheduler(10_000, Limits::default());
+    let salted = |id, salt: &str| Submission {
+        cache_salt: Some(salt.into()),
+        ..submission(id, tokens(0, 1024), 1)
+    };
+    let cached = |seen: &[(f64, Emission)], id| {
+        seen.iter().find_map(|(_, e)| match e {
+            Emission::Finished { seq, usage, .. } if *seq == id => Some(usage.cached_tokens),
+            _ => None,
+        })
+    };
+    s.submit(salted(1, "tenant-a"));
+    let t = run_to_idle(&mut s, 0.0)
+        .last()
+        .map(|(t, _)| *t)
+        .expect("ran");
+    s.submit(salted(2, "tenant-b"));
+    s.submit(submission(3, tokens(0, 1024), 1));
+    let seen = run_to_idle(&mut s, t);
+    assert_eq!(cached(&seen, 2), Some(0), "another salt hits nothing");
+    assert_eq!(cached(&seen, 3), Some(0), "no salt hits nothing salted");
+    let t = seen.last().map(|(t, _)| *t).expect("ran");
+    s.submit(salted(4, "tenant-a"));
+    let seen = run_to_idle(&mut s, t);
+    assert!(
+        cached(&seen, 4) >= Some(1008),
+        "the same salt hits: {:?}",
+        cached(&seen, 4)
+    );
 }
 
 #[test]
