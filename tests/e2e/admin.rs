@@ -7,9 +7,16 @@ use crate::harness::{Fleet, Switchyard, TOKEN, TestBackend, chat, client, eventu
 
 /// The shipped `prefix-affinity` component, as built for the host by `host/build.rs`.
 pub fn prefix_affinity_wasm() -> Vec<u8> {
+    shipped_wasm("prefix_affinity")
+}
+
+/// A shipped policy's component (`crate` named with underscores), as built for the host
+/// by `host/build.rs`.
+pub fn shipped_wasm(krate: &str) -> Vec<u8> {
     crate::harness::switchyard_binary();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/guest-build/wasm32-wasip2/guest/prefix_affinity.wasm");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../target/guest-build/wasm32-wasip2/guest/{krate}.wasm"
+    ));
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 

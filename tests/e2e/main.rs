@@ -15,3 +15,4 @@ mod load;
 mod persistence;
 mod python;
 mod resume;
+mod tenants;

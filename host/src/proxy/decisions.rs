@@ -68,6 +68,8 @@ pub struct DecisionRecord {
     pub fault: Option<Fault>,
     /// Whether a shadow pipeline agreed.
     pub shadow_agreed: Option<bool>,
+    /// Whether the tenant's policy CPU budget was empty, so no Wasm ran.
+    pub budget_exhausted: bool,
     /// Decision time, microseconds.
     pub elapsed_us: f64,
 }
@@ -165,6 +167,7 @@ impl DecisionRecord {
                 .collect(),
             fault: d.fault.clone(),
             shadow_agreed: d.shadow_agreed,
+            budget_exhausted: d.budget_exhausted,
             elapsed_us: d.elapsed.as_secs_f64() * 1e6,
         }
     }

@@ -27,6 +27,8 @@ pub struct Fleet {
     pub pool: String,
     /// YAML lines for the `proxy:` section (indented by 2).
     pub proxy: String,
+    /// YAML lines added to the `admin:` section (indented by 2): credentials.
+    pub admin: String,
     /// Extra top-level YAML (tenants, auth, state_dir).
     pub extra: String,
 }
@@ -42,6 +44,7 @@ impl Fleet {
             pool: "  health_interval_ms: 100\n  scrape_interval_ms: 50\n  unhealthy_after: 1\n"
                 .into(),
             proxy: "  attempt_timeout_ms: 5000\n".into(),
+            admin: String::new(),
             extra: String::new(),
         }
     }
@@ -49,8 +52,8 @@ impl Fleet {
     /// The YAML text.
     pub fn yaml(&self) -> String {
         let mut y = format!(
-            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {TOKEN}\npool:\n{}proxy:\n{}backends:\n",
-            self.pool, self.proxy
+            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {TOKEN}\n{}pool:\n{}proxy:\n{}backends:\n",
+            self.admin, self.pool, self.proxy
         );
         for (name, url, engine) in &self.backends {
             y.push_str(&format!(
