@@ -59,6 +59,41 @@ enum Body {
     Wasm(Vec<u8>),
 }
 
+/// Asserts `value` has every field the API document's schema `name` requires and no
+/// field it does not list.
+fn assert_has_schema_fields(doc: &Value, name: &str, value: &Value) {
+    use std::collections::BTreeSet;
+    let schema = &doc["components"]["schemas"][name];
+    let listed: BTreeSet<&str> = schema["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no schema {name}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let required: BTreeSet<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let actual: BTreeSet<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert!(
+        required.is_subset(&actual),
+        "{name}: missing {:?}",
+        required.difference(&actual)
+    );
+    assert!(
+        actual.is_subset(&listed),
+        "{name}: undocumented {:?}",
+        actual.difference(&listed)
+    );
+}
+
 /// A pipeline with one scorer, `policy`.
 fn scorer(policy: &str) -> Value {
     json!({"scorers": [{"policy": policy, "weight": 1.0}]})
@@ -270,6 +305,20 @@ async fn a_tenant_credential_is_confined_to_its_tenant_and_every_call_is_audited
     let (_, all) = call(&sy, TOKEN, Method::GET, "/admin/decisions", None).await;
     assert_eq!(all.as_array().unwrap().len(), 2);
 
+    // The records are what the API document says they are.
+    let doc = sy.admin_get("/admin/openapi.json").await;
+    let (_, usage) = call(
+        &sy,
+        ACME_TOKEN,
+        Method::GET,
+        "/admin/tenants/acme/quota",
+        None,
+    )
+    .await;
+    for (schema, value) in [("DecisionRecord", &mine[0]), ("TenantUsage", &usage)] {
+        assert_has_schema_fields(&doc, schema, value);
+    }
+
     // The audit log: every change and every refusal, with the credential's name.
     let (s, log) = call(&sy, TOKEN, Method::GET, "/admin/audit?limit=1000", None).await;
     assert_eq!(s, StatusCode::OK, "{log}");
@@ -307,6 +356,7 @@ async fn a_tenant_credential_is_confined_to_its_tenant_and_every_call_is_audited
         (rollback["before"].as_str(), rollback["after"].as_str()),
         (Some("4"), Some("5"))
     );
+    assert_has_schema_fields(&doc, "AuditRecord", &log[0]);
     let seqs: Vec<u64> = log.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     // Tenants read their own records; a wrong token is refused and recorded too.

@@ -774,3 +774,31 @@ async fn discard_damaged(
 async fn no_route(uri: Uri) -> Error {
     Error::NoRoute(uri.path().to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The paths `router` declares, read from this file's source.
+    fn declared_paths() -> BTreeSet<String> {
+        let source = include_str!("mod.rs");
+        let body = &source[source.find("pub fn router(").expect("router fn")..];
+        let body = &body[..body.find("\n}\n").expect("end of router fn")];
+        body.split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.starts_with("/admin/"))
+            .map(|s| s.replace("{*entry}", "{entry}"))
+            .collect()
+    }
+
+    #[test]
+    fn the_openapi_document_lists_every_route_and_no_other() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let documented: BTreeSet<String> =
+            doc["paths"].as_object().unwrap().keys().cloned().collect();
+        let declared = declared_paths();
+        assert!(declared.len() > 15, "{declared:?}");
+        assert_eq!(documented, declared);
+    }
+}
