@@ -284,7 +284,12 @@ fn shipped_examples_parse() {
     example("quickstart.yaml", &["SWITCHYARD_ADMIN_TOKEN"]);
     example(
         "config-reference.yaml",
-        &["SWITCHYARD_ADMIN_TOKEN", "policies[0].path"],
+        &[
+            "SWITCHYARD_ADMIN_TOKEN",
+            "OPS_TOKEN",
+            "credentials[1].token_file",
+            "policies[0].path",
+        ],
     );
 }
 
