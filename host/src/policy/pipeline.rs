@@ -185,10 +185,11 @@ impl TenantPipeline {
         let mut decision = pipeline.decide(fleet, &wit_req, candidates, &self.metrics);
         decision.variant = variant;
         decision.pipeline_version = self.info.version;
-        let mut fuel = decision.fuel_used;
+        let (mut fuel, mut calls) = (decision.fuel_used, decision.policies.len());
         if let Some(shadow) = &self.shadow {
             let other = shadow.decide(fleet, &wit_req, candidates, &self.metrics);
             fuel += other.fuel_used;
+            calls += other.policies.len();
             let agreed = other.placement == decision.placement;
             self.metrics
                 .shadow_decisions
@@ -203,7 +204,7 @@ impl TenantPipeline {
             decision.shadow_agreed = Some(agreed);
         }
         if let Some(bucket) = &self.budget {
-            bucket.charge(fuel);
+            bucket.charge(fuel, calls);
         }
         if let Some(fault) = &decision.fault {
             self.metrics
