@@ -69,13 +69,27 @@ pub struct Credential {
     pub token: TokenSource,
 }
 
+/// Longest token file read, bytes: a path to a device or a huge file is refused, not
+/// read forever.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
 /// Reads a token file: its content without surrounding whitespace.
 ///
 /// # Errors
 ///
-/// When it cannot be read or holds fewer than [`MIN_TOKEN_BYTES`] bytes.
+/// When it cannot be read, is longer than 4 KiB, is not UTF-8, or holds fewer than
+/// [`MIN_TOKEN_BYTES`] bytes.
 pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(format!("longer than {MAX_TOKEN_FILE_BYTES} bytes"));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())?;
     let token = text.trim();
     check_token(token)?;
     Ok(token.to_owned())
@@ -297,5 +311,6 @@ mod tests {
         std::fs::write(&path, "short").unwrap();
         assert!(creds.authenticate(b"short").is_none());
         assert!(creds.authenticate(b"second-token-0123456789").is_none());
+        assert!(read_token_file(std::path::Path::new("/dev/zero")).is_err());
     }
 }
