@@ -2,7 +2,8 @@
 //! events (approximate mode). With the shipped `prefix-affinity` scorer, a repeated long
 //! prompt must go back to the backend that served it, and the admin lookup must show that
 //! backend holding the prompt's prefix; a request retried on another backend is recorded
-//! where it ran, not where it was first sent.
+//! where it ran, not where it was first sent; a tenant with cache isolation keeps its
+//! prefixes out of other tenants' view.
 
 use std::path::Path;
 
@@ -24,6 +25,12 @@ async fn start_sims(error_rates: &[f64]) -> Vec<sim::Backend> {
 }
 
 fn config(sims: &[sim::Backend], pipeline: Value) -> Config {
+    let yaml = serde_yaml_ng::to_string(&config_file(sims, pipeline)).unwrap();
+    Config::from_yaml(Path::new("router_kv.yaml"), &yaml).expect("valid config")
+}
+
+/// The config file, as JSON, over `sims` with `pipeline` as the `default` tenant's.
+fn config_file(sims: &[sim::Backend], pipeline: Value) -> Value {
     let model = &sims[0].info().model;
     let backends: Vec<Value> = sims
         .iter()
@@ -38,22 +45,24 @@ fn config(sims: &[sim::Backend], pipeline: Value) -> Config {
             })
         })
         .collect();
-    let file = json!({
+    json!({
         "listen": "127.0.0.1:0",
         "admin": { "listen": "127.0.0.1:0", "token": "secret-token-for-tests" },
         "backends": backends,
         "tenants": { "default": { "pipeline": pipeline } }
-    });
-    let yaml = serde_yaml_ng::to_string(&file).unwrap();
-    Config::from_yaml(Path::new("router_kv.yaml"), &yaml).expect("valid config")
+    })
 }
 
 /// Starts the router over `sims` with `pipeline` and waits until it is ready; returns
 /// the client and admin base URLs.
 async fn start_router(sims: &[sim::Backend], pipeline: Value) -> (String, String) {
-    let server = Server::bind(config(sims, pipeline))
-        .await
-        .expect("router binds");
+    start_config(config(sims, pipeline)).await
+}
+
+/// Starts the router with `config` and waits until it is ready; returns the client and
+/// admin base URLs.
+async fn start_config(config: Config) -> (String, String) {
+    let server = Server::bind(config).await.expect("router binds");
     let base = format!("http://{}", server.local_addr().unwrap());
     let admin = format!("http://{}", server.admin_addr().unwrap());
     tokio::spawn(server.serve(std::future::pending()));
@@ -191,5 +200,64 @@ async fn a_request_retried_elsewhere_is_recorded_where_it_ran() {
         depth("sim-0"),
         0,
         "the failed first choice holds nothing: {lookup}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_tenants_prefixes_are_invisible_to_other_tenants_in_the_index() {
+    let sims = start_sims(&[0.0, 0.0]).await;
+    let mut file = config_file(&sims, json!({}));
+    file["tenants"] = json!({
+        "acme": {"api_keys": ["k-acme"], "cache_isolation": true,
+                 "pipeline": {"scorers": [{"policy": "prefix-affinity", "weight": 1.0}]}},
+        "globex": {"api_keys": ["k-globex"],
+                   "pipeline": {"scorers": [{"policy": "prefix-affinity", "weight": 1.0}]}},
+    });
+    let config = Config::from_yaml(
+        Path::new("router_kv.yaml"),
+        &serde_yaml_ng::to_string(&file).unwrap(),
+    )
+    .expect("valid config");
+    let (base, admin) = start_config(config).await;
+    let body = long_prompt(&sims);
+    let client = reqwest::Client::new();
+    let send = |key: &'static str| {
+        let r = client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&body)
+            .send();
+        async move { assert_eq!(r.await.unwrap().status(), 200) }
+    };
+    send("k-acme").await;
+    send("k-acme").await;
+    // Stored under acme's secret salt only: the unsalted prompt is cached nowhere.
+    let (lookup, depth) = depths(&admin, &body).await;
+    for s in &sims {
+        assert_eq!(depth(&s.info().name), 0, "{lookup}");
+    }
+    send("k-globex").await;
+    let decisions =
+        admin_call(reqwest::Client::new().get(format!("{admin}/admin/decisions?limit=3"))).await;
+    let deepest = |d: &Value| {
+        d["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["cached_prefix_tokens"].as_u64().unwrap())
+            .max()
+            .unwrap()
+    };
+    assert_eq!(decisions[0]["tenant"], "globex");
+    assert_eq!(
+        deepest(&decisions[0]),
+        0,
+        "globex sees none of acme's prefix"
+    );
+    assert_eq!(decisions[1]["tenant"], "acme");
+    assert!(
+        deepest(&decisions[1]) > 256,
+        "acme sees its own: {}",
+        decisions[1]
     );
 }
