@@ -5,7 +5,7 @@
 #[allow(clippy::too_many_arguments)] // generated: the 16 flat core arguments of a call
 pub mod filter {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "filter",
         pub_export_macro: true,
         export_macro_name: "export_filter_world",
@@ -17,7 +17,7 @@ pub mod filter {
 #[allow(clippy::too_many_arguments)] // generated: the 16 flat core arguments of a call
 pub mod scorer {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "scorer",
         pub_export_macro: true,
         export_macro_name: "export_scorer_world",
@@ -33,7 +33,7 @@ pub mod scorer {
 #[allow(clippy::too_many_arguments)] // generated: the 16 flat core arguments of a call
 pub mod placer {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "placer",
         pub_export_macro: true,
         export_macro_name: "export_placer_world",

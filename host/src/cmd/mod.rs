@@ -5,5 +5,6 @@ pub mod bench;
 pub mod demo;
 pub mod kv;
 pub mod policy;
+pub mod scaffold;
 pub mod serve;
 pub mod sim;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::scaffold::{self, Kind};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -55,28 +56,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Scaffold a new policy crate.
+    /// Scaffold a new policy crate: in this repository's `policies/` (a workspace
+    /// member), or with `--path` a standalone crate anywhere.
     New {
         /// Policy name, lowercase kebab-case.
         name: String,
         /// The world it targets.
         #[arg(long, value_enum, default_value_t = Kind::Scorer)]
         kind: Kind,
-        /// Directory to create the crate in.
-        #[arg(long, default_value = "policies")]
+        /// Parent directory of a workspace member crate.
+        #[arg(long, default_value = "policies", conflicts_with = "path")]
         dir: PathBuf,
+        /// Create a standalone crate in this directory (which must be absent or empty),
+        /// outside any workspace, depending on the SDK by path.
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// The SDK a standalone crate builds against: a Switchyard checkout's `sdk/`
+        /// directory. Default: the one beside the source tree this binary was built from.
+        #[arg(long, requires = "path")]
+        sdk: Option<PathBuf>,
     },
-}
-
-/// World choice for `policy new`.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Kind {
-    /// Removes backends.
-    Filter,
-    /// Rates backends.
-    Scorer,
-    /// Takes the whole decision.
-    Placer,
 }
 
 /// Runs a `switchyard policy` subcommand.
@@ -94,7 +93,19 @@ pub fn run(command: Command) -> Result<()> {
             Some(file) => bench(&file, candidates, iterations, &config, json),
             None => suite(iterations, json),
         },
-        Command::New { name, kind, dir } => scaffold(&name, kind, &dir),
+        Command::New {
+            name,
+            kind,
+            dir,
+            path,
+            sdk,
+        } => scaffold::scaffold(&scaffold::Target {
+            name,
+            kind,
+            dir,
+            path,
+            sdk,
+        }),
     }
 }
 
@@ -410,74 +421,6 @@ fn bench(file: &Path, candidates: u32, iterations: u32, config: &str, json: bool
             report.upload_ms, report.optimized_ms
         );
     }
-    Ok(())
-}
-
-fn scaffold(name: &str, kind: Kind, dir: &Path) -> Result<()> {
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        bail!("policy name `{name}` must be lowercase letters, digits and `-`");
-    }
-    let root = dir.join(name);
-    if root.exists() {
-        bail!("{} already exists", root.display());
-    }
-    let ty: String = name
-        .split('-')
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect();
-    let (trait_name, body, export, test) = match kind {
-        Kind::Scorer => (
-            "Scorer",
-            "    fn score(&self, req: &Request, c: &Candidate, _fleet: &Fleet) -> Score {\n        Score::ratio(c.cached_prefix_tokens, req.prompt_tokens)\n    }",
-            "export_scorer",
-            "        let warm = Candidate { cached_prefix_tokens: 512, ..testing::candidate(1) };\n        let s = testing::score::<TYPE>(\"\", &testing::request(1024), &[testing::candidate(0), warm], &testing::fleet(2));\n        assert_eq!(s, vec![0.0, 0.5]);",
-        ),
-        Kind::Filter => (
-            "Filter",
-            "    fn check(&self, _req: &Request, c: &Candidate, fleet: &Fleet) -> Verdict {\n        if fleet.backend(c.backend).region.is_empty() {\n            Verdict::Exclude(\"no region configured\".into())\n        } else {\n            Verdict::Allow\n        }\n    }",
-            "export_filter",
-            "        let out = testing::exclude::<TYPE>(\"\", &testing::request(16), &[testing::candidate(0)], &testing::fleet(1));\n        assert_eq!(out.len(), 1);",
-        ),
-        Kind::Placer => (
-            "Placer",
-            "    fn place(&self, _req: &Request, candidates: &[Candidate], _fleet: &Fleet) -> Placement {\n        let best = candidates.iter().min_by_key(|c| c.waiting + c.in_flight_requests).expect(\"never empty\");\n        Placement::Single(best.backend)\n    }",
-            "export_placer",
-            "        let busy = Candidate { waiting: 3, ..testing::candidate(0) };\n        let p = testing::place::<TYPE>(\"\", &testing::request(16), &[busy, testing::candidate(1)], &testing::fleet(2));\n        assert_eq!(p, Placement::Single(BackendId(1)));",
-        ),
-    };
-    let in_workspace = dir.join("..").join("sdk").join("Cargo.toml").exists();
-    let sdk_dep = if in_workspace {
-        "switchyard-policy-sdk = { path = \"../../sdk\" }".to_string()
-    } else {
-        format!("switchyard-policy-sdk = \"{}\"", env!("CARGO_PKG_VERSION"))
-    };
-    let cargo_toml = format!(
-        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\n{sdk_dep}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n"
-    );
-    let lib = format!(
-        "//! {name}: a Switchyard {kind} policy.\n\nuse switchyard_policy_sdk::prelude::*;\n\n/// The policy and its config.\n#[derive(Debug, Default, serde::Deserialize)]\n#[serde(deny_unknown_fields, default)]\npub struct {ty} {{}}\n\nimpl {trait_name} for {ty} {{\n    fn configure(config: &str) -> Result<Self, ConfigError> {{\n        config::from_json(config)\n    }}\n\n{body}\n}}\n\nswitchyard_policy_sdk::{export}!({ty});\n\n#[cfg(test)]\nmod tests {{\n    use super::*;\n    use switchyard_policy_sdk::testing;\n\n    #[test]\n    fn decides_as_intended() {{\n{test}\n    }}\n}}\n",
-        kind = trait_name.to_lowercase(),
-        test = test.replace("TYPE", &ty),
-    );
-    let readme = format!(
-        "# {name}\n\nA Switchyard {kind} policy.\n\nTest natively: `cargo test -p {name}`\n\nBuild: `cargo build -p {name} --target wasm32-wasip2 --release`\n\nCheck: `switchyard policy check target/wasm32-wasip2/release/{file}.wasm`\n",
-        kind = trait_name.to_lowercase(),
-        file = name.replace('-', "_"),
-    );
-    std::fs::create_dir_all(root.join("src"))?;
-    std::fs::write(root.join("Cargo.toml"), cargo_toml)?;
-    std::fs::write(root.join("src").join("lib.rs"), lib)?;
-    std::fs::write(root.join("README.md"), readme)?;
-    println!("created {}", root.display());
     Ok(())
 }
 
