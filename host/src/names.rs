@@ -66,8 +66,9 @@ macro_rules! name_type {
     };
     ($(#[$doc:meta])* $ty:ident, $kind:literal, $check:ident) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, utoipa::ToSchema)]
         #[serde(transparent)]
+        #[schema(value_type = String)]
         pub struct $ty(Box<str>);
 
         impl $ty {

@@ -47,7 +47,7 @@ pub enum OnDamagedEntry {
 }
 
 /// A stored entry that could not be restored, as `/ready` and the admin API show it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DamagedEntry {
     /// Its path inside the state directory. Example: `tenants/acme.json`.
     pub entry: String,

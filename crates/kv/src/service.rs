@@ -122,6 +122,7 @@ pub struct PromptKeys {
 }
 
 /// What the admin lookup shows for one prompt.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct PrefixReport {
     /// The model.
@@ -135,6 +136,7 @@ pub struct PrefixReport {
 }
 
 /// One backend's cached prefix for a prompt.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct BackendPrefix {
     /// The backend.

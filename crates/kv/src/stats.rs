@@ -179,6 +179,7 @@ impl Counters {
 }
 
 /// How a backend's entries are filled.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -189,6 +190,7 @@ pub enum Mode {
 }
 
 /// One backend's index figures, for the admin API; see [`Counters`] for each field.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[allow(missing_docs, reason = "each field is documented on `Counters`")]
 pub struct BackendStats {

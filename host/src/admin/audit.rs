@@ -22,7 +22,7 @@ pub const KEEP_ROTATED: usize = 3;
 pub const MEMORY_RECORDS: usize = 10_000;
 
 /// One audited call.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Increases by one per record, across restarts.
     pub seq: u64,

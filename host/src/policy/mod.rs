@@ -42,7 +42,7 @@ pub use tenancy::{DEFAULT_FUEL_PER_S, PolicyBudget, PolicyQuota, TenantUsage};
 pub use builtin::{load as builtin_load, place as builtin_place};
 
 /// Why a policy call produced no usable result. Doubles as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum PolicyFault {
@@ -83,7 +83,7 @@ impl std::fmt::Display for PolicyFault {
 }
 
 /// One failed policy call: which stage, what kind of failure, and the detail.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Fault {
     /// `name@version` of the policy.
     pub policy: String,

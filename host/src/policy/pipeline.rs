@@ -18,7 +18,7 @@ use super::{Fault, bindings::types};
 use crate::names::TenantName;
 
 /// Which of a tenant's pipelines made a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Variant {
     /// The active pipeline.
@@ -61,7 +61,7 @@ fn serialize_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
 }
 
 /// A tenant's pipelines as the admin API shows them.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PipelineInfo {
     /// Tenant name.
     pub tenant: TenantName,
@@ -78,7 +78,7 @@ pub struct PipelineInfo {
 }
 
 /// A canary: a pipeline deciding a share of a tenant's requests.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanarySpec {
     /// The canary pipeline.

@@ -25,7 +25,7 @@ use crate::names::PolicyName;
 use crate::state::StateDir;
 
 /// Public facts about one uploaded version.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PolicyVersion {
     /// Policy name, lowercase kebab-case.
     pub name: String,

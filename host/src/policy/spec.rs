@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One policy in a pipeline, with its own config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
     /// `name@version` (a pinned version, the first 12 hex digits of the component's
@@ -14,6 +14,7 @@ pub struct StageSpec {
     pub policy: String,
     /// The policy's own config, handed to it as JSON. Default: none.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub config: serde_json::Value,
     /// Opt out of pinning: `policy` stays a bare name and resolves to the newest upload
     /// each time the tenant's pipelines are rebuilt (any pipeline, canary, shadow or
@@ -34,7 +35,7 @@ impl StageSpec {
 }
 
 /// A scorer with its weight in the weighted sum.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeightedStageSpec {
     /// The scorer.
@@ -50,7 +51,7 @@ fn default_weight() -> f32 {
 }
 
 /// How the host turns summed scores into one backend.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Picker {
     /// The highest total; ties go to the lowest in-flight count, then the lowest index.
@@ -65,7 +66,7 @@ pub enum Picker {
 }
 
 /// What happens when a policy traps, runs out of budget or returns garbage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     /// Decide with the built-in least-load policy instead (default).
@@ -76,7 +77,7 @@ pub enum FailureMode {
 }
 
 /// A tenant's pipeline: filters, then weighted scorers and a picker; or one placer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineSpec {
     /// Filters, applied in order.

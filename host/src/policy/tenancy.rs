@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// Limits on a tenant's namespace of policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyQuota {
     /// Most versions stored under `<tenant>/`. Default 20.
@@ -46,7 +46,7 @@ impl Default for PolicyQuota {
 }
 
 /// A tenant's policy CPU budget: Wasm fuel per second, with a burst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PolicyBudget {
     /// Fuel added per second.
     pub fuel_per_s: u64,
@@ -73,7 +73,7 @@ pub const CALL_OVERHEAD_FUEL: u64 = 2_500;
 
 /// What a tenant's namespace holds, against its quota, and its budget's state; as
 /// `GET /admin/tenants/{tenant}/quota` shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct TenantUsage {
     /// The tenant.
     pub tenant: String,

@@ -15,7 +15,7 @@ use crate::names::BackendName;
 use crate::policy::Role;
 
 /// Declared performance figures; 0 means unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Capability {
     /// Prefill speed, tokens per second. Example: `prefill_tokens_per_s: 12000`.
@@ -31,7 +31,7 @@ pub struct Capability {
 }
 
 /// A backend as configured in the file or added through the admin API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
     /// Unique name: `[A-Za-z0-9][A-Za-z0-9._-]{0,62}`, no `..`. Example: `name: h100-a`.

@@ -76,7 +76,7 @@ impl Learned {
 }
 
 /// A backend's measured speeds, as the admin API shows them next to the declared ones.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Measured {
     /// Prefill tokens per second, once enough samples exist.
     pub prefill_tokens_per_s: Option<f32>,

@@ -77,7 +77,7 @@ pub enum Error {
 }
 
 /// A backend's state as the admin API and metrics show it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct BackendStatus {
     /// As configured.
     #[serde(flatten)]

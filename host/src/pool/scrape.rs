@@ -6,7 +6,7 @@ use prometheus_parse::{Sample, Scrape, Value};
 use serde::{Deserialize, Serialize};
 
 /// Which engine a backend runs; decides how its `/metrics` are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// vLLM (`vllm:*` metrics).
@@ -39,7 +39,7 @@ impl EngineKind {
 pub const MAX_METRICS_BYTES: usize = 8 << 20;
 
 /// Live figures scraped from an engine.
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct EngineLoad {
     /// Requests waiting in the engine's queue.
     pub waiting: u32,

@@ -10,10 +10,10 @@ use crate::policy::{Candidate, Decision, Fault, Placement, Variant};
 use crate::pool::Fleet;
 
 /// One candidate as the decision saw it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CandidateRecord {
-    /// Backend name.
-    pub backend: String,
+    /// Backend name (`backend` is its index in the fleet).
+    pub name: String,
     /// Live figures passed to the pipeline.
     #[serde(flatten)]
     pub figures: Candidate,
@@ -22,7 +22,7 @@ pub struct CandidateRecord {
 }
 
 /// A backend a filter removed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ExclusionRecord {
     /// Backend name.
     pub backend: String,
@@ -31,7 +31,7 @@ pub struct ExclusionRecord {
 }
 
 /// One decision.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DecisionRecord {
     /// The request id.
     pub request_id: String,
@@ -52,13 +52,15 @@ pub struct DecisionRecord {
     /// Which backends served the request.
     #[serde(flatten)]
     pub legs: Legs,
-    /// Rejection status and message.
+    /// Rejection status and message, as `[status, message]`.
+    #[schema(value_type = Option<Vec<Object>>)]
     pub reject: Option<(u16, String)>,
     /// Which pipeline decided.
     pub variant: Variant,
     /// The tenant pipeline's version.
     pub pipeline_version: u64,
     /// `name@version` of each policy that ran.
+    #[schema(value_type = Vec<String>)]
     pub policies: Vec<std::sync::Arc<str>>,
     /// Every candidate with its figures and score.
     pub candidates: Vec<CandidateRecord>,
@@ -75,7 +77,7 @@ pub struct DecisionRecord {
 }
 
 /// Which backends served a request, filled in once it was sent.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Legs {
     /// Backend that served the response (the decode leg of a split); none when every
     /// attempt failed.
@@ -89,6 +91,7 @@ pub struct Legs {
     /// Each leg of a stream whose backend failed or drained mid-stream (backend, tokens
     /// sent, why it ended), filled in while it streams; absent when none did.
     #[serde(skip_serializing_if = "StreamLegs::is_empty")]
+    #[schema(value_type = Vec<StreamLeg>)]
     pub stream_legs: StreamLegs,
 }
 
@@ -148,7 +151,7 @@ impl DecisionRecord {
             candidates: candidates
                 .iter()
                 .map(|c| CandidateRecord {
-                    backend: name(c.backend),
+                    name: name(c.backend),
                     figures: *c,
                     score: d
                         .scores
@@ -218,7 +221,7 @@ impl DecisionLog {
 }
 
 /// One leg of a resumed stream, as the decision record lists it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct StreamLeg {
     /// The backend that served it.
     pub backend: String,

@@ -119,22 +119,51 @@ impl ApiError {
     }
 
     /// The OpenAI error body for this error.
-    pub fn body(&self) -> serde_json::Value {
+    pub fn body(&self) -> ErrorBody {
         let (kind, code, param) = self.kind();
         error_body(&self.to_string(), kind, code, param)
     }
 }
 
-/// `{"error": {"message", "type", "param", "code"}}`.
-pub(crate) fn error_body(
-    message: &str,
-    kind: &str,
-    code: &str,
-    param: Option<&str>,
-) -> serde_json::Value {
-    serde_json::json!({
-        "error": { "message": message, "type": kind, "param": param, "code": code }
-    })
+/// The OpenAI error body, `{"error": {"message", "type", "param", "code"}}`, of the client
+/// and admin APIs.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, in OpenAI's shape.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// What happened, for people.
+    pub message: String,
+    /// The class: `invalid_request_error`, `authentication_error`, `permission_error`,
+    /// `rate_limit_error`, `server_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, if one is.
+    pub param: Option<String>,
+    /// A stable machine-readable code, e.g. `model_not_found`, `forbidden`.
+    pub code: String,
+}
+
+impl std::fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let json = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(&json)
+    }
+}
+
+pub(crate) fn error_body(message: &str, kind: &str, code: &str, param: Option<&str>) -> ErrorBody {
+    ErrorBody {
+        error: ErrorDetail {
+            message: message.to_owned(),
+            kind: kind.to_owned(),
+            param: param.map(str::to_owned),
+            code: code.to_owned(),
+        },
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -37,6 +37,7 @@ pub use decisions::{DecisionLog, DecisionRecord, Legs};
 pub use decisions::{StreamLeg, StreamLegs};
 pub use error::ApiError;
 pub(crate) use error::error_body;
+pub use error::{ErrorBody, ErrorDetail};
 pub use request::{
     ClientHints, Endpoint, Parsed, PromptFacts, ROUTER_OWNED_FIELDS, SESSION_HEADER,
     SLO_TPOT_HEADER, SLO_TTFT_HEADER, output_tokens, prompt_facts,
