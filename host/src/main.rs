@@ -32,6 +32,8 @@ enum Command {
     /// Inspect and benchmark the KV-cache prefix index.
     #[command(subcommand)]
     Kv(cmd::kv::Command),
+    /// Print the admin API's OpenAPI document (what `GET /admin/openapi.json` serves).
+    Openapi,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Policy(command) => cmd::policy::run(command),
         Command::Kv(command) => cmd::kv::run(command),
+        Command::Openapi => {
+            println!("{}", switchyard::admin::openapi_document());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

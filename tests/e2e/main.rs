@@ -7,6 +7,7 @@
 mod harness;
 
 mod admin;
+mod admin_contract;
 mod client_api;
 mod faults;
 mod listeners;

@@ -2,6 +2,7 @@
 //! namespaces, quotas and deletion, the audit log, the policy CPU budget, cache
 //! isolation, and all of it across a SIGKILL restart.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use reqwest::{Method, StatusCode};
@@ -59,29 +60,41 @@ enum Body {
     Wasm(Vec<u8>),
 }
 
+/// The properties and required fields of the API document's schema `name`, through
+/// `allOf` and `$ref` (flattened structs).
+fn schema_fields(doc: &Value, name: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut listed = BTreeSet::new();
+    let mut required = BTreeSet::new();
+    let mut todo = vec![doc["components"]["schemas"][name].clone()];
+    assert!(todo[0].is_object(), "no schema {name}");
+    while let Some(schema) = todo.pop() {
+        if let Some(r) = schema["$ref"].as_str() {
+            let target = r.trim_start_matches("#/components/schemas/");
+            todo.push(doc["components"]["schemas"][target].clone());
+        }
+        for part in schema["allOf"].as_array().into_iter().flatten() {
+            todo.push(part.clone());
+        }
+        for key in schema["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
+            listed.insert(key.clone());
+        }
+        for r in schema["required"].as_array().into_iter().flatten() {
+            required.insert(r.as_str().unwrap().to_owned());
+        }
+    }
+    (listed, required)
+}
+
 /// Asserts `value` has every field the API document's schema `name` requires and no
 /// field it does not list.
 fn assert_has_schema_fields(doc: &Value, name: &str, value: &Value) {
-    use std::collections::BTreeSet;
-    let schema = &doc["components"]["schemas"][name];
-    let listed: BTreeSet<&str> = schema["properties"]
-        .as_object()
-        .unwrap_or_else(|| panic!("no schema {name}"))
-        .keys()
-        .map(String::as_str)
-        .collect();
-    let required: BTreeSet<&str> = schema["required"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap())
-        .collect();
-    let actual: BTreeSet<&str> = value
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let (listed, required) = schema_fields(doc, name);
+    let actual: BTreeSet<String> = value.as_object().unwrap().keys().cloned().collect();
     assert!(
         required.is_subset(&actual),
         "{name}: missing {:?}",

@@ -17,7 +17,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// Limits on a tenant's namespace of policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyQuota {
     /// Most versions stored under `<tenant>/`. Default 20.
