@@ -19,7 +19,6 @@ use axum::routing::{get, post};
 use futures::Stream;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use xxhash_rust::xxh3::xxh3_64;
@@ -29,6 +28,7 @@ use super::metrics::Metrics;
 use super::scheduler::{SeqId, Submission, Usage};
 use super::spec::Faults;
 use super::tokenizer::{ChatMessage, Tokenizer, render_chat};
+use switchyard_openai::{Prompt, Request};
 
 /// Longest prompt plus output a request may ask for (Llama-3.1's context).
 const MAX_MODEL_LEN: usize = 131_072;
@@ -99,70 +99,6 @@ enum Api {
     Completion,
 }
 
-#[derive(Debug, Deserialize)]
-struct WireRequest {
-    #[serde(default)]
-    messages: Option<Vec<WireMessage>>,
-    #[serde(default)]
-    prompt: Option<WirePrompt>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    max_completion_tokens: Option<u32>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    kv_transfer_params: Option<KvTransferParams>,
-    #[serde(default)]
-    seed: Option<u64>,
-    #[serde(default)]
-    cache_salt: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct WireMessage {
-    role: String,
-    #[serde(default)]
-    content: Option<WireContent>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum WireContent {
-    Text(String),
-    Parts(Vec<WirePart>),
-}
-
-#[derive(Debug, Deserialize)]
-struct WirePart {
-    #[serde(default)]
-    text: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum WirePrompt {
-    Text(String),
-    Tokens(Vec<u32>),
-    Texts(Vec<String>),
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct KvTransferParams {
-    #[serde(default)]
-    do_remote_decode: bool,
-    #[serde(default)]
-    do_remote_prefill: bool,
-}
-
 /// A parsed request, ready for the engine.
 struct Job {
     api: Api,
@@ -208,7 +144,7 @@ async fn reset_prefix_cache(State(app): State<Arc<Shared>>) -> StatusCode {
 }
 
 async fn generate(app: Arc<Shared>, api: Api, body: Bytes) -> Result<Response, ApiError> {
-    let req: WireRequest = serde_json::from_slice(&body)
+    let req: Request = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     app.inject_faults().await?;
     let job = app.parse(api, req)?;
@@ -277,7 +213,7 @@ impl Shared {
     }
 
     /// Tokenizes the prompt and draws the output.
-    fn parse(&self, api: Api, req: WireRequest) -> Result<Job, ApiError> {
+    fn parse(&self, api: Api, req: Request) -> Result<Job, ApiError> {
         let bad = |m: &str| ApiError::BadRequest(m.to_owned());
         let encode = |text: &str| {
             self.tokenizer
@@ -289,34 +225,30 @@ impl Shared {
                 let messages: Vec<ChatMessage> = messages
                     .into_iter()
                     .map(|m| ChatMessage {
+                        content: m.text_content(),
                         role: m.role,
-                        content: match m.content {
-                            None => String::new(),
-                            Some(WireContent::Text(t)) => t,
-                            Some(WireContent::Parts(parts)) => parts
-                                .into_iter()
-                                .filter_map(|p| p.text)
-                                .collect::<Vec<_>>()
-                                .join("\n"),
-                        },
                     })
                     .collect();
                 encode(&render_chat(&messages))?
             }
             (Api::Chat, None, _) => return Err(bad("`messages` is required")),
-            (Api::Completion, _, Some(WirePrompt::Text(t))) => encode(&t)?,
-            (Api::Completion, _, Some(WirePrompt::Texts(ts))) => encode(&ts.join("\n"))?,
-            (Api::Completion, _, Some(WirePrompt::Tokens(ids))) => ids,
+            (Api::Completion, _, Some(Prompt::Tokens(ids))) => ids,
+            (Api::Completion, _, Some(Prompt::TokenLists(_))) => {
+                return Err(bad("a batch of prompts is not supported"));
+            }
+            (Api::Completion, _, Some(text)) => encode(&text.text())?,
             (Api::Completion, _, None) => return Err(bad("`prompt` is required")),
         };
         if prompt.is_empty() {
             return Err(bad("the prompt is empty"));
         }
-        let max_tokens = req
-            .max_completion_tokens
-            .or(req.max_tokens)
-            .unwrap_or(self.default_max_tokens)
-            .max(1);
+        // NB: the router's precedence (`switchyard_openai::output_tokens`); 0 or absent
+        // means the default.
+        let max_tokens =
+            match switchyard_openai::output_tokens(req.max_tokens, req.max_completion_tokens) {
+                0 => self.default_max_tokens,
+                n => n,
+            };
         let total = prompt.len() + max_tokens as usize;
         let limit = self.max_tokens_total.min(MAX_MODEL_LEN);
         if total > limit {
@@ -344,7 +276,7 @@ impl Shared {
             prompt,
             output_ids,
             output_text,
-            stream: req.stream,
+            stream: req.stream.unwrap_or(false),
             include_usage: req.stream_options.is_some_and(|o| o.include_usage),
             remote_decode: kv.do_remote_decode,
             remote_prefill: kv.do_remote_prefill,
@@ -389,12 +321,12 @@ fn unix_now() -> u64 {
 }
 
 fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-    })
+    let wire = switchyard_openai::Usage::new(
+        u.prompt_tokens as u64,
+        u.cached_tokens as u64,
+        u.completion_tokens as u64,
+    );
+    serde_json::to_value(wire).expect("usage serializes")
 }
 
 /// Answers a non-streaming request once the engine finishes it.

@@ -5,7 +5,6 @@
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName};
-use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use super::ApiError;
@@ -63,12 +62,7 @@ pub struct Parsed {
 /// (remote hosts, block ids); the router sets it on the legs of a prefill/decode split.
 pub const ROUTER_OWNED_FIELDS: &[&str] = &["kv_transfer_params"];
 
-/// The output tokens a request may generate, as the token limit counts them and as
-/// engines are told: `max_completion_tokens` when present (it supersedes `max_tokens`
-/// in the OpenAI API, and vLLM reads it first), else `max_tokens`, else 0.
-pub fn output_tokens(max_tokens: Option<u32>, max_completion_tokens: Option<u32>) -> u32 {
-    max_completion_tokens.or(max_tokens).unwrap_or(0)
-}
+pub use switchyard_openai::output_tokens;
 
 /// The session header: the client's session id, which policies may keep sticky.
 pub const SESSION_HEADER: &str = "x-session-id";
@@ -187,68 +181,6 @@ pub enum PromptText {
     Chat(Vec<(String, String)>),
 }
 
-#[derive(Deserialize)]
-struct Wire {
-    model: Option<String>,
-    messages: Option<Vec<Message>>,
-    prompt: Option<serde_json::Value>,
-    #[serde(default)]
-    stream: Option<bool>,
-    max_tokens: Option<u32>,
-    max_completion_tokens: Option<u32>,
-    user: Option<String>,
-    cache_salt: Option<String>,
-    /// NB: a serde field, not a byte search, so an escaped key (`"kv_transfer_param\u0073"`)
-    /// is caught as the engine's JSON parser would read it.
-    #[serde(default, deserialize_with = "present")]
-    kv_transfer_params: bool,
-}
-
-/// True for any value, `null` included: the key was there.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    serde::de::IgnoredAny::deserialize(d).map(|_| true)
-}
-
-#[derive(Deserialize)]
-struct Message {
-    #[serde(default)]
-    role: String,
-    #[serde(default)]
-    content: serde_json::Value,
-}
-
-/// The text in a prompt or message content: a string as is; an array's text parts (and
-/// a completion prompt's strings) joined by newlines.
-fn text_of(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .filter_map(|part| match part {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Object(o) => {
-                    o.get("text").and_then(|t| t.as_str()).map(str::to_owned)
-                }
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
-/// Bytes of text in a prompt or message content: strings count their length, arrays
-/// and objects the text inside them.
-fn text_bytes(v: &serde_json::Value) -> usize {
-    match v {
-        serde_json::Value::String(s) => s.len(),
-        serde_json::Value::Array(a) => a.iter().map(text_bytes).sum(),
-        serde_json::Value::Object(o) => o.values().map(text_bytes).sum(),
-        serde_json::Value::Number(_) => 4,
-        _ => 0,
-    }
-}
-
 impl Parsed {
     /// Parses `body` for `endpoint`.
     ///
@@ -258,28 +190,36 @@ impl Parsed {
     /// [`ApiError::MissingField`] when `model`, `messages` (chat) or `prompt`
     /// (completions) is absent.
     pub fn from_openai(endpoint: Endpoint, body: Bytes) -> Result<Parsed, ApiError> {
-        let wire: Wire =
+        let wire: switchyard_openai::Request =
             serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?;
+        let max_tokens = wire.output_tokens();
         let model = wire.model.ok_or(ApiError::MissingField("model"))?;
         let (prompt_bytes, prompt) = match endpoint {
             Endpoint::Chat => {
                 let messages = wire.messages.ok_or(ApiError::MissingField("messages"))?;
-                let bytes = messages.iter().map(|m| text_bytes(&m.content)).sum();
+                let bytes = messages
+                    .iter()
+                    .filter_map(|m| m.content.as_ref())
+                    .map(|c| c.payload_bytes())
+                    .sum();
                 let chat = messages
                     .into_iter()
-                    .map(|m| (m.role, text_of(&m.content)))
+                    .map(|m| {
+                        let text = m.text_content();
+                        (m.role, text)
+                    })
                     .collect();
                 (bytes, PromptText::Chat(chat))
             }
             Endpoint::Completions => {
                 let p = wire.prompt.ok_or(ApiError::MissingField("prompt"))?;
-                (text_bytes(&p), PromptText::Text(text_of(&p)))
+                (p.payload_bytes(), PromptText::Text(p.text()))
             }
         };
-        let max_tokens = output_tokens(wire.max_tokens, wire.max_completion_tokens);
-        // NB: one router-owned field today, so its flag stands for the list; a second
-        // one needs its own `Wire` flag.
-        let stripped: Vec<&'static str> = if wire.kv_transfer_params {
+        // NB: a serde field, not a byte search, so an escaped key
+        // (`"kv_transfer_param\u0073"`) is caught as the engine's JSON parser reads it. One
+        // router-owned field today, so its presence stands for the list.
+        let stripped: Vec<&'static str> = if wire.kv_transfer_params.is_some() {
             ROUTER_OWNED_FIELDS.to_vec()
         } else {
             Vec::new()
@@ -441,7 +381,7 @@ mod tests {
         assert_eq!(p.model, "m");
         assert!(p.stream);
         assert_eq!(p.max_tokens, 7);
-        assert_eq!(p.prompt_bytes, 8 + "text".len());
+        assert_eq!(p.prompt_bytes, 8, "the text of both messages");
     }
 
     #[test]

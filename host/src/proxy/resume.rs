@@ -19,14 +19,13 @@
 //!   constrained `response_format`; and, found while following, tool calls or reasoning
 //!   in flight.
 
-use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
+use switchyard_openai::Chunk;
 
 use super::decisions::{StreamLeg, StreamLegs};
 use super::forward::{Attempt, Opened};
@@ -183,36 +182,6 @@ pub enum Fed {
     Error(Bytes, String),
 }
 
-/// The fields of an event the follower reads.
-#[derive(Deserialize)]
-struct Event<'a> {
-    #[serde(default, borrow)]
-    choices: Vec<Choice<'a>>,
-    error: Option<IgnoredAny>,
-    #[serde(borrow)]
-    object: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    delta: Option<Delta<'a>>,
-    #[serde(borrow)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(borrow)]
-    content: Option<Cow<'a, str>>,
-    tool_calls: Option<Vec<IgnoredAny>>,
-    function_call: Option<IgnoredAny>,
-    #[serde(borrow)]
-    reasoning_content: Option<Cow<'a, str>>,
-}
-
 /// The first leg's identity, kept on every later leg's events.
 #[derive(Debug, Clone)]
 struct Identity {
@@ -330,7 +299,7 @@ impl SseFollower {
             self.done = true;
             return None;
         }
-        let Ok(e) = serde_json::from_slice::<Event<'_>>(payload) else {
+        let Ok(e) = serde_json::from_slice::<Chunk<'_>>(payload) else {
             return None;
         };
         if e.error.is_some() || e.object.as_deref() == Some("error") {

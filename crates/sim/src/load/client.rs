@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt;
-use serde::Deserialize;
 use serde_json::{Value, json};
+use switchyard_openai::{Chunk, ChunkChoice, Usage};
 use tokio::time::Instant;
 
 use super::Api;
@@ -37,44 +37,6 @@ pub struct Sample {
     pub text: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct Chunk<'a> {
-    #[serde(default, borrow)]
-    choices: Vec<ChunkChoice<'a>>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChunkChoice<'a> {
-    #[serde(default, borrow)]
-    delta: Option<Delta<'a>>,
-    #[serde(default, borrow)]
-    text: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Delta<'a> {
-    #[serde(default, borrow)]
-    content: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    prompt_tokens_details: Option<PromptDetails>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PromptDetails {
-    #[serde(default)]
-    cached_tokens: u64,
-}
-
 /// The request body for `messages` on `api`.
 pub fn body(api: Api, model: &str, messages: &[Message], max_tokens: usize) -> Value {
     let mut body = json!({
@@ -85,10 +47,11 @@ pub fn body(api: Api, model: &str, messages: &[Message], max_tokens: usize) -> V
     });
     match api {
         Api::Chat => {
-            body["messages"] = messages
+            let wire: Vec<switchyard_openai::Message> = messages
                 .iter()
-                .map(|m| json!({"role": m.role, "content": m.content}))
+                .map(|m| switchyard_openai::Message::text(m.role, m.content.as_str()))
                 .collect();
+            body["messages"] = serde_json::to_value(wire).expect("messages serialize");
         }
         Api::Completions => {
             let prompt: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
@@ -151,12 +114,7 @@ async fn stream(
         if let Some(u) = chunk.usage {
             usage = Some(u);
         }
-        let content = chunk.choices.first().and_then(|c| {
-            c.delta
-                .as_ref()
-                .and_then(|d| d.content.as_deref())
-                .or(c.text.as_deref())
-        });
+        let content = chunk.choices.first().and_then(ChunkChoice::text);
         if let Some(text) = content.filter(|t| !t.is_empty()) {
             match last {
                 None => sample.ttft = Some(now - start),
@@ -170,12 +128,12 @@ async fn stream(
     Err("stream ended without [DONE]".to_owned())
 }
 
-fn finish(sample: &mut Sample, usage: Option<WireUsage>, chunks: u64) {
+fn finish(sample: &mut Sample, usage: Option<Usage>, chunks: u64) {
     match usage {
         Some(u) => {
             sample.output_tokens = u.completion_tokens;
             sample.prompt_tokens = u.prompt_tokens;
-            sample.cached_tokens = u.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
+            sample.cached_tokens = u.cached_tokens();
         }
         None => sample.output_tokens = chunks,
     }
