@@ -62,16 +62,7 @@ cargo build --quiet --manifest-path tests/guests/Cargo.toml --target wasm32-wasi
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WASM="$ROOT/tests/guests/target/wasm32-wasip2/guest/busy_scorer.wasm"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_ok() { # URL: poll until it answers 2xx (60 s)
-    for _ in $(seq 600); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "never ready: $1" >&2
-    return 1
-}
+. "$ROOT/bench/lib.sh"
 
 # Median wall time of one score call, microseconds, at $1 iterations (optimized code, idle
 # machine: wall time ~ CPU time). `policy bench` runs under the default 10M fuel per call.

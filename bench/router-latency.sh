@@ -26,16 +26,7 @@ command -v sglang-router >/dev/null && command -v vllm-router >/dev/null ||
 cargo build --quiet --release -p switchyard --bin switchyard --example router_latency
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_ok() { # URL: poll until it answers 2xx (60 s)
-    for _ in $(seq 600); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "never ready: $1" >&2
-    return 1
-}
+. "$ROOT/bench/lib.sh"
 
 # The fast backend prints its address on its first line.
 "$BIN/examples/router_latency" backend > "$WORK/backend.out" &

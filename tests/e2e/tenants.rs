@@ -107,6 +107,37 @@ fn assert_has_schema_fields(doc: &Value, name: &str, value: &Value) {
     );
 }
 
+/// Sets acme's pipeline with acme's token; the status.
+async fn set_acme_pipeline(sy: &Switchyard, spec: Value) -> StatusCode {
+    call(
+        sy,
+        ACME_TOKEN,
+        Method::PUT,
+        "/admin/tenants/acme/pipeline",
+        Some(Body::Json(spec)),
+    )
+    .await
+    .0
+}
+
+/// acme's token trying to set globex's pipeline; the status.
+async fn acme_sets_globex(sy: &Switchyard) -> StatusCode {
+    call(
+        sy,
+        ACME_TOKEN,
+        Method::PUT,
+        "/admin/tenants/globex/pipeline",
+        None,
+    )
+    .await
+    .0
+}
+
+/// The message of an error body.
+fn message(v: &Value) -> &str {
+    v["error"]["message"].as_str().unwrap_or_default()
+}
+
 /// A pipeline with one scorer, `policy`.
 fn scorer(policy: &str) -> Value {
     json!({"scorers": [{"policy": policy, "weight": 1.0}]})
@@ -462,52 +493,25 @@ async fn quotas_bound_a_namespace_and_a_version_in_use_cannot_be_deleted() {
         async move { call(sy, ACME_TOKEN, Method::DELETE, &path, None).await }
     };
     // In use by the active pipeline, then as the rollback target.
-    let (s, _) = call(
-        &sy,
-        ACME_TOKEN,
-        Method::PUT,
-        "/admin/tenants/acme/pipeline",
-        Some(Body::Json(scorer(&label(&v1)))),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        set_acme_pipeline(&sy, scorer(&label(&v1))).await,
+        StatusCode::OK
+    );
     let (s, v) = delete(&v1).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("tenant `acme`'s active pipeline"),
+        message(&v).contains("tenant `acme`'s active pipeline"),
         "{v}"
     );
-    let (s, _) = call(
-        &sy,
-        ACME_TOKEN,
-        Method::PUT,
-        "/admin/tenants/acme/pipeline",
-        Some(Body::Json(scorer(&label(&v2)))),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        set_acme_pipeline(&sy, scorer(&label(&v2))).await,
+        StatusCode::OK
+    );
     let (s, v) = delete(&v1).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("rollback target"),
-        "{v}"
-    );
+    assert!(message(&v).contains("rollback target"), "{v}");
     // Moved off it twice: v1 is free, and deleting it makes room.
-    let (s, _) = call(
-        &sy,
-        ACME_TOKEN,
-        Method::PUT,
-        "/admin/tenants/acme/pipeline",
-        Some(Body::Json(json!({}))),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(set_acme_pipeline(&sy, json!({})).await, StatusCode::OK);
     let (s, v) = delete(&v1).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     let (s, v) = delete(&v1).await;
@@ -588,8 +592,7 @@ async fn an_empty_policy_budget_decides_by_the_failure_mode_without_calling_wasm
     .await;
     assert!(usage["budget_available"].as_i64().unwrap() < 0, "{usage}");
     // With `failure_mode: reject`, the same state refuses.
-    let (s, _) = call(&sy, ACME_TOKEN, Method::PUT, "/admin/tenants/acme/pipeline", Some(Body::Json(json!({"scorers": [{"policy": "prefix-affinity", "weight": 1.0}], "failure_mode": "reject"})))).await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(set_acme_pipeline(&sy, json!({"scorers": [{"policy": "prefix-affinity", "weight": 1.0}], "failure_mode": "reject"})).await, StatusCode::OK);
     let r = chat_as(&sy, "k-acme", "refused").await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.text().await.unwrap().contains("budget is exhausted"));
@@ -615,27 +618,11 @@ async fn credentials_namespaces_quotas_and_the_audit_log_survive_sigkill() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{up}");
-    let (s, _) = call(
-        &sy,
-        ACME_TOKEN,
-        Method::PUT,
-        "/admin/tenants/acme/pipeline",
-        Some(Body::Json(scorer("acme/affinity"))),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
     assert_eq!(
-        call(
-            &sy,
-            ACME_TOKEN,
-            Method::PUT,
-            "/admin/tenants/globex/pipeline",
-            None
-        )
-        .await
-        .0,
-        StatusCode::FORBIDDEN
+        set_acme_pipeline(&sy, scorer("acme/affinity")).await,
+        StatusCode::OK
     );
+    assert_eq!(acme_sets_globex(&sy).await, StatusCode::FORBIDDEN);
     let (_, before) = call(&sy, TOKEN, Method::GET, "/admin/audit", None).await;
     let (_, pipelines) = call(&sy, TOKEN, Method::GET, "/admin/tenants", None).await;
     sy.kill();
@@ -667,18 +654,7 @@ async fn credentials_namespaces_quotas_and_the_audit_log_survive_sigkill() {
     )
     .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert_eq!(
-        call(
-            &sy,
-            ACME_TOKEN,
-            Method::PUT,
-            "/admin/tenants/globex/pipeline",
-            None
-        )
-        .await
-        .0,
-        StatusCode::FORBIDDEN
-    );
+    assert_eq!(acme_sets_globex(&sy).await, StatusCode::FORBIDDEN);
     let (_, newest) = call(&sy, TOKEN, Method::GET, "/admin/audit?limit=2", None).await;
     let last_before = before.as_array().unwrap().last().unwrap()["seq"]
         .as_u64()
