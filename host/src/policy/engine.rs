@@ -16,7 +16,7 @@ use wasmtime::{Config, Engine, OptLevel, ProfilingStrategy, ResourceLimiter, Str
 
 use super::Error;
 use super::bindings::{filter, host, placer, scorer};
-use super::wasi::{Output, Stdio};
+use super::wasi::{Output, Stdio, Virtual};
 
 /// Budgets and caps for every policy.
 #[derive(Debug, Clone)]
@@ -31,10 +31,17 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Table elements per instance. Default 100 000.
     pub table_elements: usize,
-    /// Largest accepted upload, bytes. Default 4 MiB.
+    /// Largest accepted upload, bytes. Default 32 MiB: a Python policy built by
+    /// componentize-py carries CPython and is ~18 MB; a Rust one is ~60-200 KB.
     pub max_upload_bytes: usize,
-    /// Longest a compile may take before the upload is refused. Default 10 s.
+    /// Longest the compile an upload waits for (the baseline one, or the optimized one
+    /// without a baseline tier) may take before the upload is refused. Default 10 s
+    /// (Winch compiles CPython's ~18 MB in ~4.5 s on a loaded 2-core machine).
     pub compile_timeout: Duration,
+    /// Longest an optimized compile in the background (or when restoring a version
+    /// whose artifact is missing) may take; past it the version stays on baseline code.
+    /// Default 120 s (Cranelift compiles CPython in ~20 s on a loaded 2-core machine).
+    pub optimize_timeout: Duration,
     /// Calls after which a warm instance is retired. Default 10 000.
     pub max_calls_per_instance: u32,
     /// Log lines kept per call. Default 32.
@@ -56,8 +63,9 @@ impl Default for Limits {
             deadline: Duration::from_millis(100),
             memory_bytes: 32 << 20,
             table_elements: 100_000,
-            max_upload_bytes: 4 << 20,
+            max_upload_bytes: 32 << 20,
             compile_timeout: Duration::from_secs(10),
+            optimize_timeout: Duration::from_secs(120),
             max_calls_per_instance: 10_000,
             log_lines_per_call: 32,
             park_after_failures: 5,
@@ -167,6 +175,8 @@ pub(crate) struct HostState {
     /// The last [`STDERR_TAIL_BYTES`] written to stderr in the call: where a panic's
     /// message is, whatever the guest logged before it.
     pub stderr_tail: String,
+    /// The virtual WASI's clock and random stream.
+    wasi: Virtual,
 }
 
 /// Bytes of stderr kept for the fault of a failed call.
@@ -185,7 +195,15 @@ impl HostState {
             stdout_line: Vec::new(),
             stderr_line: Vec::new(),
             stderr_tail: String::new(),
+            wasi: Virtual::default(),
         }
+    }
+
+    /// Prepares the state for one call: clears the previous call's log and rewinds the
+    /// virtual clock and random stream, seeded with `seed` (the request id, or 0).
+    pub(crate) fn begin_call(&mut self, seed: u64) {
+        self.clear_logs();
+        self.wasi.reset(seed);
     }
 
     /// Clears what one call logged.
@@ -236,6 +254,10 @@ impl Output for HostState {
                 self.push_log(level, line);
             }
         }
+    }
+
+    fn virtual_state(&mut self) -> &mut Virtual {
+        &mut self.wasi
     }
 }
 
@@ -321,10 +343,19 @@ fn level_name(level: host::Level) -> &'static str {
     }
 }
 
-/// Import namespaces a policy may name. A std guest links WASI's io and cli interfaces;
-/// an empty environment and stdout/stderr into the call's log are provided (`wasi`),
-/// everything else of them is a function that traps, so nothing is granted.
-const TOLERATED_IMPORTS: &[&str] = &["switchyard:policy/", "wasi:io/", "wasi:cli/"];
+/// Import namespaces a policy may name. Of WASI, what a std guest or an interpreter
+/// links in gets the virtual, deterministic shims in `wasi` (an empty environment,
+/// output into the call's log, a frozen clock, seeded randomness, no preopened
+/// directories); every other function of them traps, so nothing of the host is granted.
+const TOLERATED_IMPORTS: &[&str] = &[
+    "switchyard:policy/",
+    "wasi:io/",
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+];
 
 /// How often the epoch ticks; deadlines are counted in ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -428,19 +459,22 @@ impl PolicyEngine {
     ///
     /// The first check that fails.
     pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Compiled, Error> {
+        let timeout = self.limits.compile_timeout;
         match &self.baseline {
-            Some(baseline) => self.compile_with(baseline, Tier::Baseline, bytes),
-            None => self.compile_optimized(bytes),
+            Some(baseline) => self.compile_with(baseline, Tier::Baseline, bytes, timeout),
+            None => self.compile_with(&self.optimized, Tier::Optimized, bytes, timeout),
         }
     }
 
-    /// [`Self::compile`] with the optimizing compiler: the code that is stored.
+    /// [`Self::compile`] with the optimizing compiler, the code that is stored, bounded
+    /// by [`Limits::optimize_timeout`]: for the background recompile and restores.
     ///
     /// # Errors
     ///
     /// The first check that fails.
     pub(crate) fn compile_optimized(&self, bytes: &[u8]) -> Result<Compiled, Error> {
-        self.compile_with(&self.optimized, Tier::Optimized, bytes)
+        let timeout = self.limits.optimize_timeout;
+        self.compile_with(&self.optimized, Tier::Optimized, bytes, timeout)
     }
 
     fn compile_with(
@@ -448,6 +482,7 @@ impl PolicyEngine {
         compiler: &Compiler,
         tier: Tier,
         bytes: &[u8],
+        timeout: Duration,
     ) -> Result<Compiled, Error> {
         if bytes.len() > self.limits.max_upload_bytes {
             return Err(Error::TooLarge {
@@ -457,7 +492,7 @@ impl PolicyEngine {
         }
         check_header(bytes)?;
         let started = Instant::now();
-        let artifact = self.precompile_bounded(&compiler.engine, bytes)?;
+        let artifact = precompile_bounded(&compiler.engine, bytes, timeout)?;
         let compile_time = started.elapsed();
         let pre = Self::load_with(compiler, &artifact)?;
         Ok(Compiled {
@@ -495,27 +530,25 @@ impl PolicyEngine {
             .map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
         classify(pre)
     }
+}
 
-    fn precompile_bounded(&self, engine: &Engine, bytes: &[u8]) -> Result<Vec<u8>, Error> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let engine = engine.clone();
-        let owned = bytes.to_vec();
-        std::thread::Builder::new()
-            .name("policy-compile".into())
-            .spawn(move || {
-                let _ = tx.send(engine.precompile_component(&owned));
-            })
-            .map_err(|e| Error::Compile(format!("compile thread: {e}")))?;
-        // NB: a compile that overruns keeps its thread until it finishes; wasmtime offers
-        // no way to cancel it. The upload is refused either way.
-        match rx.recv_timeout(self.limits.compile_timeout) {
-            Ok(Ok(artifact)) => Ok(artifact),
-            Ok(Err(e)) => Err(Error::Compile(format!("{e:#}"))),
-            Err(_) => Err(Error::Compile(format!(
-                "took longer than {:?}",
-                self.limits.compile_timeout
-            ))),
-        }
+/// Compiles `bytes` on a worker thread, giving up after `timeout`.
+fn precompile_bounded(engine: &Engine, bytes: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let engine = engine.clone();
+    let owned = bytes.to_vec();
+    std::thread::Builder::new()
+        .name("policy-compile".into())
+        .spawn(move || {
+            let _ = tx.send(engine.precompile_component(&owned));
+        })
+        .map_err(|e| Error::Compile(format!("compile thread: {e}")))?;
+    // NB: a compile that overruns keeps its thread until it finishes; wasmtime offers
+    // no way to cancel it. The upload is refused either way.
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(artifact)) => Ok(artifact),
+        Ok(Err(e)) => Err(Error::Compile(format!("{e:#}"))),
+        Err(_) => Err(Error::Compile(format!("took longer than {timeout:?}"))),
     }
 }
 

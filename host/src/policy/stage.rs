@@ -217,7 +217,7 @@ impl Stage {
         req: &types::Request,
         candidates: &[super::Candidate],
     ) -> Result<(Vec<(u32, String)>, CallReport), Fault> {
-        self.call(fleet, candidates, |warm| match &warm.exports {
+        self.call(fleet, req.id, candidates, |warm| match &warm.exports {
             Exports::Filter(f) => {
                 let out = f
                     .call_exclude(&mut warm.store, req, &warm.candidates)
@@ -243,7 +243,7 @@ impl Stage {
         req: &types::Request,
         candidates: &[super::Candidate],
     ) -> Result<(Vec<f32>, CallReport), Fault> {
-        self.call(fleet, candidates, |warm| match &warm.exports {
+        self.call(fleet, req.id, candidates, |warm| match &warm.exports {
             Exports::Scorer(s) => {
                 let out = s
                     .call_score(&mut warm.store, req, &warm.candidates)
@@ -271,7 +271,7 @@ impl Stage {
         req: &types::Request,
         candidates: &[super::Candidate],
     ) -> Result<(Placement, CallReport), Fault> {
-        self.call(fleet, candidates, |warm| match &warm.exports {
+        self.call(fleet, req.id, candidates, |warm| match &warm.exports {
             Exports::Placer(p) => {
                 let out = p
                     .call_place(&mut warm.store, req, &warm.candidates)
@@ -308,9 +308,12 @@ impl Stage {
         }
     }
 
+    /// Calls `f` on a warm instance; `seed` (the request id) seeds the call's virtual
+    /// WASI randomness.
     fn call<R>(
         &self,
         fleet: &FleetFacts,
+        seed: u64,
         candidates: &[super::Candidate],
         f: impl FnOnce(&mut Warm) -> Result<R, Failure>,
     ) -> Result<(R, CallReport), Fault> {
@@ -324,7 +327,7 @@ impl Stage {
             }),
         };
         let result = warm.and_then(|mut warm| {
-            let out = self.call_on(&mut warm, fleet, candidates, f);
+            let out = self.call_on(&mut warm, fleet, seed, candidates, f);
             match out {
                 Ok(out) => {
                     warm.calls += 1;
@@ -355,11 +358,12 @@ impl Stage {
         &self,
         warm: &mut Warm,
         fleet: &FleetFacts,
+        seed: u64,
         candidates: &[super::Candidate],
         f: impl FnOnce(&mut Warm) -> Result<R, Failure>,
     ) -> Result<(R, CallReport), Failure> {
         if warm.fleet_generation != Some(fleet.generation) {
-            self.arm(&mut warm.store)?;
+            self.arm(&mut warm.store, 0)?;
             let wit_fleet = to_wit_fleet(fleet);
             match &warm.exports {
                 Exports::Filter(p) => p.call_set_fleet(&mut warm.store, &wit_fleet),
@@ -370,7 +374,7 @@ impl Stage {
             warm.fleet_generation = Some(fleet.generation);
         }
         fill_rows(&mut warm.candidates, candidates);
-        let budget = self.arm(&mut warm.store)?;
+        let budget = self.arm(&mut warm.store, seed)?;
         let out = f(warm)?;
         let fuel_used = budget - warm.store.get_fuel().unwrap_or(0);
         let state = warm.store.data_mut();
@@ -384,20 +388,20 @@ impl Stage {
         Ok((out, report))
     }
 
-    /// Refills fuel, re-arms the deadline and clears per-call host state; returns the
-    /// fuel budget.
-    fn arm(&self, store: &mut Store<HostState>) -> Result<u64, Failure> {
+    /// Refills fuel, re-arms the deadline and resets per-call host state (the log, the
+    /// virtual clock, the random stream seeded with `seed`); returns the fuel budget.
+    fn arm(&self, store: &mut Store<HostState>, seed: u64) -> Result<u64, Failure> {
         let budget = self.engine.limits.fuel_per_call;
         store.set_fuel(budget).map_err(Failure::Wasm)?;
         store.set_epoch_deadline(self.engine.deadline_ticks());
-        store.data_mut().clear_logs();
+        store.data_mut().begin_call(seed);
         Ok(budget)
     }
 
     fn instantiate(&self, code: Arc<Code>) -> Result<Warm, Instantiate> {
         let mut store = Store::new(code.pre.engine(), HostState::new(&self.engine.limits));
         store.limiter(|s| s);
-        self.arm(&mut store)
+        self.arm(&mut store, 0)
             .map_err(|f| Instantiate::Fault(self.fault(PolicyFault::Trap, f.to_string())))?;
         let wasm_fault = |store: &Store<HostState>, e: wasmtime::Error| {
             Instantiate::Fault(self.classify_error(store.data(), e))
