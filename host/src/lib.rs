@@ -39,9 +39,12 @@ pub fn app(state: proxy::App) -> axum::Router {
     proxy::router(state)
 }
 
-/// The admin API's router over `state`.
+/// The admin API's router over `state`. Request bodies may be as large as the largest
+/// policy upload (axum's default cap is 2 MB; a Python policy is ~18 MB); the upload
+/// checks the size itself and says so.
 pub fn admin_app(state: admin::Admin) -> axum::Router {
-    admin::router(state)
+    let upload = state.policies.limits().max_upload_bytes.saturating_add(1);
+    admin::router(state).layer(axum::extract::DefaultBodyLimit::max(upload))
 }
 
 /// Builds the router from `config` and serves until SIGINT or SIGTERM.

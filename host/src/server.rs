@@ -164,7 +164,7 @@ impl Server {
         };
         let admin = match &config.admin {
             Some(a) => {
-                let router = admin::router(admin::Admin {
+                let router = crate::admin_app(admin::Admin {
                     pool,
                     policies,
                     decisions,

@@ -1,10 +1,17 @@
 //! Policy authoring outside this repository: `switchyard policy new --path` creates a
 //! standalone crate in a temporary directory, which unit-tests natively, builds for
-//! `wasm32-wasip2` against the SDK and passes `switchyard policy check`.
+//! `wasm32-wasip2` against the SDK and passes `switchyard policy check`; with
+//! `--lang python` a Python project, which passes pytest, builds with componentize-py
+//! and runs in `switchyard policy run`. The Python SDK's and the Python example's own
+//! tests run here too.
 //!
 //! The crate builds into `target/standalone-policy` with this workspace's lock file
 //! copied in (the same dependency versions, nothing resolved anew), so after the first
-//! run the builds take about a second.
+//! run the builds take about a second; Python components are cached by content in
+//! `target/python-policies`.
+
+#[path = "support/python.rs"]
+mod python;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -111,4 +118,52 @@ fn policy_new_refuses_a_directory_that_is_not_empty_and_an_sdk_that_is_not_one()
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!tmp.path().join("p").exists(), "nothing written");
+}
+
+/// `python3 -m pytest -q` in `dir` (which holds the pytest configuration).
+fn pytest(dir: &Path) -> Output {
+    run(Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .current_dir(dir))
+}
+
+#[test]
+fn the_python_sdk_and_the_python_example_pass_their_native_tests() {
+    for dir in ["sdk/python", "examples/python-least-waiting"] {
+        let out = pytest(&repo().join(dir));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(" passed"),
+            "{dir}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn a_standalone_python_policy_tests_builds_and_runs_outside_the_repository() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().canonicalize().unwrap().join("py-placer");
+    run(switchyard()
+        .args([
+            "policy",
+            "new",
+            "py-placer",
+            "--lang",
+            "python",
+            "--kind",
+            "placer",
+            "--path",
+        ])
+        .arg(&dir));
+    pytest(&dir);
+    let wasm = python::build(&dir, "placer");
+    let case = repo().join("examples/policy-case.json");
+    let out = run(switchyard()
+        .args(["policy", "run", "--json"])
+        .arg(&wasm)
+        .arg("--input")
+        .arg(&case));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    // The scaffold's placer: the fewest waiting and in-flight requests, backend 1.
+    assert_eq!(report["decision"]["placement"]["single"], 1, "{report}");
 }

@@ -15,5 +15,6 @@ mod llamacpp;
 mod load;
 mod persistence;
 mod python;
+mod python_policy;
 mod resume;
 mod tenants;

@@ -2,8 +2,9 @@
 //!
 //! - `cargo xtask demo [ARGS]`: installs the `wasm32-wasip2` target if missing, then runs
 //!   `switchyard demo` (release build) on its embedded default fleet and workload.
-//! - `cargo xtask test`: installs the wasm target and the Python packages the end-to-end
-//!   tests drive the router with, builds a real llama.cpp `llama-server` and a tiny model
+//! - `cargo xtask test`: installs the wasm target, the Python packages the end-to-end
+//!   tests drive the router with and the Python policy tools (componentize-py, pinned;
+//!   pytest), builds a real llama.cpp `llama-server` and a tiny model
 //!   (`tests/llama/setup.sh`, cached under `target/`), then runs the whole workspace's
 //!   tests.
 
@@ -14,14 +15,20 @@ use anyhow::{Context, Result, bail};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 
-/// Python packages the end-to-end tests use: the real OpenAI client, a ZeroMQ
-/// publisher speaking vLLM's KV-event wire format, and the GGUF writer of the tiny
-/// llama.cpp model.
+/// Python packages the tests use, each with a check that it is there: the real OpenAI
+/// client, a ZeroMQ publisher speaking vLLM's KV-event wire format, the GGUF writer of
+/// the tiny llama.cpp model; and for Python policies componentize-py (the exact release
+/// they are built and measured with) and pytest (the Python SDK's native tests).
 const PYTHON_PACKAGES: &[(&str, &str)] = &[
-    ("openai", "openai>=1.40"),
-    ("zmq", "pyzmq>=25"),
-    ("msgspec", "msgspec>=0.18"),
-    ("gguf", "gguf>=0.10"),
+    ("import openai", "openai>=1.40"),
+    ("import zmq", "pyzmq>=25"),
+    ("import msgspec", "msgspec>=0.18"),
+    ("import gguf", "gguf>=0.10"),
+    (
+        "import importlib.metadata as m; assert m.version('componentize-py') == '0.25.1'",
+        "componentize-py==0.25.1",
+    ),
+    ("import pytest", "pytest>=7"),
 ];
 
 fn main() -> Result<()> {
@@ -115,9 +122,9 @@ fn ensure_wasm_target() -> Result<()> {
 fn ensure_python_packages() -> Result<()> {
     let missing: Vec<&str> = PYTHON_PACKAGES
         .iter()
-        .filter(|(module, _)| {
+        .filter(|(check, _)| {
             !Command::new("python3")
-                .args(["-c", &format!("import {module}")])
+                .args(["-c", check])
                 .output()
                 .map(|o| o.status.success())
                 .unwrap_or(false)
@@ -127,7 +134,7 @@ fn ensure_python_packages() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing Python packages for the end-to-end tests: {missing:?}");
+    eprintln!("xtask: installing Python packages for the tests: {missing:?}");
     let status = Command::new("python3")
         .args([
             "-m",

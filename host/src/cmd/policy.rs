@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::scaffold::{self, Kind};
+use super::scaffold::{self, Kind, Lang};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -56,14 +56,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Scaffold a new policy crate: in this repository's `policies/` (a workspace
-    /// member), or with `--path` a standalone crate anywhere.
+    /// Scaffold a new policy: a Rust crate in this repository's `policies/` (a workspace
+    /// member), or with `--path` a standalone crate anywhere; with `--lang python` a
+    /// Python project built with componentize-py.
     New {
         /// Policy name, lowercase kebab-case.
         name: String,
         /// The world it targets.
         #[arg(long, value_enum, default_value_t = Kind::Scorer)]
         kind: Kind,
+        /// The language it is written in.
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
         /// Parent directory of a workspace member crate.
         #[arg(long, default_value = "policies", conflicts_with = "path")]
         dir: PathBuf,
@@ -71,9 +75,10 @@ pub enum Command {
         /// outside any workspace, depending on the SDK by path.
         #[arg(long)]
         path: Option<PathBuf>,
-        /// The SDK a standalone crate builds against: a Switchyard checkout's `sdk/`
-        /// directory. Default: the one beside the source tree this binary was built from.
-        #[arg(long, requires = "path")]
+        /// The SDK a standalone crate or a Python project builds against: a Switchyard
+        /// checkout's `sdk/` directory. Default: the one beside the source tree this
+        /// binary was built from.
+        #[arg(long)]
         sdk: Option<PathBuf>,
     },
 }
@@ -96,12 +101,14 @@ pub fn run(command: Command) -> Result<()> {
         Command::New {
             name,
             kind,
+            lang,
             dir,
             path,
             sdk,
         } => scaffold::scaffold(&scaffold::Target {
             name,
             kind,
+            lang,
             dir,
             path,
             sdk,
@@ -138,14 +145,18 @@ fn policy_name(file: &Path) -> String {
     }
 }
 
-/// Longest the tools wait for a policy's optimized code.
-const OPTIMIZE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest the tools wait for a policy's optimized code: longer than the runtime's own
+/// bound on the compile ([`Limits::optimize_timeout`]), which then reports the failure.
+fn optimize_wait() -> Duration {
+    Limits::default().optimize_timeout + Duration::from_secs(30)
+}
 
 /// Waits for `v`'s optimized code, so what is timed or reported next runs on it.
 fn optimized(policies: &Policies, v: &switchyard::policy::PolicyVersion) -> Result<()> {
-    if !policies.wait_optimized(&v.label(), OPTIMIZE_TIMEOUT)? {
+    let wait = optimize_wait();
+    if !policies.wait_optimized(&v.label(), wait)? {
         bail!(
-            "{}: no optimized code after {OPTIMIZE_TIMEOUT:?} (see the log)",
+            "{}: no optimized code after {wait:?} (see the log)",
             v.label()
         );
     }

@@ -1,6 +1,7 @@
-//! `switchyard policy new`: scaffolds a policy crate, either as a member of this
-//! repository's workspace (`policies/NAME`) or as a standalone crate anywhere (`--path`)
-//! that builds against the SDK on its own.
+//! `switchyard policy new`: scaffolds a policy: a Rust crate, either a member of this
+//! repository's workspace (`policies/NAME`) or a standalone crate anywhere (`--path`)
+//! that builds against the SDK on its own; or a Python project (`--lang python`) built
+//! with componentize-py against the WIT it carries and the Python SDK.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,25 @@ impl Kind {
     }
 }
 
+/// Language choice for `policy new`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A Rust crate built with cargo for `wasm32-wasip2`.
+    Rust,
+    /// A Python module built with componentize-py.
+    Python,
+}
+
+/// The componentize-py release Python policies are built and tested with.
+pub const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// The contract, written into a Python project (componentize-py reads the WIT).
+const WIT: [(&str, &str); 3] = [
+    ("wit/host.wit", include_str!("../../../wit/host.wit")),
+    ("wit/types.wit", include_str!("../../../wit/types.wit")),
+    ("wit/worlds.wit", include_str!("../../../wit/worlds.wit")),
+];
+
 /// Where the new policy goes and what it builds against.
 #[derive(Debug)]
 pub struct Target {
@@ -42,11 +62,14 @@ pub struct Target {
     pub name: String,
     /// The world it targets.
     pub kind: Kind,
+    /// The language it is written in.
+    pub lang: Lang,
     /// Parent directory of a workspace member (`policies`), used without `path`.
     pub dir: PathBuf,
     /// The standalone project's own directory.
     pub path: Option<PathBuf>,
-    /// The SDK directory (this repository's `sdk/`), for a standalone project.
+    /// The SDK directory (this repository's `sdk/`), for a standalone crate or a Python
+    /// project.
     pub sdk: Option<PathBuf>,
 }
 
@@ -108,8 +131,25 @@ pub fn scaffold(t: &Target) -> Result<()> {
     {
         bail!("{} already exists and is not empty", root.display());
     }
-    let files = match &t.path {
-        Some(_) => {
+    let files = match (t.lang, &t.path) {
+        (Lang::Python, _) => {
+            let sdk = sdk_dir(t.sdk.as_deref())?.map(|d| d.join("python"));
+            match &sdk {
+                Some(python) if !python.join("switchyard_policy/__init__.py").is_file() => {
+                    bail!(
+                        "{}: no Python SDK (switchyard_policy) there",
+                        python.display()
+                    )
+                }
+                Some(_) => {}
+                None => eprintln!(
+                    "note: no SDK found beside this binary's source tree; install the Python \
+                     SDK (`pip install <switchyard checkout>/sdk/python`) or pass --sdk DIR"
+                ),
+            }
+            python_files(t, sdk.as_deref())
+        }
+        (Lang::Rust, Some(_)) => {
             let sdk = sdk_dir(t.sdk.as_deref())?;
             if sdk.is_none() {
                 eprintln!(
@@ -120,7 +160,7 @@ pub fn scaffold(t: &Target) -> Result<()> {
             }
             rust_files(t, &RustDep::Standalone(sdk))
         }
-        None => {
+        (Lang::Rust, None) => {
             let in_workspace = t.dir.join("..").join("sdk").join("Cargo.toml").exists();
             rust_files(t, &RustDep::Member { in_workspace })
         }
@@ -244,6 +284,69 @@ fn rust_files(t: &Target, dep: &RustDep) -> Vec<(&'static str, String)> {
     files
 }
 
+/// The files of a Python policy project, relative to its root. `sdk` is the Python
+/// SDK's directory (`sdk/python`), when known.
+fn python_files(t: &Target, sdk: Option<&Path>) -> Vec<(&'static str, String)> {
+    let name = t.name.as_str();
+    let ty = type_name(name);
+    let world = t.kind.world();
+    let (import, body, test_import, test) = match t.kind {
+        Kind::Scorer => (
+            "Score, Scorer",
+            "    \"\"\"Prefers the backend holding the most of this prompt, unless it is queueing.\"\"\"\n\n    def __init__(self, max_waiting: int = 8):\n        self.max_waiting = max_waiting\n\n    def score(self, req, candidate, fleet):\n        if candidate.waiting > self.max_waiting:\n            return Score.ZERO\n        return Score.ratio(candidate.cached_prefix_tokens, req.prompt_tokens)",
+            "",
+            "    warm = testing.candidate(1, cached_prefix_tokens=512)\n    cands = [testing.candidate(0), warm]\n    scores = testing.score(TYPE, \"\", testing.request(1024), cands, testing.fleet(2))\n    assert scores == [0.0, 0.5]",
+        ),
+        Kind::Filter => (
+            "Allow, Exclude, Filter",
+            "    \"\"\"Excludes backends with no region configured.\"\"\"\n\n    def check(self, req, candidate, fleet):\n        if not fleet.backend(candidate.backend).region:\n            return Exclude(\"no region configured\")\n        return Allow",
+            "",
+            "    cands = [testing.candidate(0)]\n    out = testing.exclude(TYPE, \"\", testing.request(16), cands, testing.fleet(1))\n    assert out == [(0, \"no region configured\")]",
+        ),
+        Kind::Placer => (
+            "Placer, Single",
+            "    \"\"\"Sends the request to the backend with the fewest queued and in-flight requests.\"\"\"\n\n    def place(self, req, candidates, fleet):\n        best = min(candidates, key=lambda c: c.waiting + c.in_flight_requests)\n        return Single(best.backend)",
+            "Single, ",
+            "    busy = testing.candidate(0, waiting=3)\n    p = testing.place(TYPE, \"\", testing.request(16), [busy, testing.candidate(1)], testing.fleet(2))\n    assert p == Single(1)",
+        ),
+    };
+    let wasm = format!("{}.wasm", name.replace('-', "_"));
+    let sdk_path = sdk.map(|p| p.display().to_string());
+    let build = match &sdk_path {
+        Some(p) => {
+            format!("componentize-py -d wit -w {world} componentize app -p . -p {p} -o {wasm}")
+        }
+        None => format!("componentize-py -d wit -w {world} componentize app -o {wasm}"),
+    };
+    let app = format!(
+        "\"\"\"{name}: a Switchyard {world} policy in Python.\"\"\"\n\nfrom switchyard_policy import {import}\n\n\nclass {ty}({kind}):\n{body}\n",
+        kind = t.kind.trait_name(),
+    );
+    let test_app = format!(
+        "\"\"\"Native unit tests: `python -m pytest`, no Wasm involved.\"\"\"\n\nfrom switchyard_policy import {test_import}testing\n\nfrom app import {ty}\n\n\ndef test_decides_as_intended():\n{test}\n",
+        test = test.replace("TYPE", &ty),
+    );
+    let pythonpath = match &sdk_path {
+        Some(p) => format!("[\".\", {}]", toml_string(p)),
+        None => "[\".\"]".to_string(),
+    };
+    let pyproject = format!(
+        "# {name}: a Switchyard {world} policy in Python (see README.md).\n[project]\nname = \"{name}\"\nversion = \"0.1.0\"\nrequires-python = \">=3.9\"\n\n[tool.pytest.ini_options]\n# The policy, and the Switchyard Python SDK it is tested against.\npythonpath = {pythonpath}\n"
+    );
+    let readme = format!(
+        "# {name}\n\nA Switchyard {world} policy in Python: `app.py`. It is built with componentize-py into\na WebAssembly component (~18 MB: CPython comes with it) against the contract in `wit/`.\n\n```sh\npip install componentize-py=={COMPONENTIZE_PY} pytest\npython -m pytest                      # unit-test it natively\n{build}\nswitchyard policy check {wasm}\nswitchyard policy run {wasm} --input case.json\nswitchyard policy bench {wasm} --candidates 100 --iterations 2000\n```\n\nThe policy runs in a virtual, deterministic world: no files, no network, a clock frozen\nat the start of each call, randomness (Python's `random` too) seeded by the request id.\nEach call costs fuel for every Python operation: ~35 K per candidate for a simple scorer,\nso the default 10 M budget covers about 280 candidates.\n"
+    );
+    let mut files = vec![
+        ("app.py", app),
+        ("test_app.py", test_app),
+        ("pyproject.toml", pyproject),
+        ("README.md", readme),
+        (".gitignore", "*.wasm\n__pycache__/\n".to_string()),
+    ];
+    files.extend(WIT.iter().map(|(f, text)| (*f, text.to_string())));
+    files
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +355,7 @@ mod tests {
         Target {
             name: "least-waiting".into(),
             kind,
+            lang: Lang::Rust,
             dir: "policies".into(),
             path: Some("/tmp/x".into()),
             sdk: None,
@@ -287,6 +391,26 @@ mod tests {
         let cargo = &files[0].1;
         assert!(cargo.contains(r#"{ path = "../../sdk" }"#), "{cargo}");
         assert!(!cargo.contains("[workspace]"), "{cargo}");
+    }
+
+    #[test]
+    fn a_python_project_carries_the_contract_and_names_the_sdk() {
+        let files = python_files(&target(Kind::Filter), Some(Path::new("/src/sdk/python")));
+        let file = |name: &str| &files.iter().find(|(f, _)| *f == name).unwrap().1;
+        assert!(file("app.py").contains("class LeastWaiting(Filter):"));
+        assert!(file("test_app.py").contains("testing.exclude(LeastWaiting,"));
+        assert!(
+            file("pyproject.toml").contains(r#"pythonpath = [".", "/src/sdk/python"]"#),
+            "{}",
+            file("pyproject.toml")
+        );
+        assert!(file("README.md").contains(
+            "componentize-py -d wit -w filter componentize app -p . -p /src/sdk/python -o least_waiting.wasm"
+        ));
+        assert_eq!(
+            file("wit/worlds.wit"),
+            include_str!("../../../wit/worlds.wit")
+        );
     }
 
     #[test]

@@ -35,12 +35,14 @@ pub struct Limits {
     /// componentize-py carries CPython and is ~18 MB; a Rust one is ~60-200 KB.
     pub max_upload_bytes: usize,
     /// Longest the compile an upload waits for (the baseline one, or the optimized one
-    /// without a baseline tier) may take before the upload is refused. Default 10 s
-    /// (Winch compiles CPython's ~18 MB in ~4.5 s on a loaded 2-core machine).
+    /// without a baseline tier) may take before the upload is refused, plus one second
+    /// per MiB of component: compile time grows with size. Default 10 s (so 28 s for
+    /// CPython's ~18 MB, which Winch compiles in ~3.5-4.5 s on a loaded 2-core machine).
     pub compile_timeout: Duration,
     /// Longest an optimized compile in the background (or when restoring a version
     /// whose artifact is missing) may take; past it the version stays on baseline code.
-    /// Default 120 s (Cranelift compiles CPython in ~20 s on a loaded 2-core machine).
+    /// Default 120 s (Cranelift compiles CPython in ~33 s on one thread of a loaded
+    /// 2-core machine).
     pub optimize_timeout: Duration,
     /// Calls after which a warm instance is retired. Default 10 000.
     pub max_calls_per_instance: u32,
@@ -371,10 +373,13 @@ struct Compiler {
 }
 
 impl Compiler {
-    fn new(strategy: Strategy) -> Result<Self, Error> {
+    /// `parallel`: compile a component's functions on wasmtime's thread pool (rayon),
+    /// else all on the calling thread.
+    fn new(strategy: Strategy, parallel: bool) -> Result<Self, Error> {
         let mut config = Config::new();
         config
             .strategy(strategy)
+            .parallel_compilation(parallel)
             .consume_fuel(true)
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
@@ -404,14 +409,18 @@ pub(crate) struct PolicyEngine {
 impl PolicyEngine {
     /// Builds the engines and starts the epoch ticker thread.
     pub(crate) fn new(limits: Limits) -> Result<Arc<Self>, Error> {
-        let optimized = Compiler::new(Strategy::Cranelift)?;
         let baseline = if limits.baseline_tier {
-            Compiler::new(Strategy::Winch)
+            Compiler::new(Strategy::Winch, true)
                 .inspect_err(|e| tracing::info!(error = %e, "no baseline compiler; uploads compile optimized only"))
                 .ok()
         } else {
             None
         };
+        // NB: with a baseline tier, Cranelift compiles only in the background, one
+        // component at a time on its own thread. On the shared thread pool a large
+        // component (CPython, ~20 s) would hold every worker, and an upload's Winch
+        // compile queued behind it would wait for all of it.
+        let optimized = Compiler::new(Strategy::Cranelift, baseline.is_none())?;
         let compat = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -459,7 +468,7 @@ impl PolicyEngine {
     ///
     /// The first check that fails.
     pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Compiled, Error> {
-        let timeout = self.limits.compile_timeout;
+        let timeout = self.limits.compile_timeout + Duration::from_secs((bytes.len() >> 20) as u64);
         match &self.baseline {
             Some(baseline) => self.compile_with(baseline, Tier::Baseline, bytes, timeout),
             None => self.compile_with(&self.optimized, Tier::Optimized, bytes, timeout),

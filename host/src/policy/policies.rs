@@ -412,6 +412,11 @@ impl Policies {
         out
     }
 
+    /// The limits every policy runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.engine.limits
+    }
+
     /// The runtime's metrics, to register with the router's Prometheus registry.
     pub fn metrics(&self) -> &PolicyMetrics {
         &self.inner.metrics

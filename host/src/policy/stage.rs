@@ -482,13 +482,18 @@ impl Stage {
 /// Log lines a trap's fault quotes, the last ones.
 const FAULT_LOG_LINES: usize = 4;
 
-/// A trap's fault message: a panic as a panic (`panicked at src/lib.rs:3:5: boom`, from
-/// what std's panic hook wrote to stderr), other stderr output when there is some, the
-/// trap itself, and the call's last log lines.
+/// A trap's fault message: a Python exception as the SDK reports it (`policy raised
+/// ValueError: boom at app.py:9 in score`), a panic as a panic (`panicked at
+/// src/lib.rs:3:5: boom`, from what std's panic hook wrote to stderr), other stderr
+/// output when there is some, the trap itself, and the call's last log lines.
 fn trap_message(state: &HostState, trap: String) -> String {
     let stderr = state.stderr_tail.as_str();
-    let mut message = match stderr.rfind("panicked at ") {
-        Some(at) => {
+    let raised = stderr
+        .rfind("policy raised ")
+        .and_then(|at| stderr[at..].lines().next());
+    let mut message = match (raised, stderr.rfind("panicked at ")) {
+        (Some(raised), _) => format!("{} ({trap})", raised.trim()),
+        (None, Some(at)) => {
             let panic: Vec<&str> = stderr[at..]
                 .lines()
                 .map(str::trim)
@@ -496,10 +501,10 @@ fn trap_message(state: &HostState, trap: String) -> String {
                 .collect();
             format!("policy {} ({trap})", panic.join(" "))
         }
-        None if !stderr.trim().is_empty() => {
+        (None, None) if !stderr.trim().is_empty() => {
             format!("{trap}; stderr: {}", stderr.trim())
         }
-        None => trap,
+        (None, None) => trap,
     };
     let logged: Vec<&str> = state
         .logs
