@@ -10,8 +10,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use switchyard::names::{PolicyName, TenantName};
 use switchyard::policy::{
-    BackendFacts, Candidate, FleetFacts, Limits, Outcome, Policies, PolicyKind, RequestFacts,
-    builtin_place,
+    BackendFacts, Candidate, FleetFacts, Limits, Outcome, Policies, PolicyKind, PolicyQuota,
+    RequestFacts, builtin_place,
 };
 
 /// Subcommands of `switchyard policy`.
@@ -518,6 +518,9 @@ fn suite(iterations: u32, json: bool) -> Result<()> {
     let mut decisions = Vec::new();
     for (i, (scenario, n, spec)) in scenarios.into_iter().enumerate() {
         let tenant = TenantName::new(&format!("suite-{i}"))?;
+        // NB: no policy CPU budget: the default one runs dry within the first thousand
+        // decisions, and the built-in would decide (and be timed) instead.
+        policies.configure_tenant(&tenant, PolicyQuota::default(), None);
         policies.set_pipeline(&tenant, spec)?;
         let (fleet, req, cands) = synthetic(n);
         let pipeline = policies.pipeline(&tenant);
@@ -532,6 +535,10 @@ fn suite(iterations: u32, json: bool) -> Result<()> {
         let native = time(iterations, || {
             std::hint::black_box(builtin.decide(&fleet, &req, &cands));
         });
+        let last = pipeline.decide(&fleet, &req, &cands);
+        if last.budget_exhausted || last.fault.is_some() {
+            bail!("{scenario}: the last decision did not run the policies: {last:?}");
+        }
         decisions.push(SuiteRow {
             scenario: scenario.to_string(),
             candidates: n,
