@@ -18,7 +18,9 @@ fn main() {
         .parent()
         .expect("host/ sits in the workspace")
         .to_path_buf();
-    for dir in ["policies", "sdk", "wit"] {
+    // NB: the Rust SDK only: `sdk/python` (and the `__pycache__` its tests write) does
+    // not go into the guests.
+    for dir in ["policies", "sdk/src", "sdk/Cargo.toml", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let names = policy_names(&root.join("policies"));

@@ -120,10 +120,12 @@ fn policy_new_refuses_a_directory_that_is_not_empty_and_an_sdk_that_is_not_one()
     assert!(!tmp.path().join("p").exists(), "nothing written");
 }
 
-/// `python3 -m pytest -q` in `dir` (which holds the pytest configuration).
+/// `python3 -m pytest -q` in `dir` (which holds the pytest configuration), writing
+/// nothing beside the sources.
 fn pytest(dir: &Path) -> Output {
     run(Command::new("python3")
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .current_dir(dir))
 }
 
