@@ -8,8 +8,10 @@ A policy is one of three kinds, each a base class:
   router sums weighted scores.
 - `Placer`: takes the whole decision (`place` returns `Single`, `Split` or `Reject`).
 
-Subclass one in your app module and build it with componentize-py; the class is
-exported as the component's world, the contract's row decoding stays hidden:
+Subclass one in your app module and build it with componentize-py; the last policy class
+the module defines is exported as the component's world (or name it yourself:
+`WitWorld = switchyard_policy.export(MyPolicy)`), and the contract's row decoding stays
+hidden:
 
     from switchyard_policy import Scorer, Score
 
@@ -27,6 +29,7 @@ natively with `switchyard_policy.testing` and pytest, no Wasm involved.
 """
 
 from . import log, normalize
+from ._export import export
 from ._policy import (
     Allow,
     Exclude,
@@ -65,6 +68,7 @@ __all__ = [
     "Single",
     "Split",
     "Verdict",
+    "export",
     "from_json",
     "log",
     "normalize",

@@ -31,6 +31,7 @@ from switchyard_policy import (
     normalize,
     testing,
 )
+import switchyard_policy
 from switchyard_policy import _export
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
@@ -240,7 +241,7 @@ def test_the_exported_world_configures_decodes_scores_and_reseeds_random(monkeyp
         def score(self, req, c, fleet):
             return random.random()
 
-    world = _export.export(Drawn)()
+    world = switchyard_policy.export(Drawn)()
     world.configure("")
     role = types.SimpleNamespace(_value_=1)
     wit_backend = types.SimpleNamespace(
