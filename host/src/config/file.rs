@@ -256,7 +256,8 @@ pub(crate) struct PolicyRuntimeFile {
     pub deadline_ms: Option<u64>,
     /// Linear memory per policy instance, MiB. Default 32.
     pub memory_mib: Option<usize>,
-    /// Largest accepted policy upload, bytes. Default 4194304.
+    /// Largest accepted policy upload, bytes. Default 33554432 (32 MiB: a Python policy
+    /// carries its interpreter).
     pub max_upload_bytes: Option<usize>,
     /// Longest an upload may take to compile, milliseconds. Default 10000.
     pub compile_timeout_ms: Option<u64>,
