@@ -61,14 +61,14 @@ pub use fleet::{Backend, BackendId, Fleet, Role};
 pub use log::{debug, error, info, warn};
 pub use policy::{Filter, Placement, Placer, Score, Scorer, Verdict};
 pub use random::Rng;
-pub use request::{Candidate, Request};
+pub use request::{Candidate, PrefixGroup, Request};
 
 /// Everything a policy usually needs, in one `use`.
 pub mod prelude {
     pub use crate::config::{self, ConfigError};
     pub use crate::normalize;
     pub use crate::{
-        Backend, BackendId, Candidate, Filter, Fleet, Placement, Placer, Request, Rng, Role, Score,
-        Scorer, Verdict,
+        Backend, BackendId, Candidate, Filter, Fleet, Placement, Placer, PrefixGroup, Request, Rng,
+        Role, Score, Scorer, Verdict,
     };
 }

@@ -38,6 +38,32 @@ impl Request {
     pub fn rng(&self) -> Rng {
         Rng::new(self.id)
     }
+
+    /// Where the prompt's own prefix starts, past the head most prompts of the model
+    /// share; `None` when the router does not key the model's prompts or the prompt is
+    /// shorter than one KV block. Each call asks the host: call it once per decision
+    /// (in [`crate::Scorer::score_all`] or [`crate::Placer::place`]), not per candidate.
+    /// In native tests it answers what [`crate::testing::set_prefix_group`] set.
+    pub fn prefix_group(&self) -> Option<PrefixGroup> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::wit::host::request_prefix().map(|p| PrefixGroup {
+            key: p.key,
+            head_tokens: p.head_tokens,
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::prefix_group()
+    }
+}
+
+/// A request's prefix group (the contract's `prefix-group`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PrefixGroup {
+    /// Names the group: requests with the same key share every token up to the end of
+    /// the KV block it keys, the first past the shared head.
+    pub key: u64,
+    /// Leading tokens of the prompt that most of the model's prompts also begin with;
+    /// cached prefixes up to this long say nothing about where the request belongs.
+    pub head_tokens: u32,
 }
 
 /// One backend able to serve the request, with its live figures.

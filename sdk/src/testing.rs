@@ -27,12 +27,24 @@ use std::cell::RefCell;
 
 use crate::fleet::{Backend, BackendId, Fleet};
 use crate::policy::{Filter, Placement, Placer, Scorer};
-use crate::request::{Candidate, Request};
+use crate::request::{Candidate, PrefixGroup, Request};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::wit::host::Level;
 
 thread_local! {
     static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    static PREFIX: RefCell<Option<PrefixGroup>> = const { RefCell::new(None) };
+}
+
+/// Sets what [`Request::prefix_group`] answers on this thread, as the router's KV index
+/// would for the request being decided.
+pub fn set_prefix_group(group: Option<PrefixGroup>) {
+    PREFIX.with(|p| *p.borrow_mut() = group);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn prefix_group() -> Option<PrefixGroup> {
+    PREFIX.with(|p| *p.borrow())
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,4 +1,4 @@
-//! Generated bindings for `switchyard:policy@0.3.0`. Authors never use these directly:
+//! Generated bindings for `switchyard:policy@0.3.1`. Authors never use these directly:
 //! the export macros and the types in the crate root wrap them.
 
 /// The `filter` world; it also generates the shared `types` and `host` interfaces.
@@ -23,8 +23,8 @@ pub mod scorer {
         export_macro_name: "export_scorer_world",
         default_bindings_module: "::switchyard_policy_sdk::wit::scorer",
         with: {
-            "switchyard:policy/types@0.3.0": super::filter::switchyard::policy::types,
-            "switchyard:policy/host@0.3.0": super::filter::switchyard::policy::host,
+            "switchyard:policy/types@0.3.1": super::filter::switchyard::policy::types,
+            "switchyard:policy/host@0.3.1": super::filter::switchyard::policy::host,
         },
     });
 }
@@ -39,8 +39,8 @@ pub mod placer {
         export_macro_name: "export_placer_world",
         default_bindings_module: "::switchyard_policy_sdk::wit::placer",
         with: {
-            "switchyard:policy/types@0.3.0": super::filter::switchyard::policy::types,
-            "switchyard:policy/host@0.3.0": super::filter::switchyard::policy::host,
+            "switchyard:policy/types@0.3.1": super::filter::switchyard::policy::types,
+            "switchyard:policy/host@0.3.1": super::filter::switchyard::policy::host,
         },
     });
 }

@@ -27,6 +27,7 @@ mod config;
 mod conformance;
 mod event;
 mod exact;
+pub mod head;
 mod index;
 mod ingest;
 pub mod key;
@@ -34,7 +35,7 @@ mod service;
 mod stats;
 mod tokens;
 
-pub use approx::{DEFAULT_CAPACITY_BLOCKS, DEFAULT_TTL_S};
+pub use approx::{Capacity, DEFAULT_CAPACITY_BLOCKS, DEFAULT_TTL_S, SLOT_SIMILARITY};
 pub use config::{BackendConfig, ExactConfig, KvConfig, ModelConfig};
 #[cfg(any(test, fuzzing))]
 pub use event::assert_decoders_agree;
@@ -42,10 +43,11 @@ pub use event::{
     Batch, BlockStored, DecodeError, Event, decode_batch, encode_batch, normalize_hash,
 };
 pub use exact::{Algorithm, ExactHasher, ExtraKey};
+pub use head::PrefixGroup;
 pub use index::{Index, IndexError, MAX_BACKENDS, MAX_ENTRIES, Tier, TierWeights, part_hash};
 pub use ingest::{IndexSink, IngestError, Limits, Sink};
 pub use service::{
     BackendId, BackendPrefix, Error, KvCollector, KvIndex, PrefixReport, PromptKeys, Scope,
 };
-pub use stats::{BackendStats, Counters, Mode, Reject};
+pub use stats::{BackendStats, Counters, Mode, PromptSlotStats, Reject};
 pub use tokens::{Prompt, TokenizeError, Tokenizer};

@@ -11,8 +11,10 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use serde::Serialize;
 
+use super::approx::{Capacity, PromptSlots};
 use super::config::{BackendConfig, KvConfig};
 use super::exact::ExactHasher;
+use super::head::{HeadTrackers, PrefixGroup};
 use super::index::{Index, IndexError};
 use super::ingest::{
     Follower, IndexSink, IngestError, Limits, Route, Routes, Source, Subscriber, Workers,
@@ -111,6 +113,8 @@ pub struct Scope<'a> {
 #[derive(Clone, Debug)]
 pub struct PromptKeys {
     model: u16,
+    /// The root the keys chain from (model or adapter, and cache salt).
+    root: u64,
     /// The keys of the prompt's full blocks, in order.
     pub keys: Vec<u64>,
     /// Prompt length in tokens (estimated at 4 bytes a token when keyed on text).
@@ -153,6 +157,8 @@ struct Model {
     index: Arc<parking_lot::RwLock<Index>>,
     /// Slots in approximate mode, for the TTL sweep.
     approx_slots: AtomicU64,
+    /// The shared heads of the model's prompts.
+    heads: parking_lot::Mutex<HeadTrackers>,
 }
 
 struct Backend {
@@ -161,6 +167,8 @@ struct Backend {
     mode: Mode,
     topic: Option<Vec<u8>>,
     counters: Arc<Counters>,
+    /// The prompts it holds, when its cache holds one per slot ([`Capacity::Prompts`]).
+    prompts: parking_lot::Mutex<PromptSlots>,
     /// Dropped (stopped and joined) when the backend is removed.
     _workers: Workers,
 }
@@ -267,6 +275,7 @@ impl KvIndex {
                     config.tier_weights,
                 ))),
                 approx_slots: AtomicU64::new(0),
+                heads: parking_lot::Mutex::default(),
             });
         }
         let models: Arc<[Model]> = models.into();
@@ -429,6 +438,7 @@ impl KvIndex {
             mode,
             topic: bound_topic.map(|t| t.clone().into_bytes()),
             counters,
+            prompts: parking_lot::Mutex::default(),
             _workers: workers,
         });
         Ok(id)
@@ -588,11 +598,23 @@ impl KvIndex {
         };
         Ok(PromptKeys {
             model: model_id,
+            root,
             keys,
             prompt_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
             block_tokens: m.block_size,
             text_keyed,
         })
+    }
+
+    /// Counts the prompt toward its model's shared head ([`crate::head`]) and returns
+    /// where its own prefix starts; `None` for a prompt without a full block. Call it
+    /// once per routed request.
+    pub fn prefix_group(&self, prompt: &PromptKeys) -> Option<PrefixGroup> {
+        let model = self.inner.models.get(prompt.model as usize)?;
+        model
+            .heads
+            .lock()
+            .observe(prompt.root, &prompt.keys, prompt.block_tokens)
     }
 
     /// Fills `out[i]` with the cached-prefix tokens of `backends[i]` for the prompt, in
@@ -617,10 +639,11 @@ impl KvIndex {
     }
 
     /// Records that `backend` served the prompt (approximate mode; a backend with events
-    /// ignores it, its engine reports the truth). `capacity_tokens`, the engine's KV
-    /// capacity when known, bounds what the index keeps for it (at least one block): its
-    /// least recently used blocks beyond it are forgotten, as the engine must have.
-    pub fn record(&self, prompt: &PromptKeys, backend: BackendId, capacity_tokens: Option<u64>) {
+    /// ignores it, its engine reports the truth). `capacity`, what the engine's cache
+    /// holds when known, bounds what the index keeps for it: beyond a token capacity its
+    /// least recently used blocks are forgotten (at least one block is kept); with one
+    /// prompt per slot, the blocks of the prompt the engine replaced are.
+    pub fn record(&self, prompt: &PromptKeys, backend: BackendId, capacity: Option<Capacity>) {
         let backends = self.backends();
         let Some(b) = backends
             .iter()
@@ -633,13 +656,20 @@ impl KvIndex {
             return;
         };
         let now = self.inner.clock.elapsed().as_secs();
+        let forget = match capacity {
+            Some(Capacity::Prompts(slots)) => b.prompts.lock().serve(&prompt.keys, slots),
+            _ => Vec::new(),
+        };
         let mut index = model.index.write();
-        if let Some(tokens) = capacity_tokens {
+        if let Some(Capacity::Tokens(tokens)) = capacity {
             let blocks = tokens / u64::from(index.block_size().max(1));
             let blocks = u32::try_from(blocks).unwrap_or(u32::MAX).max(1);
             if index.capacity(backend.slot) != blocks {
                 index.set_capacity(backend.slot, blocks);
             }
+        }
+        for &k in &forget {
+            index.forget_approx(backend.slot, k);
         }
         for &k in &prompt.keys {
             index.store_approx(backend.slot, k, now);
@@ -658,6 +688,7 @@ impl KvIndex {
                     .counters
                     .snapshot(&b.name, &model.name, b.mode, index.len(b.id.slot));
                 s.capacity_blocks = index.capacity(b.id.slot);
+                s.prompt_slots = b.prompts.lock().stats();
                 s
             })
             .collect()

@@ -150,6 +150,7 @@ impl Counters {
             mode,
             blocks,
             capacity_blocks: 0,
+            prompt_slots: None,
             batches_applied: get(&self.batches_applied),
             events_applied: get(&self.events_applied),
             blocks_stored: get(&self.blocks_stored),
@@ -189,6 +190,16 @@ pub enum Mode {
     Approximate,
 }
 
+/// What the index tracks of a slot-per-prompt engine's cache.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PromptSlotStats {
+    /// Prompts the index believes the engine holds.
+    pub held: u32,
+    /// The engine's slots, each holding one prompt.
+    pub slots: u32,
+}
+
 /// One backend's index figures, for the admin API; see [`Counters`] for each field.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -202,6 +213,9 @@ pub struct BackendStats {
     /// Most blocks it holds before the least recently used are forgotten: the engine's
     /// KV capacity when learned (approximate mode), else the default.
     pub capacity_blocks: u32,
+    /// Prompts held and slots, for an engine that keeps one prompt per slot (llama.cpp)
+    /// in approximate mode.
+    pub prompt_slots: Option<PromptSlotStats>,
     pub batches_applied: u64,
     pub events_applied: u64,
     pub blocks_stored: u64,

@@ -308,6 +308,9 @@ struct KvOccupancy {
     blocks: u32,
     /// Most blocks it holds before the least recently used are forgotten.
     capacity_blocks: u32,
+    /// Prompts held and slots, for an engine that keeps one prompt per slot (llama.cpp).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_slots: Option<switchyard_kv::PromptSlotStats>,
 }
 
 /// Fields of a backend a tenant's credential does not see: where it is.
@@ -329,6 +332,7 @@ impl Admin {
                 mode: s.mode,
                 blocks: s.blocks,
                 capacity_blocks: s.capacity_blocks,
+                prompt_slots: s.prompt_slots,
             });
         let mut value =
             serde_json::to_value(BackendView { status, kv }).expect("backend view serializes");

@@ -179,6 +179,8 @@ pub(crate) struct HostState {
     pub stderr_tail: String,
     /// The virtual WASI's clock and random stream.
     wasi: Virtual,
+    /// What `request-prefix` answers during the current call.
+    prefix: Option<host::PrefixGroup>,
 }
 
 /// Bytes of stderr kept for the fault of a failed call.
@@ -198,14 +200,17 @@ impl HostState {
             stderr_line: Vec::new(),
             stderr_tail: String::new(),
             wasi: Virtual::default(),
+            prefix: None,
         }
     }
 
-    /// Prepares the state for one call: clears the previous call's log and rewinds the
-    /// virtual clock and random stream, seeded with `seed` (the request id, or 0).
-    pub(crate) fn begin_call(&mut self, seed: u64) {
+    /// Prepares the state for one call: clears the previous call's log, rewinds the
+    /// virtual clock and random stream, seeded with `seed` (the request id, or 0), and
+    /// sets the request's prefix group (`None` outside a decision).
+    pub(crate) fn begin_call(&mut self, seed: u64, prefix: Option<host::PrefixGroup>) {
         self.clear_logs();
         self.wasi.reset(seed);
+        self.prefix = prefix;
     }
 
     /// Clears what one call logged.
@@ -330,6 +335,10 @@ const LOG_LINE_BYTES: usize = 512;
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String) {
         self.push_log(level_name(level), message);
+    }
+
+    fn request_prefix(&mut self) -> Option<host::PrefixGroup> {
+        self.prefix
     }
 }
 

@@ -88,6 +88,9 @@ pub struct RequestFacts {
     pub slo_ttft_ms: Option<u32>,
     /// Time-per-output-token objective, milliseconds.
     pub slo_tpot_ms: Option<u32>,
+    /// Where the prompt's own prefix starts (the `request-prefix` import), when the KV
+    /// index keys the model's prompts.
+    pub prefix: Option<switchyard_kv::PrefixGroup>,
 }
 
 /// One backend able to serve a request, with its live figures: flat scalars only.

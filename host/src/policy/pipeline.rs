@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
+use super::Fault;
 use super::builtin;
 use super::facts::{Candidate, FleetFacts, Placement, RequestFacts};
 use super::metrics::{FailureLabels, PolicyMetrics, TenantLabels};
 use super::spec::{FailureMode, Picker, PipelineSpec};
-use super::stage::{CallReport, Stage, to_wit_request};
+use super::stage::{CallReport, CallRequest, Stage};
 use super::tenancy::FuelBucket;
-use super::{Fault, bindings::types};
 use crate::names::TenantName;
 
 /// Which of a tenant's pipelines made a decision.
@@ -181,7 +181,7 @@ impl TenantPipeline {
             decision.elapsed = started.elapsed();
             return decision;
         }
-        let wit_req = to_wit_request(req);
+        let wit_req = CallRequest::new(req);
         let mut decision = pipeline.decide(fleet, &wit_req, candidates, &self.metrics);
         decision.variant = variant;
         decision.pipeline_version = self.info.version;
@@ -238,7 +238,7 @@ impl Pipeline {
     fn decide(
         &self,
         fleet: &FleetFacts,
-        req: &types::Request,
+        req: &CallRequest,
         candidates: &[Candidate],
         metrics: &PolicyMetrics,
     ) -> Decision {
@@ -301,7 +301,7 @@ impl Pipeline {
                 }
             }
         }
-        let chosen = pick(self.picker, req.id, &remaining, &totals);
+        let chosen = pick(self.picker, req.record.id, &remaining, &totals);
         d.scores = remaining.iter().map(|c| c.backend).zip(totals).collect();
         d.placement = Placement::Single(chosen);
         d

@@ -43,7 +43,10 @@ struct Inner {
     tenants: ArcSwap<HashMap<TenantName, Arc<TenantPipeline>>>,
     /// Serialises pipeline changes so each reads the latest map and version.
     writer: Mutex<()>,
-    builtin: Arc<TenantPipeline>,
+    /// What decides for tenants with no pipeline when `default` has none either: the
+    /// native least-load until the shipped policies are installed, then
+    /// [`PipelineSpec::default_routing`].
+    fallback: ArcSwap<TenantPipeline>,
     state: Option<StateDir>,
     metrics: PolicyMetrics,
     /// Each tenant's quota and budget; tenants not configured get the defaults.
@@ -92,14 +95,14 @@ impl Policies {
     pub fn new(limits: Limits, state: Option<StateDir>) -> Result<Policies, Error> {
         let engine = PolicyEngine::new(limits)?;
         let metrics = PolicyMetrics::default();
-        let builtin = Arc::new(builtin_pipeline(&default_tenant(), &metrics));
+        let fallback = ArcSwap::from_pointee(builtin_pipeline(&default_tenant(), &metrics));
         Ok(Policies {
             inner: Arc::new(Inner {
                 registry: Registry::new(engine.clone(), state.clone()),
                 engine,
                 tenants: ArcSwap::from_pointee(HashMap::new()),
                 writer: Mutex::new(()),
-                builtin,
+                fallback,
                 state,
                 metrics,
                 tenancy: RwLock::new(HashMap::new()),
@@ -249,7 +252,7 @@ impl Policies {
     ///
     /// When a shipped component fails to load, which is a build defect.
     pub fn install_shipped(&self) -> Result<Vec<PolicyVersion>, Error> {
-        shipped::COMPONENTS
+        let versions = shipped::COMPONENTS
             .iter()
             .map(|(name, bytes)| {
                 let name = PolicyName::new(name).expect("shipped policy names are valid");
@@ -257,7 +260,14 @@ impl Policies {
                 let v = self.inner.registry.commit(prepared, bytes, true)?;
                 Ok(v.snapshot())
             })
-            .collect()
+            .collect::<Result<Vec<_>, Error>>()?;
+        let mut info = empty_info(&default_tenant());
+        info.active = PipelineSpec::default_routing();
+        self.pin_info(&mut info)?;
+        self.inner
+            .fallback
+            .store(Arc::new(self.build_tenant(info)?));
+        Ok(versions)
     }
 
     /// Checks, compiles and registers an upload; with `smoke`, first calls it once on a
@@ -373,7 +383,7 @@ impl Policies {
     }
 
     /// The snapshot of `tenant`'s pipelines; tenants without one get the `default`
-    /// tenant's, and failing that the built-in least-load. When the pipeline that would
+    /// tenant's, and failing that [`PipelineSpec::default_routing`] (version 0). When the pipeline that would
     /// decide could not be restored, the snapshot is [`TenantPipeline::damaged`] and
     /// refuses every request: never another pipeline in its place.
     pub fn pipeline(&self, tenant: &str) -> Arc<TenantPipeline> {
@@ -381,7 +391,7 @@ impl Policies {
         map.get(tenant)
             .or_else(|| map.get(DEFAULT_TENANT))
             .cloned()
-            .unwrap_or_else(|| self.inner.builtin.clone())
+            .unwrap_or_else(|| self.inner.fallback.load_full())
     }
 
     /// Forgets a damaged tenant entry the operator discarded: the tenant is served by

@@ -98,6 +98,19 @@ impl PipelineSpec {
         PipelineSpec::default()
     }
 
+    /// What decides when the config and the admin API set no pipeline: the shipped
+    /// `prefix-home` scorer, which gives every prefix group a home backend and keeps it
+    /// there under a load bound.
+    pub fn default_routing() -> Self {
+        PipelineSpec {
+            scorers: vec![WeightedStageSpec {
+                stage: StageSpec::new("prefix-home", serde_json::Value::Null),
+                weight: 1.0,
+            }],
+            ..PipelineSpec::default()
+        }
+    }
+
     /// Every policy reference in the pipeline, in evaluation order.
     pub fn stages(&self) -> impl Iterator<Item = &StageSpec> {
         self.filters

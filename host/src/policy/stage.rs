@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use wasmtime::{Store, Trap};
 
-use super::bindings::{filter, placer, scorer, types};
+use super::bindings::{filter, host, placer, scorer, types};
 use super::engine::{HostState, KindPre, PolicyEngine, Tier};
 use super::facts::{FleetFacts, Placement, Role};
 use super::registry::{Code, LoadedVersion};
@@ -214,13 +214,13 @@ impl Stage {
     pub(crate) fn exclude(
         &self,
         fleet: &FleetFacts,
-        req: &types::Request,
+        req: &CallRequest,
         candidates: &[super::Candidate],
     ) -> Result<(Vec<(u32, String)>, CallReport), Fault> {
-        self.call(fleet, req.id, candidates, |warm| match &warm.exports {
+        self.call(fleet, req, candidates, |warm| match &warm.exports {
             Exports::Filter(f) => {
                 let out = f
-                    .call_exclude(&mut warm.store, req, &warm.candidates)
+                    .call_exclude(&mut warm.store, &req.record, &warm.candidates)
                     .map_err(Failure::Wasm)?;
                 for e in &out {
                     if !candidates.iter().any(|c| c.backend == e.backend) {
@@ -240,13 +240,13 @@ impl Stage {
     pub(crate) fn score(
         &self,
         fleet: &FleetFacts,
-        req: &types::Request,
+        req: &CallRequest,
         candidates: &[super::Candidate],
     ) -> Result<(Vec<f32>, CallReport), Fault> {
-        self.call(fleet, req.id, candidates, |warm| match &warm.exports {
+        self.call(fleet, req, candidates, |warm| match &warm.exports {
             Exports::Scorer(s) => {
                 let out = s
-                    .call_score(&mut warm.store, req, &warm.candidates)
+                    .call_score(&mut warm.store, &req.record, &warm.candidates)
                     .map_err(Failure::Wasm)?;
                 if out.len() != candidates.len() {
                     return Err(Failure::Output(format!(
@@ -268,13 +268,13 @@ impl Stage {
     pub(crate) fn place(
         &self,
         fleet: &FleetFacts,
-        req: &types::Request,
+        req: &CallRequest,
         candidates: &[super::Candidate],
     ) -> Result<(Placement, CallReport), Fault> {
-        self.call(fleet, req.id, candidates, |warm| match &warm.exports {
+        self.call(fleet, req, candidates, |warm| match &warm.exports {
             Exports::Placer(p) => {
                 let out = p
-                    .call_place(&mut warm.store, req, &warm.candidates)
+                    .call_place(&mut warm.store, &req.record, &warm.candidates)
                     .map_err(Failure::Wasm)?;
                 check_placement(fleet, candidates, out).map_err(Failure::Output)
             }
@@ -294,7 +294,7 @@ impl Stage {
         req: &super::RequestFacts,
         candidates: &[super::Candidate],
     ) -> Result<(Outcome, CallReport), Fault> {
-        let req = to_wit_request(req);
+        let req = CallRequest::new(req);
         match self.kind() {
             PolicyKind::Filter => self
                 .exclude(fleet, &req, candidates)
@@ -308,12 +308,12 @@ impl Stage {
         }
     }
 
-    /// Calls `f` on a warm instance; `seed` (the request id) seeds the call's virtual
-    /// WASI randomness.
+    /// Calls `f` on a warm instance; the request id seeds the call's virtual WASI
+    /// randomness.
     fn call<R>(
         &self,
         fleet: &FleetFacts,
-        seed: u64,
+        req: &CallRequest,
         candidates: &[super::Candidate],
         f: impl FnOnce(&mut Warm) -> Result<R, Failure>,
     ) -> Result<(R, CallReport), Fault> {
@@ -327,7 +327,7 @@ impl Stage {
             }),
         };
         let result = warm.and_then(|mut warm| {
-            let out = self.call_on(&mut warm, fleet, seed, candidates, f);
+            let out = self.call_on(&mut warm, fleet, req, candidates, f);
             match out {
                 Ok(out) => {
                     warm.calls += 1;
@@ -358,12 +358,12 @@ impl Stage {
         &self,
         warm: &mut Warm,
         fleet: &FleetFacts,
-        seed: u64,
+        req: &CallRequest,
         candidates: &[super::Candidate],
         f: impl FnOnce(&mut Warm) -> Result<R, Failure>,
     ) -> Result<(R, CallReport), Failure> {
         if warm.fleet_generation != Some(fleet.generation) {
-            self.arm(&mut warm.store, 0)?;
+            self.arm(&mut warm.store, 0, None)?;
             let wit_fleet = to_wit_fleet(fleet);
             match &warm.exports {
                 Exports::Filter(p) => p.call_set_fleet(&mut warm.store, &wit_fleet),
@@ -374,7 +374,7 @@ impl Stage {
             warm.fleet_generation = Some(fleet.generation);
         }
         fill_rows(&mut warm.candidates, candidates);
-        let budget = self.arm(&mut warm.store, seed)?;
+        let budget = self.arm(&mut warm.store, req.record.id, req.prefix)?;
         let out = f(warm)?;
         let fuel_used = budget - warm.store.get_fuel().unwrap_or(0);
         let state = warm.store.data_mut();
@@ -389,19 +389,25 @@ impl Stage {
     }
 
     /// Refills fuel, re-arms the deadline and resets per-call host state (the log, the
-    /// virtual clock, the random stream seeded with `seed`); returns the fuel budget.
-    fn arm(&self, store: &mut Store<HostState>, seed: u64) -> Result<u64, Failure> {
+    /// virtual clock, the random stream seeded with `seed`, the request's prefix group);
+    /// returns the fuel budget.
+    fn arm(
+        &self,
+        store: &mut Store<HostState>,
+        seed: u64,
+        prefix: Option<host::PrefixGroup>,
+    ) -> Result<u64, Failure> {
         let budget = self.engine.limits.fuel_per_call;
         store.set_fuel(budget).map_err(Failure::Wasm)?;
         store.set_epoch_deadline(self.engine.deadline_ticks());
-        store.data_mut().begin_call(seed);
+        store.data_mut().begin_call(seed, prefix);
         Ok(budget)
     }
 
     fn instantiate(&self, code: Arc<Code>) -> Result<Warm, Instantiate> {
         let mut store = Store::new(code.pre.engine(), HostState::new(&self.engine.limits));
         store.limiter(|s| s);
-        self.arm(&mut store, 0)
+        self.arm(&mut store, 0, None)
             .map_err(|f| Instantiate::Fault(self.fault(PolicyFault::Trap, f.to_string())))?;
         let wasm_fault = |store: &Store<HostState>, e: wasmtime::Error| {
             Instantiate::Fault(self.classify_error(store.data(), e))
@@ -644,18 +650,33 @@ fn fill_rows(packed: &mut types::Candidates, candidates: &[super::Candidate]) {
     }));
 }
 
-/// Converts request facts to the contract's record, once per decision.
-pub(crate) fn to_wit_request(r: &super::RequestFacts) -> types::Request {
-    types::Request {
-        id: r.id,
-        tenant: r.tenant.clone(),
-        model: r.model.clone(),
-        prompt_tokens: r.prompt_tokens,
-        max_tokens: r.max_tokens,
-        session: r.session.clone(),
-        labels: r.labels.clone(),
-        slo_ttft_ms: r.slo_ttft_ms.unwrap_or(0),
-        slo_tpot_ms: r.slo_tpot_ms.unwrap_or(0),
+/// A request as a decision's policy calls receive it: the contract's record, built once
+/// per decision, and what the `request-prefix` import answers during each call.
+pub(crate) struct CallRequest {
+    pub record: types::Request,
+    pub prefix: Option<host::PrefixGroup>,
+}
+
+impl CallRequest {
+    /// Converts request facts, once per decision.
+    pub(crate) fn new(r: &super::RequestFacts) -> Self {
+        CallRequest {
+            record: types::Request {
+                id: r.id,
+                tenant: r.tenant.clone(),
+                model: r.model.clone(),
+                prompt_tokens: r.prompt_tokens,
+                max_tokens: r.max_tokens,
+                session: r.session.clone(),
+                labels: r.labels.clone(),
+                slo_ttft_ms: r.slo_ttft_ms.unwrap_or(0),
+                slo_tpot_ms: r.slo_tpot_ms.unwrap_or(0),
+            },
+            prefix: r.prefix.map(|p| host::PrefixGroup {
+                key: p.key,
+                head_tokens: p.head_tokens,
+            }),
+        }
     }
 }
 

@@ -251,6 +251,21 @@ impl Backend {
         self.load().and_then(|(load, _)| load.kv_capacity_tokens)
     }
 
+    /// What the engine's prefix cache holds, for the KV index's approximate mode: the
+    /// declared `capability.kv_capacity_tokens` when set, else one prompt per slot for a
+    /// llama.cpp that reported its slots, else the capacity the engine reports.
+    pub fn kv_capacity(&self) -> Option<switchyard_kv::Capacity> {
+        use switchyard_kv::Capacity;
+        let declared = self.spec.capability.kv_capacity_tokens;
+        if declared > 0 {
+            return Some(Capacity::Tokens(declared));
+        }
+        let (load, _) = self.load()?;
+        load.kv_prompt_slots
+            .map(Capacity::Prompts)
+            .or(load.kv_capacity_tokens.map(Capacity::Tokens))
+    }
+
     /// The latest scraped figures and their age, if any.
     pub fn load(&self) -> Option<(EngineLoad, Duration)> {
         let guard = self.load.lock().unwrap_or_else(|e| e.into_inner());

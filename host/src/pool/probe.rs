@@ -68,13 +68,13 @@ async fn check_health(
     }
 }
 
-/// A llama.cpp backend's KV capacity from its `/props`, or `None` (logged at debug) when
-/// it cannot be read.
+/// A llama.cpp backend's cache from its `/props`, or `None` (logged at debug) when it
+/// cannot be read.
 async fn llamacpp_props(
     client: &reqwest::Client,
     backend: &Backend,
     settings: &PoolSettings,
-) -> Option<u64> {
+) -> Option<scrape::LlamacppCache> {
     let res = client
         .get(backend.spec.endpoint("/props"))
         .timeout(settings.probe_timeout)
@@ -89,7 +89,11 @@ async fn llamacpp_props(
         .ok()
         .and_then(|b| scrape::llamacpp_capacity(b.as_bytes()));
     match capacity {
-        Some(tokens) => tracing::info!(tokens, "llama.cpp KV capacity learned from /props"),
+        Some(c) => tracing::info!(
+            slots = c.slots,
+            tokens = c.tokens,
+            "llama.cpp KV capacity learned from /props"
+        ),
         None => tracing::debug!("llama.cpp /props gave no KV capacity"),
     }
     capacity
@@ -97,13 +101,14 @@ async fn llamacpp_props(
 
 /// One scrape; a failure leaves the last figures to go stale. An oversized body is
 /// warned about once per burst (`oversized`), other failures at debug level. A capacity
-/// learned elsewhere (`learned_capacity`) fills in what the metrics do not say.
+/// learned elsewhere (`learned`, llama.cpp's `/props`) fills in what the metrics do not
+/// say.
 async fn scrape_once(
     client: &reqwest::Client,
     backend: &Backend,
     settings: &PoolSettings,
     oversized: &Burst,
-    learned_capacity: Option<u64>,
+    learned: Option<scrape::LlamacppCache>,
 ) {
     let res = client
         .get(backend.spec.endpoint("/metrics"))
@@ -118,7 +123,10 @@ async fn scrape_once(
     match text {
         Ok(t) => match scrape::parse(backend.spec.engine, &t) {
             Ok(mut load) => {
-                load.kv_capacity_tokens = load.kv_capacity_tokens.or(learned_capacity);
+                if let Some(c) = learned {
+                    load.kv_capacity_tokens = load.kv_capacity_tokens.or(Some(c.tokens));
+                    load.kv_prompt_slots = Some(c.slots);
+                }
                 backend.set_load(load);
             }
             Err(e) => tracing::debug!(error = %e, "scrape unusable"),

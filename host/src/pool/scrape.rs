@@ -50,12 +50,23 @@ pub struct EngineLoad {
     /// KV cache capacity in tokens, when the engine reports it (vLLM's
     /// `cache_config_info`: blocks times block size).
     pub kv_capacity_tokens: Option<u64>,
+    /// Prompts the cache holds at once when it keeps one per slot (llama.cpp's
+    /// `total_slots`).
+    pub kv_prompt_slots: Option<u32>,
 }
 
-/// The KV capacity in tokens a llama.cpp `llama-server` reports at `/props`: its slots
-/// times each slot's context (`total_slots` x `default_generation_settings.n_ctx`).
-/// `None` for a body without both, or with either 0.
-pub fn llamacpp_capacity(props: &[u8]) -> Option<u64> {
+/// What a llama.cpp `llama-server` reports of its cache at `/props`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LlamacppCache {
+    /// Slots (`total_slots`); each keeps the last prompt it ran.
+    pub slots: u32,
+    /// Slots times each slot's context (`default_generation_settings.n_ctx`).
+    pub tokens: u64,
+}
+
+/// The cache a llama.cpp `llama-server` reports at `/props`. `None` for a body without
+/// `total_slots` and `default_generation_settings.n_ctx`, or with either 0.
+pub fn llamacpp_capacity(props: &[u8]) -> Option<LlamacppCache> {
     #[derive(Deserialize)]
     struct Props {
         total_slots: u64,
@@ -67,7 +78,10 @@ pub fn llamacpp_capacity(props: &[u8]) -> Option<u64> {
     }
     let p: Props = serde_json::from_slice(props).ok()?;
     let per_slot = p.default_generation_settings.n_ctx;
-    (p.total_slots > 0 && per_slot > 0).then(|| p.total_slots.saturating_mul(per_slot))
+    (p.total_slots > 0 && per_slot > 0).then(|| LlamacppCache {
+        slots: u32::try_from(p.total_slots).unwrap_or(u32::MAX),
+        tokens: p.total_slots.saturating_mul(per_slot),
+    })
 }
 
 /// Why a scrape gave no figures.
@@ -255,7 +269,13 @@ vllm:cache_config_info{block_size="16",num_gpu_blocks="1000"} 1.0
         // The shape `llama-server -np 2 -c 4096` answers at /props (fields trimmed).
         let props = br#"{"default_generation_settings":{"n_ctx":2048,"params":{}},
             "total_slots":2,"model_alias":"m","chat_template":"{{ x }}"}"#;
-        assert_eq!(llamacpp_capacity(props), Some(4096));
+        assert_eq!(
+            llamacpp_capacity(props),
+            Some(LlamacppCache {
+                slots: 2,
+                tokens: 4096
+            })
+        );
         assert_eq!(llamacpp_capacity(br#"{"total_slots":2}"#), None);
         let zero = br#"{"default_generation_settings":{"n_ctx":0},"total_slots":2}"#;
         assert_eq!(llamacpp_capacity(zero), None);

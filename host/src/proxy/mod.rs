@@ -227,6 +227,7 @@ impl App {
             request_id,
             &tenant.name,
             &req,
+            &prompt,
             prompt.prompt_tokens,
             self.policy_max_tokens(&req),
         );

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::ApiError;
 use crate::policy::{Candidate, RequestFacts};
 use crate::pool::Fleet;
-use switchyard_kv::{BackendId, KvIndex, Prompt, PromptKeys, Scope};
+use switchyard_kv::{BackendId, KvIndex, PrefixGroup, Prompt, PromptKeys, Scope};
 
 /// Which OpenAI endpoint was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +147,7 @@ impl ClientHints {
         request_id: &str,
         tenant: &str,
         req: &Parsed,
+        prompt: &PromptFacts,
         prompt_tokens: u32,
         max_tokens: u32,
     ) -> RequestFacts {
@@ -160,6 +161,7 @@ impl ClientHints {
             labels: self.labels.clone(),
             slo_ttft_ms: self.slo_ttft_ms,
             slo_tpot_ms: self.slo_tpot_ms,
+            prefix: prompt.prefix,
         }
     }
 }
@@ -290,6 +292,8 @@ pub struct PromptFacts {
     pub keys: Option<PromptKeys>,
     /// (fleet index, backend in the KV index) of each candidate the index tracks.
     pub kv_backends: Vec<(u32, BackendId)>,
+    /// Where the prompt's own prefix starts, past the model's shared head.
+    pub prefix: Option<PrefixGroup>,
 }
 
 impl PromptFacts {
@@ -301,7 +305,7 @@ impl PromptFacts {
     pub fn record_served(&self, kv: &KvIndex, fleet: &Fleet, backend: u32) {
         let id = self.kv_backends.iter().find(|(b, _)| *b == backend);
         if let (Some(keys), Some((_, id))) = (&self.keys, id) {
-            let capacity = fleet.backend(backend).and_then(|b| b.kv_capacity_tokens());
+            let capacity = fleet.backend(backend).and_then(|b| b.kv_capacity());
             kv.record(keys, *id, capacity);
         }
     }
@@ -340,6 +344,7 @@ pub fn prompt_facts(
                 prompt_tokens: estimate,
                 keys: None,
                 kv_backends: Vec::new(),
+                prefix: None,
             };
         }
     };
@@ -364,6 +369,7 @@ pub fn prompt_facts(
         .collect();
     PromptFacts {
         prompt_tokens: keys.prompt_tokens,
+        prefix: kv.prefix_group(&keys),
         keys: Some(keys),
         kv_backends,
     }

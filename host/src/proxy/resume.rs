@@ -584,6 +584,7 @@ impl Resumer {
             &self.request_id,
             &self.tenant,
             &self.req,
+            &self.prompt,
             prompt_tokens,
             max_tokens,
         );

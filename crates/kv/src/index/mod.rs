@@ -426,6 +426,19 @@ impl Index {
         true
     }
 
+    /// Forgets block `key` of `slot` when it was recorded in approximate mode (a block
+    /// the engine announced stays). Returns whether it was forgotten.
+    pub fn forget_approx(&mut self, slot: u8, key: u64) -> bool {
+        let Some(e) = self.find_rec(key).and_then(|r| self.find_entry(r, slot)) else {
+            return false;
+        };
+        if self.entries.get(e).flags & HAS_ENGINE != 0 {
+            return false;
+        }
+        self.drop_entry(e);
+        true
+    }
+
     /// Forgets the approximate-mode blocks of `slot` last used before `cutoff_s`.
     pub fn expire(&mut self, slot: u8, cutoff_s: u64) {
         while let Some(tail) = self
