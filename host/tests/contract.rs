@@ -11,6 +11,7 @@ use support::guest;
 use switchyard::policy::{
     BackendFacts, Candidate, FleetFacts, Limits, Outcome, Placement, Policies, RequestFacts, Stage,
 };
+use switchyard_kv::PrefixGroup;
 
 fn fleet() -> FleetFacts {
     FleetFacts {
@@ -45,7 +46,7 @@ fn candidates(n: u32) -> Vec<Candidate> {
 /// The message `echo` must return for `req` and `cands` (its documented format).
 fn echoed(req: &RequestFacts, cands: &[Candidate]) -> String {
     let mut lines = vec![format!(
-        "id={} tenant={} model={} prompt={} max={} session={:?} labels={:?} ttft={:?} tpot={:?}",
+        "id={} tenant={} model={} prompt={} max={} session={:?} labels={:?} ttft={:?} tpot={:?} prefix={:?}",
         req.id,
         req.tenant,
         req.model,
@@ -55,6 +56,7 @@ fn echoed(req: &RequestFacts, cands: &[Candidate]) -> String {
         req.labels,
         req.slo_ttft_ms,
         req.slo_tpot_ms,
+        req.prefix,
     )];
     lines.extend(cands.iter().map(|c| {
         format!(
@@ -123,6 +125,10 @@ fn every_request_and_candidate_field_crosses_intact() {
         ],
         slo_ttft_ms: Some(250),
         slo_tpot_ms: Some(40),
+        prefix: Some(PrefixGroup {
+            key: u64::MAX - 9,
+            head_tokens: 4096,
+        }),
     };
     let cands = candidates(37);
     assert_eq!(echo(&stage, &req, &cands), echoed(&req, &cands));
@@ -309,6 +315,7 @@ async fn every_request_field_is_filled_from_http_headers_and_body() {
         ],
         slo_ttft_ms: Some(250),
         slo_tpot_ms: Some(40),
+        prefix: None,
     };
     assert!(prompt > 0, "the prompt was counted");
     assert_eq!(line, echoed(&want, &[]));
@@ -388,4 +395,65 @@ async fn the_residency_filter_keeps_requests_labelled_pii_in_the_allowed_region(
         served.keys().any(|(pii, b)| !pii && *b != eu),
         "plain requests also go elsewhere: {served:?}"
     );
+}
+
+/// The `prefix=` part of an echoed request line: `(key, head_tokens)`.
+fn prefix_of(line: &str) -> Option<(u64, u32)> {
+    let rest = line.split_once("prefix=Some(PrefixGroup { key: ")?.1;
+    let (key, rest) = rest.split_once(", head_tokens: ")?;
+    let head = rest.split_once(' ')?.0;
+    Some((key.parse().ok()?, head.parse().ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prefix_group_is_filled_past_the_shared_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenants = serde_json::json!({"default": {"pipeline": {"placer": {"policy": "echo"}}}});
+    let (base, admin, sims) = router_over_sims(dir.path(), &["eu-west"], tenants).await;
+    let model = sims[0].info().model.clone();
+    let system =
+        "You are the support assistant of a bank. Answer briefly and cite the policy. ".repeat(8);
+    let prompt = |group: usize, question: &str| {
+        serde_json::json!({
+            "model": model,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": format!("{} {question}", format!("Document {group}: terms and fees of account type {group}. ").repeat(12))},
+            ],
+        })
+    };
+    let mut seen = Vec::new();
+    for (i, (group, question)) in [(1, "a?"), (2, "b?"), (1, "c?"), (2, "d?"), (1, "e?")]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("prefix-{i}");
+        let (line, _) = echoed_over_http(
+            &base,
+            &admin,
+            &[("x-request-id", &id)],
+            prompt(group, question),
+        )
+        .await;
+        let (key, head) = prefix_of(&line).unwrap_or_else(|| panic!("no prefix group: {line}"));
+        seen.push((group, key, head));
+    }
+    // From the second prompt on, the shared system text is head and each group has a key
+    // of its own (the first prompt had nothing to compare with).
+    let system_tokens = seen[1].2;
+    assert!(
+        system_tokens > 0,
+        "the system text is shared head: {seen:?}"
+    );
+    for &(group, key, head) in &seen[1..] {
+        assert_eq!(head, system_tokens, "{seen:?}");
+        for &(other, other_key, _) in &seen[1..] {
+            assert_eq!(group == other, key == other_key, "{seen:?}");
+        }
+    }
+    // A prompt too short for one block has no group.
+    let short =
+        serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let (line, _) = echoed_over_http(&base, &admin, &[], short).await;
+    assert!(line.contains(" prefix=None"), "{line}");
 }

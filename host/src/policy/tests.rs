@@ -107,7 +107,7 @@ fn wasm_scorer_sends_request_to_the_cached_prefix() {
 }
 
 #[test]
-fn tenants_without_a_pipeline_get_builtin_least_load() {
+fn tenants_without_a_pipeline_get_the_default_routing() {
     let p = runtime(None);
     let cands = [
         Candidate {
@@ -121,8 +121,19 @@ fn tenants_without_a_pipeline_get_builtin_least_load() {
         },
     ];
     let d = p.pipeline("nobody").decide(&fleet(2), &request(), &cands);
-    assert_eq!(d.placement, Placement::Single(1));
-    assert!(d.policies.is_empty());
+    assert_eq!(
+        d.placement,
+        Placement::Single(1),
+        "backend 0 is over the bound"
+    );
+    assert_eq!(d.policies.len(), 1);
+    assert!(
+        d.policies[0].starts_with("prefix-home@"),
+        "{:?}",
+        d.policies
+    );
+    assert_eq!(d.pipeline_version, 0);
+    assert!(d.fault.is_none());
 }
 
 #[test]

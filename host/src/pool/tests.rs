@@ -61,6 +61,7 @@ fn candidates_skip_down_draining_open_and_other_models() {
         running: 2,
         kv_usage: 0.5,
         kv_capacity_tokens: None,
+        kv_prompt_slots: None,
     });
     let f = fleet(vec![up, down, draining, open, other]);
     let c = f.candidates("m");

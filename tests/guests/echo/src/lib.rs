@@ -1,12 +1,12 @@
 //! Contract guest (not hostile): a placer that rejects every request with status 418 and
-//! a message spelling out every request field and every candidate field it received, in
-//! order. The host's contract test compares it with what it sent, so a field lost or
+//! a message spelling out every request field, the `request-prefix` import's answer and
+//! every candidate field it received, in order. The host's contract test compares it with what it sent, so a field lost or
 //! misplaced on the way across the boundary (the packed candidate rows above all) fails.
 //!
 //! Message: the request line, then one line per candidate, e.g.
 //!
 //! ```text
-//! id=9 tenant=t model=m prompt=64 max=8 session=None labels=[] ttft=None tpot=None
+//! id=9 tenant=t model=m prompt=64 max=8 session=None labels=[] ttft=None tpot=None prefix=None
 //! 0 3 1 0.25 48 2 100 5000 40 7
 //! ```
 
@@ -24,7 +24,7 @@ impl Placer for Echo {
 
     fn place(&self, req: &Request, candidates: &[Candidate], _fleet: &Fleet) -> Placement {
         let mut message = format!(
-            "id={} tenant={} model={} prompt={} max={} session={:?} labels={:?} ttft={:?} tpot={:?}",
+            "id={} tenant={} model={} prompt={} max={} session={:?} labels={:?} ttft={:?} tpot={:?} prefix={:?}",
             req.id,
             req.tenant,
             req.model,
@@ -34,6 +34,7 @@ impl Placer for Echo {
             req.labels,
             req.slo_ttft_ms,
             req.slo_tpot_ms,
+            req.prefix_group(),
         );
         for c in candidates {
             let _ = write!(
