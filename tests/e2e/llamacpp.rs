@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::harness::{
-    ExternalBackend, Fleet, MODEL, Switchyard, client, free_port, run_openai_client,
+    ExternalBackend, Fleet, LEAST_LOAD, MODEL, Switchyard, client, free_port, run_openai_client,
 };
 
 /// The load metrics the router reads from llama.cpp. The engine's third name,
@@ -58,10 +58,12 @@ pub(crate) async fn llama(name: &str) -> ExternalBackend {
     ExternalBackend::start(name, free_port(), &server, &args, "/health").await
 }
 
-/// Two llama-servers and a router over them (engine kind `llamacpp`).
+/// Two llama-servers and a router over them (engine kind `llamacpp`); the native
+/// least-load decides, so a request goes to `llama-a` unless it is busier.
 pub(crate) async fn fleet(dir: &Path) -> (ExternalBackend, ExternalBackend, Switchyard) {
     let (a, b) = tokio::join!(llama("llama-a"), llama("llama-b"));
     let mut f = Fleet::new(&[]);
+    f.extra = LEAST_LOAD.into();
     for backend in [&a, &b] {
         f.backends
             .push((backend.name.clone(), backend.url.clone(), "llamacpp"));
@@ -200,9 +202,10 @@ async fn repeated_prompt_hits_the_prompt_cache() {
     }
 }
 
-/// The router learns each llama-server's KV capacity from `/props` (slots x context per
-/// slot: `-np 2 -c 4096` is 4096 tokens), shows it in `GET /admin/backends`, and bounds
-/// the approximate index of the backend that served a request by it (in blocks).
+/// The router learns each llama-server's cache from `/props` (`-np 2 -c 4096`: two
+/// slots, 4096 tokens), shows it in `GET /admin/backends`, and tracks the approximate
+/// index of each backend as llama.cpp keeps it: one prompt per slot, so after six
+/// unrelated prompts no backend is believed to hold more than two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_capacity_is_learned_from_llama_server_props() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,35 +213,53 @@ async fn kv_capacity_is_learned_from_llama_server_props() {
     crate::harness::eventually(10, "capacity of both backends learned", || async {
         let all = sy.admin_get("/admin/backends").await;
         all.as_array().is_some_and(|list| {
-            list.len() == 2 && list.iter().all(|b| b["load"]["kv_capacity_tokens"] == 4096)
+            list.len() == 2
+                && list.iter().all(|b| {
+                    b["load"]["kv_capacity_tokens"] == 4096 && b["load"]["kv_prompt_slots"] == 2
+                })
         })
     })
     .await;
-    let r = client()
-        .post(format!("{}/v1/completions", sy.url))
-        .json(&serde_json::json!({
-            "model": MODEL, "max_tokens": 2,
-            "prompt": "Once upon a time, a router kept a careful index of every prefix. ".repeat(8),
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let served = r.headers()["x-switchyard-backend"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let kv = sy.admin_get("/admin/kv").await;
-    let capacity = kv
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["name"] == served.as_str()))
-        .and_then(|s| s["capacity_blocks"].as_u64());
-    assert_eq!(capacity, Some(4096 / 16), "{kv}");
-    let status = sy.backend(&served).await;
-    assert_eq!(status["kv_capacity_tokens"], 4096, "{status}");
-    assert_eq!(status["kv"]["capacity_blocks"], 4096 / 16, "{status}");
-    assert!(
-        status["kv"]["blocks"].as_u64().is_some_and(|b| b > 0),
-        "the prompt is tracked: {status}"
-    );
+    let subjects = ["router", "kernel", "garden", "harbour", "violin", "glacier"];
+    let mut blocks_per_prompt = 0;
+    for subject in subjects {
+        let r = client()
+            .post(format!("{}/v1/completions", sy.url))
+            .json(&serde_json::json!({
+                "model": MODEL, "max_tokens": 2,
+                "prompt": format!("The {subject} kept a careful record of everything it saw. ").repeat(8),
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        if blocks_per_prompt == 0 {
+            let served = r.headers()["x-switchyard-backend"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            blocks_per_prompt = sy.backend(&served).await["kv"]["blocks"].as_u64().unwrap();
+        }
+    }
+    assert!(blocks_per_prompt > 0, "the first prompt is tracked");
+    let mut held = 0;
+    for b in sy.admin_get("/admin/backends").await.as_array().unwrap() {
+        let kv = &b["kv"];
+        if kv["prompt_slots"].is_null() {
+            assert_eq!(
+                kv["blocks"], 0,
+                "a backend that served nothing holds nothing: {b}"
+            );
+            continue;
+        }
+        assert_eq!(kv["prompt_slots"]["slots"], 2, "{b}");
+        let prompts = kv["prompt_slots"]["held"].as_u64().unwrap_or(0);
+        assert!(prompts <= 2, "one prompt per slot: {b}");
+        assert!(
+            kv["blocks"].as_u64().unwrap() <= 2 * blocks_per_prompt + 2,
+            "the replaced prompts' blocks are forgotten: {b}"
+        );
+        held += prompts;
+    }
+    assert!(held >= 2, "six prompts over two backends fill slots");
 }

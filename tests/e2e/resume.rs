@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    Fleet, MODEL, Mode, Switchyard, TestBackend, WORDS, client, eventually, served_backend,
+    Fleet, LEAST_LOAD, MODEL, Mode, Switchyard, TestBackend, WORDS, client, eventually,
+    served_backend,
 };
 
 /// Posts `body` to `path` and reads the whole stream: (status, backend header, events).
@@ -124,6 +125,7 @@ async fn two(
     fleet.pool =
         "  health_interval_ms: 60000\n  scrape_interval_ms: 50\n  breaker_failures: 1000\n".into();
     fleet.proxy.push_str(proxy);
+    fleet.extra = LEAST_LOAD.into();
     let sy = Switchyard::start(dir.path(), &fleet.yaml()).await;
     a.set_mode(a_mode);
     (a, b, sy, dir)

@@ -18,6 +18,11 @@ pub const TOKEN: &str = "e2e-admin-token-0123456789";
 /// The model every test backend serves.
 pub const MODEL: &str = "test-model";
 
+/// `Fleet::extra` for tests that must know where a request goes: an empty pipeline, so
+/// the native least-load decides (ties to the lowest index) rather than the default
+/// `prefix-home`, which spreads prompts without a prefix group by request id.
+pub const LEAST_LOAD: &str = "tenants:\n  default:\n    pipeline: {}\n";
+
 /// A test config: backends plus sections to add or override. Listens on port 0.
 #[derive(Debug, Clone)]
 pub struct Fleet {
