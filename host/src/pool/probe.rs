@@ -23,8 +23,8 @@ async fn run(weak: Weak<Backend>, settings: PoolSettings, client: reqwest::Clien
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     scrape.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let oversized = Burst::default();
-    // llama.cpp reports its KV capacity at `/props`, not in its metrics: asked until known.
-    let mut props_capacity = None;
+    // llama.cpp and SGLang report their KV capacity outside their metrics: asked until known.
+    let mut learned = None;
     loop {
         let is_health = tokio::select! {
             _ = health.tick() => true,
@@ -37,10 +37,10 @@ async fn run(weak: Weak<Backend>, settings: PoolSettings, client: reqwest::Clien
             let ok = check_health(&client, &backend, &settings).await;
             backend.record_health(ok, settings.unhealthy_after);
         } else if backend.spec.engine.has_metrics() {
-            if backend.spec.engine == EngineKind::Llamacpp && props_capacity.is_none() {
-                props_capacity = llamacpp_props(&client, &backend, &settings).await;
+            if learned.is_none() {
+                learned = learn_cache(&client, &backend, &settings).await;
             }
-            scrape_once(&client, &backend, &settings, &oversized, props_capacity).await;
+            scrape_once(&client, &backend, &settings, &oversized, learned).await;
         }
     }
 }
@@ -68,15 +68,22 @@ async fn check_health(
     }
 }
 
-/// A llama.cpp backend's cache from its `/props`, or `None` (logged at debug) when it
-/// cannot be read.
-async fn llamacpp_props(
+/// The cache a backend reports outside its metrics: llama.cpp at `/props`, SGLang at
+/// `/get_server_info`; `None` for other engines, and (logged at debug) when it cannot be
+/// read.
+async fn learn_cache(
     client: &reqwest::Client,
     backend: &Backend,
     settings: &PoolSettings,
-) -> Option<scrape::LlamacppCache> {
+) -> Option<scrape::EngineCache> {
+    let (path, parse): (&str, fn(&[u8]) -> Option<scrape::EngineCache>) = match backend.spec.engine
+    {
+        EngineKind::Llamacpp => ("/props", scrape::llamacpp_capacity),
+        EngineKind::Sglang => ("/get_server_info", scrape::sglang_capacity),
+        _ => return None,
+    };
     let res = client
-        .get(backend.spec.endpoint("/props"))
+        .get(backend.spec.endpoint(path))
         .timeout(settings.probe_timeout)
         .send()
         .await
@@ -85,30 +92,29 @@ async fn llamacpp_props(
         Ok(r) => scrape::read_body(r, scrape::MAX_METRICS_BYTES).await,
         Err(e) => Err(ScrapeError::Fetch(e)),
     };
-    let capacity = body
-        .ok()
-        .and_then(|b| scrape::llamacpp_capacity(b.as_bytes()));
+    let capacity = body.ok().and_then(|b| parse(b.as_bytes()));
     match capacity {
         Some(c) => tracing::info!(
             slots = c.slots,
             tokens = c.tokens,
-            "llama.cpp KV capacity learned from /props"
+            path,
+            "KV capacity learned"
         ),
-        None => tracing::debug!("llama.cpp /props gave no KV capacity"),
+        None => tracing::debug!(path, "no KV capacity reported"),
     }
     capacity
 }
 
 /// One scrape; a failure leaves the last figures to go stale. An oversized body is
 /// warned about once per burst (`oversized`), other failures at debug level. A capacity
-/// learned elsewhere (`learned`, llama.cpp's `/props`) fills in what the metrics do not
-/// say.
+/// learned elsewhere (`learned`: llama.cpp's `/props`, SGLang's `/get_server_info`)
+/// fills in what the metrics do not say.
 async fn scrape_once(
     client: &reqwest::Client,
     backend: &Backend,
     settings: &PoolSettings,
     oversized: &Burst,
-    learned: Option<scrape::LlamacppCache>,
+    learned: Option<scrape::EngineCache>,
 ) {
     let res = client
         .get(backend.spec.endpoint("/metrics"))
@@ -125,7 +131,7 @@ async fn scrape_once(
             Ok(mut load) => {
                 if let Some(c) = learned {
                     load.kv_capacity_tokens = load.kv_capacity_tokens.or(Some(c.tokens));
-                    load.kv_prompt_slots = Some(c.slots);
+                    load.kv_prompt_slots = c.slots;
                 }
                 backend.set_load(load);
             }

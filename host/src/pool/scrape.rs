@@ -55,18 +55,39 @@ pub struct EngineLoad {
     pub kv_prompt_slots: Option<u32>,
 }
 
-/// What a llama.cpp `llama-server` reports of its cache at `/props`.
+/// What an engine reports of its prefix cache outside its metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LlamacppCache {
-    /// Slots (`total_slots`); each keeps the last prompt it ran.
-    pub slots: u32,
-    /// Slots times each slot's context (`default_generation_settings.n_ctx`).
+pub struct EngineCache {
+    /// Prompts held at once when the cache keeps one per slot (llama.cpp).
+    pub slots: Option<u32>,
+    /// Capacity in tokens.
     pub tokens: u64,
 }
 
-/// The cache a llama.cpp `llama-server` reports at `/props`. `None` for a body without
-/// `total_slots` and `default_generation_settings.n_ctx`, or with either 0.
-pub fn llamacpp_capacity(props: &[u8]) -> Option<LlamacppCache> {
+/// The cache an SGLang server reports at `/get_server_info`: `max_total_num_tokens`, at
+/// the top level or in the first of `internal_states` (newer versions). `None` without
+/// it, or 0.
+pub fn sglang_capacity(info: &[u8]) -> Option<EngineCache> {
+    let v: serde_json::Value = serde_json::from_slice(info).ok()?;
+    let tokens = v
+        .get("max_total_num_tokens")
+        .or_else(|| {
+            v.get("internal_states")?
+                .get(0)?
+                .get("max_total_num_tokens")
+        })?
+        .as_u64()
+        .filter(|&t| t > 0)?;
+    Some(EngineCache {
+        slots: None,
+        tokens,
+    })
+}
+
+/// The cache a llama.cpp `llama-server` reports at `/props`: `total_slots` slots of
+/// `default_generation_settings.n_ctx` tokens, each keeping the last prompt it ran.
+/// `None` for a body without both, or with either 0.
+pub fn llamacpp_capacity(props: &[u8]) -> Option<EngineCache> {
     #[derive(Deserialize)]
     struct Props {
         total_slots: u64,
@@ -78,8 +99,8 @@ pub fn llamacpp_capacity(props: &[u8]) -> Option<LlamacppCache> {
     }
     let p: Props = serde_json::from_slice(props).ok()?;
     let per_slot = p.default_generation_settings.n_ctx;
-    (p.total_slots > 0 && per_slot > 0).then(|| LlamacppCache {
-        slots: u32::try_from(p.total_slots).unwrap_or(u32::MAX),
+    (p.total_slots > 0 && per_slot > 0).then(|| EngineCache {
+        slots: Some(u32::try_from(p.total_slots).unwrap_or(u32::MAX)),
         tokens: p.total_slots.saturating_mul(per_slot),
     })
 }
@@ -271,8 +292,8 @@ vllm:cache_config_info{block_size="16",num_gpu_blocks="1000"} 1.0
             "total_slots":2,"model_alias":"m","chat_template":"{{ x }}"}"#;
         assert_eq!(
             llamacpp_capacity(props),
-            Some(LlamacppCache {
-                slots: 2,
+            Some(EngineCache {
+                slots: Some(2),
                 tokens: 4096
             })
         );
@@ -280,6 +301,25 @@ vllm:cache_config_info{block_size="16",num_gpu_blocks="1000"} 1.0
         let zero = br#"{"default_generation_settings":{"n_ctx":0},"total_slots":2}"#;
         assert_eq!(llamacpp_capacity(zero), None);
         assert_eq!(llamacpp_capacity(b"<html>"), None);
+    }
+
+    #[test]
+    fn sglang_capacity_is_max_total_num_tokens() {
+        // Trimmed from SGLang 0.4's /get_server_info (server args, then scheduler info).
+        let old = br#"{"model_path":"m","tp_size":1,"page_size":1,"max_total_num_tokens":411840,
+            "max_req_input_len":131066,"version":"0.4.6"}"#;
+        let want = EngineCache {
+            slots: None,
+            tokens: 411_840,
+        };
+        assert_eq!(sglang_capacity(old), Some(want));
+        // Newer versions report it per scheduler, in `internal_states`.
+        let new = br#"{"model_path":"m","internal_states":[{"max_total_num_tokens":411840,
+            "last_gen_throughput":0.0}],"version":"0.5.3"}"#;
+        assert_eq!(sglang_capacity(new), Some(want));
+        assert_eq!(sglang_capacity(br#"{"max_total_num_tokens":0}"#), None);
+        assert_eq!(sglang_capacity(br#"{"internal_states":[]}"#), None);
+        assert_eq!(sglang_capacity(b"not json"), None);
     }
 
     /// Serves one HTTP response with a `body_len`-byte body, with or without a
