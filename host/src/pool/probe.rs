@@ -76,8 +76,8 @@ async fn learn_cache(
     backend: &Backend,
     settings: &PoolSettings,
 ) -> Option<scrape::EngineCache> {
-    let (path, parse): (&str, fn(&[u8]) -> Option<scrape::EngineCache>) = match backend.spec.engine
-    {
+    type Parse = fn(&[u8]) -> Option<scrape::EngineCache>;
+    let (path, parse): (&str, Parse) = match backend.spec.engine {
         EngineKind::Llamacpp => ("/props", scrape::llamacpp_capacity),
         EngineKind::Sglang => ("/get_server_info", scrape::sglang_capacity),
         _ => return None,
