@@ -17,4 +17,5 @@ mod persistence;
 mod python;
 mod python_policy;
 mod resume;
+mod routing;
 mod tenants;
