@@ -43,7 +43,7 @@ from ._policy import (
     Split,
     Verdict,
 )
-from ._types import Backend, Candidate, Fleet, Request, Role
+from ._types import Backend, Candidate, Fleet, PrefixGroup, Request, Role
 from .config import ConfigError, from_json
 from .rng import Rng
 
@@ -59,6 +59,7 @@ __all__ = [
     "Fleet",
     "Placement",
     "Placer",
+    "PrefixGroup",
     "Reject",
     "Request",
     "Rng",

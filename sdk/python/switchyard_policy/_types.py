@@ -9,6 +9,7 @@ borrowed values, and `_replace` gives variations in tests.
 from __future__ import annotations
 
 import enum
+import sys
 from collections import namedtuple
 from typing import Iterable, Optional, Sequence, Tuple
 
@@ -41,6 +42,19 @@ class Role(enum.Enum):
     def can_decode(self) -> bool:
         """Whether a backend in this role may generate a request's output."""
         return self is not Role.PREFILL
+
+
+class PrefixGroup(namedtuple("PrefixGroup", ("key", "head_tokens"))):
+    """Where a request's own prefix starts (the contract's `prefix-group`): `key` names
+    the group (requests with the same key share every token up to the end of the KV
+    block it keys, the first past the shared head), `head_tokens` the leading tokens most
+    of the model's prompts also begin with, which say nothing about where it belongs."""
+
+    __slots__ = ()
+
+
+_TEST_PREFIX: list = [None]
+"""What `Request.prefix_group` answers in native tests (`testing.set_prefix_group`)."""
 
 
 REQUEST_FIELDS = (
@@ -78,6 +92,19 @@ class Request(
         """A generator seeded from the request id: the same draws every time the request
         is replayed (the same sequence as the Rust SDK's `Request::rng`)."""
         return Rng(self.id)
+
+    def prefix_group(self) -> Optional[PrefixGroup]:
+        """Where the prompt's own prefix starts, past the head most prompts of the model
+        share; None when the router does not key the model's prompts or the prompt is
+        shorter than one KV block. Each call asks the host: call it once per decision
+        (in `score_all` or `place`), not per candidate. In native tests it answers what
+        `testing.set_prefix_group` set."""
+        if sys.platform == "wasi":
+            from wit_world.imports import host
+
+            p = host.request_prefix()
+            return None if p is None else PrefixGroup(p.key, p.head_tokens)
+        return _TEST_PREFIX[0]
 
 
 CANDIDATE_FIELDS = (

@@ -26,11 +26,17 @@ import json
 import math
 import random
 import struct
-from typing import Any, List, Sequence, Tuple, Type
+from typing import Any, List, Optional, Sequence, Tuple, Type
 
 from . import _export, log
 from ._policy import Filter, Placement, Placer, Reject, Scorer, Single, Split
-from ._types import Backend, Candidate, Fleet, Request, Role
+from ._types import _TEST_PREFIX, Backend, Candidate, Fleet, PrefixGroup, Request, Role
+
+
+def set_prefix_group(group: Optional[PrefixGroup]) -> None:
+    """Sets what `Request.prefix_group` answers, as the router's KV index would for the
+    request being decided."""
+    _TEST_PREFIX[0] = group
 
 
 def request(prompt_tokens: int, **fields: Any) -> Request:

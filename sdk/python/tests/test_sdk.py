@@ -18,6 +18,7 @@ from switchyard_policy import (
     Filter,
     Fleet,
     Placer,
+    PrefixGroup,
     Reject,
     Request,
     Rng,
@@ -269,3 +270,15 @@ def test_the_exported_world_configures_decodes_scores_and_reseeds_random(monkeyp
 
     with pytest.raises(err, match="missing 1 required positional argument"):
         _export.export(Picky)().configure("{}")
+
+
+def test_prefix_group_answers_what_the_test_set():
+    req = testing.request(1024)
+    assert req.prefix_group() is None
+    testing.set_prefix_group(PrefixGroup(key=7, head_tokens=64))
+    try:
+        assert req.prefix_group() == PrefixGroup(7, 64)
+        assert req.prefix_group().head_tokens == 64
+    finally:
+        testing.set_prefix_group(None)
+    assert req.prefix_group() is None
