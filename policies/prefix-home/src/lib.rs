@@ -8,9 +8,14 @@
 //! a spilled group warms a stable second choice. The shared head (chat template, common
 //! system text) counts for nothing: every backend holds it.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 
 use switchyard_policy_sdk::prelude::*;
+
+mod homes;
+
+use homes::Homes;
 
 /// Prefix-home's knobs; see the README.
 #[derive(Debug, serde::Deserialize)]
@@ -20,19 +25,31 @@ pub struct PrefixHome {
     /// `load_factor` times the fleet's mean load (this request included), rounded up.
     /// Default 1.25.
     pub load_factor: f32,
-    /// The bound is never below this many requests. Default 2.
+    /// The bound is never below this many requests. Default 4: on a quiet fleet a home
+    /// with a few requests in flight takes one more rather than send it to a backend
+    /// without its prefix (a miss costs a whole prefill there and evicts a group).
     pub min_bound: u32,
     /// Tokens a backend must hold past the shared head for the prompt to count as warm
     /// there. Default 1 (one KV block, since the index counts whole blocks).
     pub min_warm_tokens: u32,
+    /// A backend may be home to at most `group_factor` times the mean number of groups
+    /// per candidate, rounded up, when a group is given a home. Default 1.0.
+    pub group_factor: f32,
+    /// Decisions after which a group not seen since loses its home. Default 4096.
+    pub forget_after: u64,
+    #[serde(skip)]
+    homes: RefCell<Homes>,
 }
 
 impl Default for PrefixHome {
     fn default() -> Self {
         PrefixHome {
             load_factor: 1.25,
-            min_bound: 2,
+            min_bound: 4,
             min_warm_tokens: 1,
+            group_factor: 1.0,
+            forget_after: 4096,
+            homes: RefCell::default(),
         }
     }
 }
@@ -54,11 +71,15 @@ impl PrefixHome {
 impl Scorer for PrefixHome {
     fn configure(config: &str) -> Result<Self, ConfigError> {
         let p: PrefixHome = config::from_json(config)?;
-        if !(p.load_factor >= 1.0 && p.load_factor.is_finite()) {
-            return Err(ConfigError(format!(
-                "load_factor must be at least 1 (got {})",
-                p.load_factor
-            )));
+        for (name, value) in [
+            ("load_factor", p.load_factor),
+            ("group_factor", p.group_factor),
+        ] {
+            if !(value >= 1.0 && value.is_finite()) {
+                return Err(ConfigError(format!(
+                    "{name} must be at least 1 (got {value})"
+                )));
+            }
         }
         Ok(p)
     }
@@ -70,7 +91,7 @@ impl Scorer for PrefixHome {
     fn score_all(&self, req: &Request, candidates: &[Candidate], fleet: &Fleet) -> Vec<Score> {
         let group = req.prefix_group();
         // Without a group (a prompt under one block, an unkeyed model) the request id
-        // stands in: such requests spread evenly, still under the bound.
+        // stands in: such requests spread evenly, still under the bound, and get no home.
         let key = group.map_or(req.id, |g| g.key);
         let warm_at = group.map_or(u32::MAX, |g| {
             g.head_tokens.saturating_add(self.min_warm_tokens)
@@ -83,6 +104,8 @@ impl Scorer for PrefixHome {
             .collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
         let fits = |i: usize| candidates[i].load() < bound;
+        let mut homes = self.homes.borrow_mut();
+        homes.tick(self.forget_after);
         // The longest warm prefix wins; among equals, the earlier in the group's order.
         let warm = order
             .iter()
@@ -90,7 +113,23 @@ impl Scorer for PrefixHome {
             .filter(|&(_, &(_, i))| fits(i) && candidates[i].cached_prefix_tokens >= warm_at)
             .max_by_key(|&(rank, &(_, i))| (candidates[i].cached_prefix_tokens, Reverse(rank)))
             .map(|(_, &(_, i))| i);
-        let chosen = warm.or_else(|| order.iter().map(|&(_, i)| i).find(|&i| fits(i)));
+        let home = group
+            .and_then(|g| homes.home(g.key))
+            .and_then(|b| candidates.iter().position(|c| c.backend.0 == b))
+            .filter(|&i| fits(i));
+        let chosen = warm.or(home).or_else(|| {
+            // A new home: the first in the group's order under both bounds.
+            let homed = if group.is_some() { 1 } else { 0 };
+            let mean = (homes.groups() + homed) as f32 / candidates.len().max(1) as f32;
+            let most_groups = (self.group_factor * mean).ceil() as u32;
+            let in_order = || order.iter().map(|&(_, i)| i).filter(|&i| fits(i));
+            in_order()
+                .find(|&i| homes.groups_on(candidates[i].backend.0) < most_groups)
+                .or_else(|| in_order().next())
+        });
+        if let (Some(g), Some(i)) = (group, chosen) {
+            homes.set(g.key, candidates[i].backend.0);
+        }
         let mut scores = vec![Score::ZERO; candidates.len()];
         let n = candidates.len() as f32;
         for (rank, &(_, i)) in order.iter().enumerate() {

@@ -185,3 +185,38 @@ fn readme_example_configs_are_accepted() {
         }
     }
 }
+
+/// The fleet index one instance picks for group `key` on idle candidates.
+fn pick(p: &PrefixHome, key: u64, candidates: &[Candidate]) -> u32 {
+    testing::set_prefix_group(group(key));
+    let fleet = testing::fleet(candidates.len() as u32);
+    let scores = p.score_all(&testing::request(1024), candidates, &fleet);
+    let best = (0..scores.len())
+        .max_by(|&a, &b| scores[a].get().total_cmp(&scores[b].get()))
+        .unwrap();
+    candidates[best].backend.0
+}
+
+#[test]
+fn homes_are_balanced_by_groups_and_kept() {
+    let p = PrefixHome::configure("").unwrap();
+    let cands = with_head(4, None);
+    let homes: Vec<u32> = (0..8u64).map(|k| pick(&p, 100 + k, &cands)).collect();
+    let mut per_backend = [0; 4];
+    homes.iter().for_each(|&h| per_backend[h as usize] += 1);
+    assert_eq!(
+        per_backend, [2; 4],
+        "eight groups, two per backend: {homes:?}"
+    );
+    // Cold again (nothing cached), each group still goes home.
+    for (k, &home) in homes.iter().enumerate() {
+        assert_eq!(pick(&p, 100 + k as u64, &cands), home);
+    }
+    // Rendezvous alone would have piled some: the bound did the spreading.
+    let unbounded: Vec<u32> = (0..8u64)
+        .map(|k| chosen("", Some(100 + k), &cands))
+        .collect();
+    let mut counts = [0; 4];
+    unbounded.iter().for_each(|&h| counts[h as usize] += 1);
+    assert_ne!(counts, [2; 4], "the keys are a fair test: {unbounded:?}");
+}
