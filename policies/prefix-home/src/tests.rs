@@ -137,7 +137,7 @@ fn the_bound_has_a_floor_and_follows_the_factor() {
     assert_eq!(
         chosen("", Some(key), &cands),
         home,
-        "min_bound 2 admits a second"
+        "min_bound 4 admits a second"
     );
     assert_ne!(
         chosen(r#"{"min_bound": 1}"#, Some(key), &cands),
