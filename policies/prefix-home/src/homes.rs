@@ -54,6 +54,13 @@ impl Homes {
         u32::try_from(self.by_group.len()).unwrap_or(u32::MAX)
     }
 
+    /// Marks `group` seen now.
+    pub fn touch(&mut self, group: u64) {
+        if let Some((_, last)) = self.by_group.get_mut(&group) {
+            *last = self.clock;
+        }
+    }
+
     /// Makes `backend` the home of `group`, seen now.
     pub fn set(&mut self, group: u64, backend: u32) {
         if self.per_backend.len() <= backend as usize {
@@ -83,7 +90,7 @@ mod tests {
         assert_eq!(h.home(2), Some(3));
         for _ in 0..(2 * SWEEP_EVERY) {
             h.tick(100);
-            h.set(2, 3);
+            h.touch(2);
         }
         assert_eq!(h.home(1), None, "group 1 unseen for over 100 decisions");
         assert_eq!((h.groups_on(0), h.groups_on(3), h.groups()), (0, 1, 1));

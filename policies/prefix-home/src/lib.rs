@@ -113,22 +113,31 @@ impl Scorer for PrefixHome {
             .filter(|&(_, &(_, i))| fits(i) && candidates[i].cached_prefix_tokens >= warm_at)
             .max_by_key(|&(rank, &(_, i))| (candidates[i].cached_prefix_tokens, Reverse(rank)))
             .map(|(_, &(_, i))| i);
+        // The group's home, if it has one among the candidates.
         let home = group
             .and_then(|g| homes.home(g.key))
-            .and_then(|b| candidates.iter().position(|c| c.backend.0 == b))
-            .filter(|&i| fits(i));
-        let chosen = warm.or(home).or_else(|| {
+            .and_then(|b| candidates.iter().position(|c| c.backend.0 == b));
+        let in_order = || order.iter().map(|&(_, i)| i).filter(|&i| fits(i));
+        let chosen = warm.or(home.filter(|&i| fits(i))).or_else(|| match home {
+            // The home is over the bound: the next in the group's order that is not,
+            // a stable second choice, while the home stays.
+            Some(_) => in_order().next(),
             // A new home: the first in the group's order under both bounds.
-            let homed = if group.is_some() { 1 } else { 0 };
-            let mean = (homes.groups() + homed) as f32 / candidates.len().max(1) as f32;
-            let most_groups = (self.group_factor * mean).ceil() as u32;
-            let in_order = || order.iter().map(|&(_, i)| i).filter(|&i| fits(i));
-            in_order()
-                .find(|&i| homes.groups_on(candidates[i].backend.0) < most_groups)
-                .or_else(|| in_order().next())
+            None => {
+                let homed = u32::from(group.is_some());
+                let mean = (homes.groups() + homed) as f32 / candidates.len().max(1) as f32;
+                let most_groups = (self.group_factor * mean).ceil() as u32;
+                in_order()
+                    .find(|&i| homes.groups_on(candidates[i].backend.0) < most_groups)
+                    .or_else(|| in_order().next())
+            }
         });
-        if let (Some(g), Some(i)) = (group, chosen) {
-            homes.set(g.key, candidates[i].backend.0);
+        if let Some(g) = group {
+            match (home, chosen) {
+                (Some(_), _) => homes.touch(g.key),
+                (None, Some(i)) => homes.set(g.key, candidates[i].backend.0),
+                (None, None) => {}
+            }
         }
         let mut scores = vec![Score::ZERO; candidates.len()];
         let n = candidates.len() as f32;

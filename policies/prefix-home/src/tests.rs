@@ -220,3 +220,20 @@ fn homes_are_balanced_by_groups_and_kept() {
     unbounded.iter().for_each(|&h| counts[h as usize] += 1);
     assert_ne!(counts, [2; 4], "the keys are a fair test: {unbounded:?}");
 }
+
+#[test]
+fn a_spill_leaves_the_home_where_it_is() {
+    let p = PrefixHome::configure("").unwrap();
+    let idle = with_head(4, None);
+    let home = pick(&p, 42, &idle);
+    let mut busy = idle.clone();
+    busy[home as usize].in_flight_requests = 9;
+    let second = pick(&p, 42, &busy);
+    assert_ne!(second, home);
+    assert_eq!(pick(&p, 42, &busy), second, "a stable second choice");
+    assert_eq!(
+        pick(&p, 42, &idle),
+        home,
+        "the home is kept through the spill"
+    );
+}
