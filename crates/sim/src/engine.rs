@@ -19,7 +19,7 @@ use tokio::time::{Instant, sleep_until};
 use super::cache::{BlockId, CacheEvent};
 use super::events::Publisher;
 use super::metrics::Metrics;
-use super::scheduler::{Emission, Scheduler, SeqId, Submission, Usage};
+use super::scheduler::{Emission, KvCache, Scheduler, SeqId, Submission, Usage};
 
 /// What a request's stream receives from the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +46,10 @@ pub struct CacheSnapshot {
     pub hashes: HashMap<u64, usize>,
     /// Fraction of blocks in use.
     pub usage: f64,
-    /// Total blocks.
+    /// Total blocks (0 with a slot cache).
     pub num_blocks: usize,
+    /// With a slot cache, whether each slot is running a request; empty with blocks.
+    pub slots_processing: Vec<bool>,
 }
 
 enum Command {
@@ -277,12 +279,23 @@ impl Engine {
                 self.scheduler.abort(id);
             }
             Command::Snapshot(reply) => {
-                let cache = self.scheduler.cache();
-                let _ = reply.send(CacheSnapshot {
-                    hashes: cache.cached_hashes(),
-                    usage: cache.usage(),
-                    num_blocks: cache.num_blocks(),
-                });
+                let snapshot = match self.scheduler.kv() {
+                    KvCache::Blocks(cache) => CacheSnapshot {
+                        hashes: cache.cached_hashes(),
+                        usage: cache.usage(),
+                        num_blocks: cache.num_blocks(),
+                        slots_processing: Vec::new(),
+                    },
+                    KvCache::Slots(slots) => CacheSnapshot {
+                        hashes: HashMap::new(),
+                        usage: slots.usage(),
+                        num_blocks: 0,
+                        slots_processing: (0..slots.num_slots())
+                            .map(|id| slots.is_processing(id))
+                            .collect(),
+                    },
+                };
+                let _ = reply.send(snapshot);
             }
             Command::ResetPrefixCache => {
                 let events = self.scheduler.reset_prefix_cache();

@@ -11,7 +11,8 @@
 //!
 //! Inside a backend: `server` speaks the OpenAI API, `engine` runs one tokio task that
 //! steps the continuous-batching [`Scheduler`] on a simulated clock, [`BlockCache`] is the
-//! 16-token-block prefix cache, `events` publishes KV events over ZeroMQ in vLLM's wire
+//! 16-token-block prefix cache (or [`SlotCache`], llama.cpp's slots, per [`CacheModel`]),
+//! `events` publishes KV events over ZeroMQ in vLLM's wire
 //! format and `metrics` exposes vLLM's metric names. See `docs/simulator.md`.
 //!
 //! ```no_run
@@ -34,6 +35,7 @@ mod metrics;
 mod profile;
 mod scheduler;
 mod server;
+mod slots;
 mod spec;
 mod tokenizer;
 
@@ -53,8 +55,9 @@ pub use events::{EventsSpec, encode_batch};
 pub use latency::{KV_BYTES_PER_TOKEN, LatencyModel, StepWork, transfer_ms};
 pub use metrics::{LAG_METRIC, LagSummary};
 pub use profile::{BUILTIN as BUILTIN_PROFILES, CustomProfile, Profile};
-pub use scheduler::{Limits, Scheduler, Stats, Submission, Usage};
-pub use spec::{BackendFile, BackendSpec, EventsFile, Faults, FleetFile, FleetSpec};
+pub use scheduler::{KvCache, Limits, Scheduler, Stats, Submission, Usage};
+pub use slots::{DEFAULT_SIMILARITY, SlotCache, SlotId};
+pub use spec::{BackendFile, BackendSpec, CacheModel, EventsFile, Faults, FleetFile, FleetSpec};
 pub use tokenizer::{BUILTIN_VOCAB, ChatMessage, Tokenizer, builtin_token_id, render_chat};
 
 /// Errors starting simulated backends.
@@ -106,10 +109,14 @@ pub struct BackendInfo {
     pub addr: SocketAddr,
     /// `http://<addr>`: the OpenAI API is under `/v1`.
     pub base_url: String,
-    /// KV blocks.
+    /// KV blocks (0 with a slot cache).
     pub num_gpu_blocks: usize,
     /// Tokens per block.
     pub block_size: usize,
+    /// The KV cache model.
+    pub cache: CacheModel,
+    /// Tokens of KV the backend holds: blocks times block size, or slots times context.
+    pub capacity_tokens: usize,
     /// Bound KV-event PUB endpoint, if events are on.
     pub kv_events_endpoint: Option<String>,
     /// Bound replay ROUTER endpoint, if replay is on.
@@ -148,7 +155,11 @@ impl Backend {
             .await
             .map_err(listen_err)?;
         let addr = listener.local_addr().map_err(listen_err)?;
-        let num_blocks = spec.num_blocks();
+        let num_blocks = match spec.cache {
+            CacheModel::Blocks => spec.num_blocks(),
+            CacheModel::Slots { .. } => 0,
+        };
+        let capacity_tokens = spec.capacity_tokens();
         let events_spec = spec.events_spec(addr);
         let publisher = events_spec
             .as_ref()
@@ -167,24 +178,31 @@ impl Backend {
             base_url: format!("http://{addr}"),
             num_gpu_blocks: num_blocks,
             block_size: spec.block_size,
+            cache: spec.cache,
+            capacity_tokens,
             kv_events_endpoint: publisher.as_ref().map(|p| p.endpoint().to_owned()),
             kv_replay_endpoint: publisher
                 .as_ref()
                 .and_then(|p| p.replay_endpoint().map(str::to_owned)),
             kv_topic: events_spec.map(|e| e.topic),
         };
-        let metrics = Arc::new(metrics::Metrics::new(
-            &spec.model,
-            num_blocks,
-            spec.block_size,
-        ));
-        let cache = BlockCache::new(num_blocks, spec.block_size, spec.seed);
-        let scheduler = Scheduler::new(
-            spec.limits,
-            spec.profile.latency,
-            cache,
-            publisher.is_some(),
-        );
+        let metrics = metrics::Metrics::new(&spec.model, num_blocks, spec.block_size);
+        let (metrics, kv) = match spec.cache {
+            CacheModel::Blocks => (
+                metrics,
+                KvCache::from(BlockCache::new(num_blocks, spec.block_size, spec.seed)),
+            ),
+            CacheModel::Slots {
+                slots,
+                ctx_per_slot,
+                slot_prompt_similarity,
+            } => (
+                metrics.with_llamacpp_names(),
+                KvCache::from(SlotCache::new(slots, ctx_per_slot, slot_prompt_similarity)),
+            ),
+        };
+        let metrics = Arc::new(metrics);
+        let scheduler = Scheduler::new(spec.limits, spec.profile.latency, kv, publisher.is_some());
         let (engine, engine_task) = engine::spawn(
             scheduler,
             spec.speed,
@@ -204,11 +222,15 @@ impl Backend {
             speed: spec.speed,
             seed: spec.seed,
             default_max_tokens: spec.default_max_tokens,
-            max_tokens_total: num_blocks * spec.block_size,
+            max_tokens_total: match spec.cache {
+                CacheModel::Blocks => capacity_tokens,
+                CacheModel::Slots { ctx_per_slot, .. } => ctx_per_slot,
+            },
             next_id: AtomicU64::new(0),
             fault_rng: std::sync::Mutex::new(ChaCha8Rng::seed_from_u64(spec.seed)),
             crash: crash.clone(),
             http_addr: addr,
+            cache: spec.cache,
         });
         let app = server::router(shared);
         let server_task = tokio::spawn(async move {

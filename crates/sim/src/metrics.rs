@@ -49,6 +49,8 @@ pub struct Metrics {
     kv_usage: Gauge<f64, AtomicU64>,
     prefix_queries: Counter,
     prefix_hits: Counter,
+    /// Prompt tokens computed, not found cached (llama.cpp's `prompt_tokens_total`).
+    prefix_misses: Counter,
     preemptions: Counter,
     prompt_tokens: Counter,
     generation_tokens: Counter,
@@ -114,6 +116,7 @@ impl Metrics {
             kv_usage: Gauge::default(),
             prefix_queries: Counter::default(),
             prefix_hits: Counter::default(),
+            prefix_misses: Counter::default(),
             preemptions: Counter::default(),
             prompt_tokens: Counter::default(),
             generation_tokens: Counter::default(),
@@ -214,6 +217,41 @@ impl Metrics {
         m
     }
 
+    /// Also exposes the load gauges and prompt counters under the names `llama-server
+    /// --metrics` uses, for a slot-cache backend: `llamacpp:requests_processing`,
+    /// `llamacpp:requests_deferred`, `llamacpp:kv_cache_usage_ratio`,
+    /// `llamacpp:prompt_tokens_total` (tokens computed) and
+    /// `llamacpp:prompt_tokens_cached_total` (tokens reused from a slot).
+    pub fn with_llamacpp_names(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "llamacpp:requests_processing",
+            "Number of requests processing",
+            self.running.clone(),
+        );
+        r.register(
+            "llamacpp:requests_deferred",
+            "Number of requests deferred",
+            self.waiting.clone(),
+        );
+        r.register(
+            "llamacpp:kv_cache_usage_ratio",
+            "KV-cache usage. 1 means 100 percent usage",
+            self.kv_usage.clone(),
+        );
+        r.register(
+            "llamacpp:prompt_tokens",
+            "Number of prompt tokens processed",
+            self.prefix_misses.clone(),
+        );
+        r.register(
+            "llamacpp:prompt_tokens_cached",
+            "Number of prompt tokens reused from the cache",
+            self.prefix_hits.clone(),
+        );
+        self
+    }
+
     /// Mirrors the scheduler's gauges and counters.
     pub fn record_stats(&self, stats: &Stats) {
         self.running.set(stats.running as i64);
@@ -225,6 +263,10 @@ impl Metrics {
         self.prefix_hits
             .inner()
             .store(stats.prefix_hits, Ordering::Relaxed);
+        self.prefix_misses.inner().store(
+            stats.prefix_queries.saturating_sub(stats.prefix_hits),
+            Ordering::Relaxed,
+        );
         self.preemptions
             .inner()
             .store(stats.preemptions, Ordering::Relaxed);

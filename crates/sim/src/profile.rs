@@ -56,6 +56,12 @@ pub struct CustomProfile {
     /// Device memory in GB. Default: the base profile's.
     #[serde(default)]
     pub memory_gb: Option<f64>,
+    /// Latency coefficients replacing the scaled base's, for an engine whose costs do not
+    /// scale like an H100's (a llama.cpp server on CPU cores). Example `latency:
+    /// { prefill_base_ms: 1, prefill_token_ms: 0.25, prefill_attention_ms: 1.5e-4,
+    /// decode_base_ms: 2.3, decode_seq_ms: 0.2, decode_context_ms: 0 }`. Default: none.
+    #[serde(default)]
+    pub latency: Option<LatencyModel>,
 }
 
 fn default_base() -> String {
@@ -93,7 +99,9 @@ impl Profile {
         Some(Self {
             name: spec.name.clone(),
             vendor: spec.vendor.clone().unwrap_or(base.vendor),
-            latency: base.latency.scaled(spec.prefill_speed, spec.decode_speed),
+            latency: spec
+                .latency
+                .unwrap_or_else(|| base.latency.scaled(spec.prefill_speed, spec.decode_speed)),
             memory_gb: spec.memory_gb.unwrap_or(base.memory_gb),
         })
     }
@@ -130,6 +138,7 @@ mod tests {
             prefill_speed: 2.0,
             decode_speed: 1.0,
             memory_gb: Some(40.0),
+            latency: None,
         };
         let p = Profile::custom(&spec).expect("h100 is built in");
         assert_eq!(p.vendor, "nvidia");

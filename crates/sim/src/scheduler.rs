@@ -5,13 +5,16 @@
 //! when still prefilling), then admits waiting sequences first come first served while the
 //! step's token budget, the running-sequence cap and free KV blocks allow. A running
 //! sequence that cannot get a block preempts the most recently admitted one, which goes
-//! back to the head of the queue and is recomputed. The scheduler keeps no clock of its
-//! own: the caller passes the simulated time in and sleeps for the returned duration.
+//! back to the head of the queue and is recomputed. With a llama.cpp-style [`SlotCache`]
+//! instead of blocks, a sequence is admitted when a slot is idle and never preempted. The
+//! scheduler keeps no clock of its own: the caller passes the simulated time in and sleeps
+//! for the returned duration.
 
 use std::collections::VecDeque;
 
 use super::cache::{BlockCache, BlockId, CacheEvent};
 use super::latency::{KV_BYTES_PER_TOKEN, LatencyModel, StepWork, transfer_ms};
+use super::slots::{SlotCache, SlotId};
 
 /// Identifies a sequence (one request) inside an engine.
 pub type SeqId = u64;
@@ -35,6 +38,38 @@ impl Default for Limits {
             max_num_batched_tokens: 8192,
             kv_transfer_gb_per_s: 45.0,
         }
+    }
+}
+
+/// The KV cache an engine keeps: vLLM's block pool or llama.cpp's slots.
+#[derive(Debug)]
+pub enum KvCache {
+    /// vLLM-style blocks shared by hash, LRU-evicted ([`BlockCache`]).
+    Blocks(BlockCache),
+    /// llama.cpp-style slots, one prompt each ([`SlotCache`]).
+    Slots(SlotCache),
+}
+
+impl KvCache {
+    /// Fraction of the cache in use, in [0, 1]: blocks referenced by running sequences, or
+    /// tokens held by slots.
+    pub fn usage(&self) -> f64 {
+        match self {
+            Self::Blocks(c) => c.usage(),
+            Self::Slots(c) => c.usage(),
+        }
+    }
+}
+
+impl From<BlockCache> for KvCache {
+    fn from(cache: BlockCache) -> Self {
+        Self::Blocks(cache)
+    }
+}
+
+impl From<SlotCache> for KvCache {
+    fn from(cache: SlotCache) -> Self {
+        Self::Slots(cache)
     }
 }
 
@@ -150,18 +185,20 @@ struct Seq {
     /// Simulated time the remote KV transfer completes.
     transfer_until_ms: f64,
     admitted_once: bool,
+    /// The slot it runs in, with a slot cache.
+    slot: Option<SlotId>,
 }
 
 /// The scheduler and KV cache of one engine.
 ///
-/// Owns the waiting queue, the running batch and the [`BlockCache`]. Promises: a step
-/// never exceeds the token budget or the sequence cap; every block a sequence holds is
+/// Owns the waiting queue, the running batch and the [`KvCache`]. Promises: a step never
+/// exceeds the token budget or the sequence cap; every block or slot a sequence holds is
 /// released when it finishes, is preempted or is aborted.
 #[derive(Debug)]
 pub struct Scheduler {
     limits: Limits,
     model: LatencyModel,
-    cache: BlockCache,
+    kv: KvCache,
     record_events: bool,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
@@ -170,18 +207,18 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// An idle engine with `cache`, pricing steps with `model`; KV events are collected
-    /// only when `record_events` is set.
+    /// An idle engine with `kv`, pricing steps with `model`; KV events are collected only
+    /// when `record_events` is set (block caches only: slots publish none).
     pub fn new(
         limits: Limits,
         model: LatencyModel,
-        cache: BlockCache,
+        kv: impl Into<KvCache>,
         record_events: bool,
     ) -> Self {
         Self {
             limits,
             model,
-            cache,
+            kv: kv.into(),
             record_events,
             waiting: VecDeque::new(),
             running: Vec::new(),
@@ -191,14 +228,19 @@ impl Scheduler {
     }
 
     /// The KV cache, read-only.
-    pub fn cache(&self) -> &BlockCache {
-        &self.cache
+    pub fn kv(&self) -> &KvCache {
+        &self.kv
     }
 
     /// Queues a request.
     pub fn submit(&mut self, sub: Submission) {
-        let root = sub.cache_salt.as_deref().map(|s| self.cache.salt_root(s));
-        let hashes = self.cache.hash_chain(&sub.prompt, 0, root);
+        let (root, hashes) = match &self.kv {
+            KvCache::Blocks(cache) => {
+                let root = sub.cache_salt.as_deref().map(|s| cache.salt_root(s));
+                (root, cache.hash_chain(&sub.prompt, 0, root))
+            }
+            KvCache::Slots(_) => (None, Vec::new()),
+        };
         let mut output = sub.output;
         if output.is_empty() {
             output.push(0);
@@ -218,15 +260,16 @@ impl Scheduler {
             remote_prefill: sub.remote_prefill,
             transfer_until_ms: 0.0,
             admitted_once: false,
+            slot: None,
         });
     }
 
     /// Drops a sequence wherever it is (the client went away), releasing its blocks.
     pub fn abort(&mut self, id: SeqId) {
-        let cache = &mut self.cache;
+        let kv = &mut self.kv;
         let mut drop_seq = |seq: &Seq| {
             if seq.id == id {
-                cache.release(&seq.blocks);
+                release(kv, seq);
                 false
             } else {
                 true
@@ -240,7 +283,10 @@ impl Scheduler {
     /// Forgets every cached prefix (vLLM's `/reset_prefix_cache`).
     pub fn reset_prefix_cache(&mut self) -> Vec<CacheEvent> {
         let mut events = Vec::new();
-        self.cache.clear(self.record_events.then_some(&mut events));
+        match &mut self.kv {
+            KvCache::Blocks(cache) => cache.clear(self.record_events.then_some(&mut events)),
+            KvCache::Slots(slots) => slots.clear(),
+        }
         events
     }
 
@@ -262,7 +308,7 @@ impl Scheduler {
         Stats {
             running: self.running.len() + self.transferring.len(),
             waiting: self.waiting.len(),
-            kv_usage: self.cache.usage(),
+            kv_usage: self.kv.usage(),
             ..self.stats
         }
     }
@@ -352,7 +398,9 @@ impl Scheduler {
             }
             let mut seq = self.transferring.swap_remove(k);
             seq.computed = seq.prompt_len.saturating_sub(1);
-            commit_full_blocks(&mut self.cache, self.record_events, &mut seq, events);
+            if let KvCache::Blocks(cache) = &mut self.kv {
+                commit_full_blocks(cache, self.record_events, &mut seq, events);
+            }
             self.running.push(seq);
         }
     }
@@ -368,25 +416,25 @@ impl Scheduler {
         let Some(mut seq) = self.waiting.pop_front() else {
             return Admission::NoRoom;
         };
-        let bs = self.cache.block_size();
-        // NB: at least the last prompt token is always computed, so a full hit still
-        // samples a fresh first token (vLLM caps hits at `num_tokens - 1`).
-        let max_hit_blocks = seq.tokens.len().saturating_sub(1) / bs;
-        let hit_hashes = &seq.hashes[..max_hit_blocks.min(seq.hashes.len())];
-        let hits = self.cache.acquire_hits(hit_hashes);
-        let hit_tokens = hits.len() * bs;
-        let (n, target) = if seq.remote_prefill && !seq.admitted_once {
-            (0, seq.tokens.len())
-        } else {
-            let n = (seq.tokens.len() - hit_tokens).min(budget);
-            (n, hit_tokens + n)
+        let remote = seq.remote_prefill && !seq.admitted_once;
+        let hit_tokens = match &mut self.kv {
+            KvCache::Blocks(cache) => {
+                let sink = self.record_events.then_some(&mut *events);
+                reserve_blocks(cache, &mut seq, budget, remote, sink)
+            }
+            KvCache::Slots(slots) => slots.acquire(&seq.tokens).map(|(id, cached)| {
+                seq.slot = Some(id);
+                cached
+            }),
         };
-        let extra = target.div_ceil(bs).saturating_sub(hits.len());
-        let events_sink = self.record_events.then_some(&mut *events);
-        let Some(fresh) = self.cache.allocate(extra, events_sink) else {
-            self.cache.release(&hits);
+        let Some(hit_tokens) = hit_tokens else {
             self.waiting.push_front(seq);
             return Admission::NoRoom;
+        };
+        let n = if remote {
+            0
+        } else {
+            (seq.tokens.len() - hit_tokens).min(budget)
         };
         if !seq.admitted_once {
             self.stats.prefix_queries += seq.prompt_len as u64;
@@ -394,10 +442,7 @@ impl Scheduler {
             seq.cached_tokens = hit_tokens.min(seq.prompt_len);
         }
         seq.computed = hit_tokens;
-        seq.committed = hits.len();
-        seq.blocks = hits;
-        seq.blocks.extend(fresh);
-        if seq.remote_prefill && !seq.admitted_once {
+        if remote {
             seq.admitted_once = true;
             let uncached = seq.prompt_len.saturating_sub(1).saturating_sub(hit_tokens);
             let ms = transfer_ms(
@@ -416,13 +461,17 @@ impl Scheduler {
 
     /// Makes running sequence `idx` hold enough blocks for `tokens` tokens.
     fn grow(&mut self, idx: usize, tokens: usize, events: &mut Vec<CacheEvent>) -> bool {
-        let need = tokens.div_ceil(self.cache.block_size());
+        // A slot holds its whole context: only blocks run out.
+        let KvCache::Blocks(cache) = &mut self.kv else {
+            return true;
+        };
+        let need = tokens.div_ceil(cache.block_size());
         let have = self.running[idx].blocks.len();
         if need <= have {
             return true;
         }
         let sink = self.record_events.then_some(events);
-        match self.cache.allocate(need - have, sink) {
+        match cache.allocate(need - have, sink) {
             Some(fresh) => {
                 self.running[idx].blocks.extend(fresh);
                 true
@@ -434,8 +483,9 @@ impl Scheduler {
     /// Sends running sequence `idx` back to the head of the queue, to be recomputed.
     fn preempt(&mut self, idx: usize) {
         let mut seq = self.running.remove(idx);
-        self.cache.release(&seq.blocks);
+        release(&mut self.kv, &seq);
         seq.blocks.clear();
+        seq.slot = None;
         seq.computed = 0;
         seq.committed = 0;
         self.stats.preemptions += 1;
@@ -447,7 +497,9 @@ impl Scheduler {
     fn advance(&mut self, idx: usize, n: usize, out: &mut StepOutcome) {
         let seq = &mut self.running[idx];
         seq.computed += n;
-        commit_full_blocks(&mut self.cache, self.record_events, seq, &mut out.events);
+        if let KvCache::Blocks(cache) = &mut self.kv {
+            commit_full_blocks(cache, self.record_events, seq, &mut out.events);
+        }
         if seq.computed == seq.tokens.len() && seq.emitted < seq.output.len() {
             let token = seq.output[seq.emitted];
             out.emissions.push(Emission::Token {
@@ -464,15 +516,19 @@ impl Scheduler {
 
     /// Releases and reports sequences that have emitted their whole output.
     fn retire_finished(&mut self, emissions: &mut Vec<Emission>) {
-        let bs = self.cache.block_size();
-        let cache = &mut self.cache;
+        let kv = &mut self.kv;
         self.running.retain(|seq| {
             if seq.emitted < seq.output.len() {
                 return true;
             }
-            let prompt_blocks =
-                seq.blocks[..seq.prompt_len.div_ceil(bs).min(seq.blocks.len())].to_vec();
-            cache.release(&seq.blocks);
+            let prompt_blocks = match kv {
+                KvCache::Blocks(cache) => {
+                    let n = seq.prompt_len.div_ceil(cache.block_size());
+                    seq.blocks[..n.min(seq.blocks.len())].to_vec()
+                }
+                KvCache::Slots(_) => Vec::new(),
+            };
+            release(kv, seq);
             emissions.push(Emission::Finished {
                 seq: seq.id,
                 usage: Usage {
@@ -484,6 +540,51 @@ impl Scheduler {
             });
             false
         });
+    }
+}
+
+/// Reserves blocks for admitting `seq` with at most `budget` new tokens this step (all of
+/// them for a remote prefill): references its cached leading blocks and allocates the rest.
+/// Returns the cached tokens, or `None` (holding nothing) when too few blocks are free.
+fn reserve_blocks(
+    cache: &mut BlockCache,
+    seq: &mut Seq,
+    budget: usize,
+    remote: bool,
+    events: Option<&mut Vec<CacheEvent>>,
+) -> Option<usize> {
+    let bs = cache.block_size();
+    // NB: at least the last prompt token is always computed, so a full hit still samples a
+    // fresh first token (vLLM caps hits at `num_tokens - 1`).
+    let max_hit_blocks = seq.tokens.len().saturating_sub(1) / bs;
+    let hit_hashes = &seq.hashes[..max_hit_blocks.min(seq.hashes.len())];
+    let hits = cache.acquire_hits(hit_hashes);
+    let hit_tokens = hits.len() * bs;
+    let target = if remote {
+        seq.tokens.len()
+    } else {
+        hit_tokens + (seq.tokens.len() - hit_tokens).min(budget)
+    };
+    let extra = target.div_ceil(bs).saturating_sub(hits.len());
+    let Some(fresh) = cache.allocate(extra, events) else {
+        cache.release(&hits);
+        return None;
+    };
+    seq.committed = hits.len();
+    seq.blocks = hits;
+    seq.blocks.extend(fresh);
+    Some(hit_tokens)
+}
+
+/// Releases what `seq` holds: its blocks, or its slot (which keeps the computed tokens).
+fn release(kv: &mut KvCache, seq: &Seq) {
+    match kv {
+        KvCache::Blocks(cache) => cache.release(&seq.blocks),
+        KvCache::Slots(slots) => {
+            if let Some(id) = seq.slot {
+                slots.release(id, &seq.tokens[..seq.computed]);
+            }
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::engine::{EngineHandle, StreamEvent};
 use super::metrics::Metrics;
 use super::scheduler::{SeqId, Submission, Usage};
-use super::spec::Faults;
+use super::spec::{CacheModel, Faults};
 use super::tokenizer::{ChatMessage, Tokenizer, render_chat};
 use switchyard_openai::{Prompt, Request};
 
@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     pub(crate) crash: watch::Sender<bool>,
     /// Host and port reported in `kv_transfer_params`.
     pub(crate) http_addr: std::net::SocketAddr,
+    /// The KV cache model; a slot cache also serves llama.cpp's `/props` and `/slots`.
+    pub(crate) cache: CacheModel,
 }
 
 /// The backend's routes.
@@ -90,6 +92,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/metrics", get(metrics))
         .route("/reset_prefix_cache", post(reset_prefix_cache))
+        .route("/props", get(props))
+        .route("/slots", get(slots))
         .with_state(shared)
 }
 
@@ -136,6 +140,47 @@ async fn metrics(State(app): State<Arc<Shared>>) -> impl IntoResponse {
         )],
         app.metrics.encode(),
     )
+}
+
+/// The slot count and context of a slot-cache backend, or 404 (a vLLM has no `/props`).
+fn slot_geometry(app: &Shared) -> Result<(usize, usize), StatusCode> {
+    match app.cache {
+        CacheModel::Slots {
+            slots,
+            ctx_per_slot,
+            ..
+        } => Ok((slots, ctx_per_slot)),
+        CacheModel::Blocks => Err(StatusCode::NOT_FOUND),
+    }
+}
+
+/// llama.cpp's `/props`, the fields a router reads: `total_slots` and
+/// `default_generation_settings.n_ctx` (per slot).
+async fn props(State(app): State<Arc<Shared>>) -> Result<axum::Json<Value>, StatusCode> {
+    let (slots, n_ctx) = slot_geometry(&app)?;
+    Ok(axum::Json(json!({
+        "default_generation_settings": {"n_ctx": n_ctx, "params": {}},
+        "total_slots": slots,
+        "model_alias": app.model,
+        "model_path": app.model,
+    })))
+}
+
+/// llama.cpp's `/slots`: each slot's `id`, `n_ctx` and `is_processing`.
+async fn slots(State(app): State<Arc<Shared>>) -> Result<axum::Json<Value>, StatusCode> {
+    let (_, n_ctx) = slot_geometry(&app)?;
+    let snapshot = app
+        .engine
+        .snapshot()
+        .await
+        .ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
+    let slots: Vec<Value> = snapshot
+        .slots_processing
+        .iter()
+        .enumerate()
+        .map(|(id, busy)| json!({"id": id, "n_ctx": n_ctx, "is_processing": busy}))
+        .collect();
+    Ok(axum::Json(Value::Array(slots)))
 }
 
 async fn reset_prefix_cache(State(app): State<Arc<Shared>>) -> StatusCode {

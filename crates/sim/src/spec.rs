@@ -7,18 +7,20 @@
 //! backends:
 //!   - { name: h100-a, profile: h100, port: 9001 }
 //!   - { name: mi300x-a, profile: mi300x, port: 9002, kv_events: { port: 5557, replay_port: 5558 } }
+//!   - { name: cpu-a, profile: h100, cache: { model: slots, slots: 2, ctx_per_slot: 4096 } }
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Error;
 use super::events::EventsSpec;
 use super::profile::{CustomProfile, Profile};
 use super::scheduler::Limits;
+use super::slots::DEFAULT_SIMILARITY;
 use super::tokenizer::Tokenizer;
 
 /// Raw fleet file.
@@ -74,6 +76,10 @@ pub struct BackendFile {
     /// KV blocks; default from the profile's memory.
     #[serde(default)]
     pub num_gpu_blocks: Option<usize>,
+    /// The KV cache model. Default `{ model: blocks }` (sized by `block_size` and
+    /// `num_gpu_blocks`). Example `cache: { model: slots, slots: 2, ctx_per_slot: 4096 }`.
+    #[serde(default)]
+    pub cache: CacheModel,
     /// KV transfer link for disaggregated prefill, GB/s. Default 45.
     #[serde(default = "default_link")]
     pub kv_transfer_gb_per_s: f64,
@@ -89,6 +95,37 @@ pub struct BackendFile {
     /// Fault injection; none by default.
     #[serde(default)]
     pub faults: Faults,
+}
+
+/// How a backend keeps KV cache across requests.
+///
+/// ```yaml
+/// cache: { model: blocks }                                # vLLM: a block pool, LRU
+/// cache: { model: slots, slots: 2, ctx_per_slot: 4096 }   # llama-server -np 2 -c 8192
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "model", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CacheModel {
+    /// vLLM's block pool: `num_gpu_blocks` blocks of `block_size` tokens shared by hash,
+    /// freed blocks evicted least recently used first.
+    #[default]
+    Blocks,
+    /// llama.cpp's slots: each runs one request and keeps that sequence's KV (see
+    /// `slots.rs`); the backend serves `/props` and `/slots` and `llamacpp:` metrics.
+    Slots {
+        /// Slots (`-np`). Example `slots: 2`.
+        slots: usize,
+        /// Context of each slot, in tokens (`-c` / `-np`). Example `ctx_per_slot: 4096`.
+        ctx_per_slot: usize,
+        /// Least shared fraction of a prompt for a slot to be chosen by content
+        /// (`--slot-prompt-similarity`), in [0, 1]. Default 0.1.
+        #[serde(default = "default_similarity")]
+        slot_prompt_similarity: f64,
+    },
+}
+
+fn default_similarity() -> f64 {
+    DEFAULT_SIMILARITY
 }
 
 /// KV-event sockets of one backend.
@@ -154,6 +191,7 @@ impl BackendFile {
             max_num_batched_tokens: default_max_num_batched_tokens(),
             block_size: default_block_size(),
             num_gpu_blocks: None,
+            cache: CacheModel::Blocks,
             kv_transfer_gb_per_s: default_link(),
             default_max_tokens: default_max_tokens(),
             stream_interval: default_stream_interval(),
@@ -218,6 +256,8 @@ pub struct BackendSpec {
     pub block_size: usize,
     /// KV blocks; `None` derives them from the profile's memory.
     pub num_gpu_blocks: Option<usize>,
+    /// The KV cache model; block geometry applies to [`CacheModel::Blocks`] only.
+    pub cache: CacheModel,
     /// Output length when a request gives none.
     pub default_max_tokens: u32,
     /// Tokens per streamed chunk after the first.
@@ -245,6 +285,7 @@ impl BackendSpec {
             limits: Limits::default(),
             block_size: default_block_size(),
             num_gpu_blocks: None,
+            cache: CacheModel::Blocks,
             default_max_tokens: default_max_tokens(),
             stream_interval: default_stream_interval(),
             speed: 1.0,
@@ -259,6 +300,18 @@ impl BackendSpec {
     pub fn num_blocks(&self) -> usize {
         self.num_gpu_blocks
             .unwrap_or_else(|| self.profile.num_gpu_blocks(self.block_size))
+    }
+
+    /// Tokens of KV the backend can hold: blocks times block size, or slots times context.
+    pub fn capacity_tokens(&self) -> usize {
+        match self.cache {
+            CacheModel::Blocks => self.num_blocks() * self.block_size,
+            CacheModel::Slots {
+                slots,
+                ctx_per_slot,
+                ..
+            } => slots * ctx_per_slot,
+        }
     }
 
     /// The event sockets to open once the HTTP port is known.
@@ -349,6 +402,28 @@ impl FleetSpec {
                     "backends[{i}]: block_size, max_num_seqs and max_num_batched_tokens must be positive"
                 ));
             }
+            if let CacheModel::Slots {
+                slots,
+                ctx_per_slot,
+                slot_prompt_similarity,
+            } = b.cache
+            {
+                if slots == 0 || ctx_per_slot == 0 {
+                    problems.push(format!(
+                        "backends[{i}].cache: slots and ctx_per_slot must be positive"
+                    ));
+                }
+                if !(0.0..=1.0).contains(&slot_prompt_similarity) {
+                    problems.push(format!(
+                        "backends[{i}].cache.slot_prompt_similarity: {slot_prompt_similarity} is outside [0, 1]"
+                    ));
+                }
+                if b.kv_events.is_some() {
+                    problems.push(format!(
+                        "backends[{i}].kv_events: a slot cache publishes no KV events"
+                    ));
+                }
+            }
             let base_name = b
                 .name
                 .clone()
@@ -392,6 +467,7 @@ impl FleetSpec {
                     },
                     block_size: b.block_size,
                     num_gpu_blocks: b.num_gpu_blocks,
+                    cache: b.cache,
                     default_max_tokens: b.default_max_tokens,
                     stream_interval: b.stream_interval.max(1),
                     speed: file.speed,
@@ -457,6 +533,38 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(spec.backends[0].profile.memory_gb, 192.0);
+    }
+
+    #[test]
+    fn a_backend_chooses_its_cache_model() {
+        let spec = FleetSpec::from_yaml(
+            "backends:\n  - { profile: h100, cache: { model: slots, slots: 2, ctx_per_slot: 4096 } }\n  - { profile: h100, num_gpu_blocks: 10, cache: { model: blocks } }\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            spec.backends[0].cache,
+            CacheModel::Slots {
+                slots: 2,
+                ctx_per_slot: 4096,
+                slot_prompt_similarity: 0.1
+            }
+        );
+        assert_eq!(spec.backends[0].capacity_tokens(), 8192);
+        assert_eq!(spec.backends[1].cache, CacheModel::Blocks);
+        assert_eq!(spec.backends[1].capacity_tokens(), 160);
+        let err = FleetSpec::from_yaml(
+            "backends:\n  - { profile: h100, cache: { model: slots, slots: 0, ctx_per_slot: 1, slot_prompt_similarity: 2 } }\n",
+        )
+        .expect_err("invalid");
+        assert_eq!(
+            err.to_string().matches("backends[0].cache").count(),
+            2,
+            "{err}"
+        );
+        assert!(
+            FleetSpec::from_yaml("backends:\n  - { profile: h100, cache: { model: pages } }\n")
+                .is_err()
+        );
     }
 
     #[test]

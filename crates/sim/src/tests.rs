@@ -410,3 +410,71 @@ async fn a_stream_interval_groups_tokens_but_keeps_them_all() {
         .collect();
     assert_eq!(counts, vec![1, 3, 4, 2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_backend_looks_like_llama_server_and_reuses_its_slot() {
+    let b = start(BackendSpec {
+        speed: 100.0,
+        cache: CacheModel::Slots {
+            slots: 2,
+            ctx_per_slot: 1024,
+            slot_prompt_similarity: DEFAULT_SIMILARITY,
+        },
+        ..h100("cpu")
+    })
+    .await;
+    let get = |path: &str| {
+        let url = format!("{}{path}", b.info().base_url);
+        async move {
+            let r = reqwest::get(url).await.expect("request sent");
+            assert!(r.status().is_success(), "{}", r.status());
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let props = get("/props").await;
+    assert_eq!(props["total_slots"], 2);
+    assert_eq!(props["default_generation_settings"]["n_ctx"], 1024);
+    let slots = get("/slots").await;
+    assert_eq!(
+        slots,
+        json!([
+            {"id": 0, "n_ctx": 1024, "is_processing": false},
+            {"id": 1, "n_ctx": 1024, "is_processing": false}
+        ])
+    );
+    assert_eq!(b.info().capacity_tokens, 2048);
+
+    let prompt = words("w", 300);
+    let mut cached = Vec::new();
+    for p in [prompt.clone(), format!("{prompt} more words")] {
+        let r: Value = post(&b, "/v1/completions", json!({"prompt": p, "max_tokens": 3}))
+            .await
+            .json()
+            .await
+            .expect("json");
+        cached.push(r["usage"]["prompt_tokens_details"]["cached_tokens"].clone());
+    }
+    assert_eq!(cached, vec![json!(0), json!(300)]);
+    let too_long = post(
+        &b,
+        "/v1/completions",
+        json!({"prompt": words("x", 1100), "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(
+        too_long.status(),
+        400,
+        "a prompt longer than a slot's context"
+    );
+
+    let m = scrape(&b).await;
+    assert_eq!(m.get("llamacpp:prompt_tokens_cached_total"), Some(&300.0));
+    assert_eq!(m.get("llamacpp:prompt_tokens_total"), Some(&302.0));
+    assert_eq!(m.get("llamacpp:requests_processing"), Some(&0.0));
+    // A vLLM-style backend has no /props.
+    let vllm = start(h100("gpu")).await;
+    let r = reqwest::get(format!("{}/props", vllm.info().base_url))
+        .await
+        .expect("request sent");
+    assert_eq!(r.status(), 404);
+}

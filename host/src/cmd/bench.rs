@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use switchyard_sim::load::{
-    self, Api, Arrival, BenchConfig, BenchReport, MultiTurn, SharedPrefix, Workload,
+    self, Api, Arrival, BenchConfig, BenchReport, GroupedChat, MultiTurn, SharedPrefix, Workload,
 };
 
 /// Workload kinds.
@@ -16,6 +16,9 @@ enum Kind {
     SharedPrefix,
     /// Conversations growing turn by turn.
     MultiTurn,
+    /// Conversations on per-group documents behind a common head: --groups × --conversations
+    /// × --turns.
+    GroupedChat,
     /// A JSONL trace (--trace).
     Trace,
 }
@@ -53,18 +56,32 @@ pub struct Args {
     /// questions, 1000-token outputs. Explicit flags override it.
     #[arg(long, value_parser = ["llm-d"])]
     preset: Option<String>,
-    /// Shared-prefix groups.
+    /// Shared-prefix or grouped-chat groups (defaults 16 and 8).
     #[arg(long)]
     groups: Option<usize>,
     /// Shared-prefix prompts per group.
     #[arg(long)]
     prompts_per_group: Option<usize>,
-    /// Multi-turn conversations.
-    #[arg(long, default_value_t = 16)]
-    conversations: usize,
-    /// Multi-turn turns per conversation.
+    /// Multi-turn conversations (default 16), or grouped-chat conversations per group
+    /// (default 4).
+    #[arg(long)]
+    conversations: Option<usize>,
+    /// Turns per conversation (multi-turn, grouped-chat).
     #[arg(long, default_value_t = 4)]
     turns: usize,
+    /// Grouped-chat: common head of every prompt, tokens.
+    #[arg(long, default_value_t = 60)]
+    head_len: usize,
+    /// Grouped-chat: shortest group document, tokens.
+    #[arg(long, default_value_t = 600)]
+    doc_len_min: usize,
+    /// Grouped-chat: longest group document, tokens.
+    #[arg(long, default_value_t = 1500)]
+    doc_len_max: usize,
+    /// Send group g's sessions to --url number g mod N (the oracle placement: every group
+    /// has a home and keeps it) instead of round-robin.
+    #[arg(long)]
+    oracle: bool,
     /// System prompt length, tokens.
     #[arg(long)]
     system_prompt_len: Option<usize>,
@@ -138,12 +155,28 @@ impl Args {
                 output_len: self.output_len.unwrap_or(base.output_len),
             }),
             Kind::MultiTurn => Workload::MultiTurn(MultiTurn {
-                conversations: self.conversations,
+                conversations: self.conversations.unwrap_or(16),
                 turns: self.turns,
                 system_prompt_len: self.system_prompt_len.unwrap_or(512),
                 question_len: self.question_len.unwrap_or(128),
                 output_len: self.output_len.unwrap_or(128),
             }),
+            Kind::GroupedChat => {
+                anyhow::ensure!(
+                    self.doc_len_min <= self.doc_len_max,
+                    "--doc-len-min is above --doc-len-max"
+                );
+                Workload::GroupedChat(GroupedChat {
+                    head_len: self.head_len,
+                    groups: self.groups.unwrap_or(8),
+                    doc_len_min: self.doc_len_min,
+                    doc_len_max: self.doc_len_max,
+                    conversations: self.conversations.unwrap_or(4),
+                    turns: self.turns,
+                    question_len: self.question_len.unwrap_or(40),
+                    output_len: self.output_len.unwrap_or(32),
+                })
+            }
             Kind::Trace => {
                 let path = self
                     .trace
@@ -184,6 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         headers: args.headers.clone(),
         progress: !args.json,
         urls: args.urls.clone(),
+        pin_groups: args.oracle,
         ..BenchConfig::new(String::new(), args.workload()?)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

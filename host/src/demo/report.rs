@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::Options;
-use super::scenario::{Pipeline, Scenario};
+use super::scenario::{BLOCK_SIZE, Pipeline, Scenario};
 use super::stack::RunResult;
 use switchyard_sim::load::{BenchReport, Percentiles, Workload};
 
@@ -100,6 +100,10 @@ fn describe(w: &Workload) -> String {
             "multi-turn: {} conversations x {} turns",
             m.conversations, m.turns
         ),
+        Workload::GroupedChat(g) => format!(
+            "grouped-chat: {} groups x {} conversations x {} turns",
+            g.groups, g.conversations, g.turns
+        ),
         Workload::Trace(t) => format!("trace: {} requests", t.len()),
     }
 }
@@ -110,7 +114,18 @@ impl Comparison {
         let fleet = scenario
             .cards
             .iter()
-            .map(|c| format!("{} x {} (${:.2}/h)", c.replicas, c.profile, c.cost_per_hour))
+            .map(|c| {
+                let blocks = scenario.num_gpu_blocks(c).unwrap_or(0);
+                format!(
+                    "{} x {} (${:.2}/h, block LRU cache {} x {} tokens = {}k tokens)",
+                    c.replicas,
+                    c.profile,
+                    c.cost_per_hour,
+                    blocks,
+                    BLOCK_SIZE,
+                    blocks * BLOCK_SIZE / 1000
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let fleet_cost = scenario.fleet_cost_per_hour();

@@ -8,7 +8,11 @@
 use serde_json::json;
 
 use switchyard::policy::{PipelineSpec, StageSpec, WeightedStageSpec};
+use switchyard_sim::Profile;
 use switchyard_sim::load::{SharedPrefix, Workload};
+
+/// Tokens per KV block of every simulated backend (vLLM's default).
+pub const BLOCK_SIZE: usize = 16;
 
 /// One kind of card in the simulated fleet.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,9 +44,10 @@ pub struct Scenario {
     pub name: &'static str,
     /// The fleet, restarted cold before every run.
     pub cards: Vec<Card>,
-    /// KV blocks of each backend as a fraction of what its memory holds, in (0, 1]: the
-    /// demo shrinks caches so a prefix working set outgrows one backend within a run of
-    /// a minute rather than an hour of traffic.
+    /// KV blocks of each backend as a fraction of what its memory holds, in (0, 1]: 1 is
+    /// a real 8B model's cache on that card (an H100: 26,702 blocks of 16 tokens); below
+    /// 1 the scenario shrinks caches so a prefix working set outgrows one backend within
+    /// a run of a minute rather than an hour of traffic.
     pub kv_scale: f64,
     /// What every run sends.
     pub workload: Workload,
@@ -136,14 +141,15 @@ impl Scenario {
     /// its users' 150-token questions, 48-token answers, at about the fleet's capacity
     /// under round-robin.
     ///
-    /// The 64 prefixes (192k tokens) do not fit in any one backend's (shrunk) cache, so
-    /// round-robin, which sends every tenant everywhere, keeps evicting; a placement that
-    /// keeps each tenant on a few backends holds them all.
+    /// Caches are real size (an 8B model on each card, 427k to 1.2M tokens), so the 64
+    /// prefixes (192k tokens) fit in every backend: round-robin pays one cold miss per
+    /// tenant and backend (up to 512) where a placement that keeps each tenant on one
+    /// backend pays 64. What separates the pipelines is that warm-up, and queueing.
     pub fn default_demo() -> Self {
         Scenario {
             name: "default",
             cards: three_vendor_fleet(),
-            kv_scale: 0.125,
+            kv_scale: 1.0,
             workload: Workload::SharedPrefix(SharedPrefix {
                 groups: 64,
                 prompts_per_group: 16,
@@ -236,6 +242,13 @@ impl Scenario {
     /// Backends in the fleet.
     pub fn backends(&self) -> usize {
         self.cards.iter().map(|c| c.replicas).sum()
+    }
+
+    /// KV blocks (16 tokens each) of one backend of `card`: its profile's memory, scaled
+    /// by `kv_scale`.
+    pub fn num_gpu_blocks(&self, card: &Card) -> Option<usize> {
+        Profile::builtin(card.profile)
+            .map(|p| ((p.num_gpu_blocks(BLOCK_SIZE) as f64 * self.kv_scale) as usize).max(1))
     }
 
     /// The fleet's price per hour.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Error;
-use super::scenario::{Pipeline, Scenario};
+use super::scenario::{BLOCK_SIZE, Pipeline, Scenario};
 use switchyard::Server;
 use switchyard::admin::auth::{Credential, Role, TokenSource};
 use switchyard::config::{
@@ -142,15 +142,12 @@ fn fleet_spec(s: &Scenario, speed: f64, seed: u64) -> Result<FleetSpec, Error> {
     let backends = s
         .cards
         .iter()
-        .map(|c| {
-            let blocks = Profile::builtin(c.profile)
-                .map(|p| ((p.num_gpu_blocks(16) as f64 * s.kv_scale) as usize).max(1));
-            BackendFile {
-                name: Some(c.profile.to_owned()),
-                replicas: c.replicas,
-                num_gpu_blocks: blocks,
-                ..BackendFile::new(c.profile)
-            }
+        .map(|c| BackendFile {
+            name: Some(c.profile.to_owned()),
+            replicas: c.replicas,
+            block_size: BLOCK_SIZE,
+            num_gpu_blocks: s.num_gpu_blocks(c),
+            ..BackendFile::new(c.profile)
         })
         .collect();
     let mut file = FleetFile::new(backends);
@@ -175,9 +172,7 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
         .map(|b| {
             let info = b.info();
             let capability = Profile::builtin(&info.profile)
-                .map(|profile| {
-                    declared_capability(&profile, p.speed, info.num_gpu_blocks * info.block_size)
-                })
+                .map(|profile| declared_capability(&profile, p.speed, info.capacity_tokens))
                 .unwrap_or_default();
             BackendSpec {
                 name: BackendName::new(&info.name)

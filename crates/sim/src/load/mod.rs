@@ -5,7 +5,8 @@
 //!
 //! - [`run`]: one benchmark run, [`BenchConfig`] in, [`BenchReport`] out.
 //! - [`Workload`]: [`SharedPrefix`] (SGLang's generated-shared-prefix shape, with llm-d's
-//!   preset [`SharedPrefix::LLM_D`]), [`MultiTurn`] conversations, or a JSONL trace
+//!   preset [`SharedPrefix::LLM_D`]), [`MultiTurn`] conversations, [`GroupedChat`]
+//!   (conversations on per-group documents behind a common head), or a JSONL trace
 //!   ([`trace::load`], Mooncake `hash_ids` included).
 //! - [`Arrival`]: Poisson, fixed-interval, the trace's own timestamps, or all at once
 //!   (bounded by `max_concurrency`).
@@ -36,7 +37,7 @@ use tokio::time::Instant;
 pub use client::BACKEND_HEADER;
 pub use report::{BenchReport, Percentiles};
 pub use trace::TraceEntry;
-pub use workload::{Message, MultiTurn, Session, SharedPrefix, Turn, Workload};
+pub use workload::{GroupedChat, Message, MultiTurn, Session, SharedPrefix, Turn, Workload};
 
 /// Errors that stop a benchmark before it runs.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,10 @@ pub struct BenchConfig {
     pub headers: Vec<(String, String)>,
     /// Show a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Send every session of prefix group `g` to URL `g mod N` instead of round-robin: the
+    /// oracle placement, where every group has a home and keeps it. Sessions without a
+    /// group still go round-robin.
+    pub pin_groups: bool,
 }
 
 impl BenchConfig {
@@ -131,6 +136,7 @@ impl BenchConfig {
             timeout: Duration::from_secs(600),
             headers: Vec::new(),
             progress: false,
+            pin_groups: false,
         }
     }
 
@@ -328,8 +334,15 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
             }
             // Reap finished sessions so the set does not grow with the run.
             while tasks.try_join_next().is_some() {}
-            tasks.spawn(run.clone().session(session.clone(), next_endpoint, permit));
-            next_endpoint = (next_endpoint + 1) % run.endpoints.len();
+            let endpoint = match session.group.filter(|_| run.config.pin_groups) {
+                Some(group) => group % run.endpoints.len(),
+                None => {
+                    let e = next_endpoint;
+                    next_endpoint = (next_endpoint + 1) % run.endpoints.len();
+                    e
+                }
+            };
+            tasks.spawn(run.clone().session(session.clone(), endpoint, permit));
         }
         pass += 1;
         if run

@@ -170,3 +170,48 @@ async fn several_urls_share_the_sessions_round_robin() {
         assert_eq!(served, Some(4.0), "{}", backend.info().name);
     }
 }
+
+/// A llama.cpp-like backend with `slots` slots.
+async fn slot_sim(slots: usize) -> Backend {
+    let spec = BackendSpec {
+        speed: 50.0,
+        cache: crate::CacheModel::Slots {
+            slots,
+            ctx_per_slot: 4096,
+            slot_prompt_similarity: crate::DEFAULT_SIMILARITY,
+        },
+        ..BackendSpec::new("s", Profile::builtin("h100").expect("built in"))
+    };
+    Backend::start(spec).await.expect("sim starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_groups_keep_their_home_and_hit_where_round_robin_misses() {
+    let w = Workload::GroupedChat(GroupedChat {
+        head_len: 10,
+        groups: 2,
+        doc_len_min: 300,
+        doc_len_max: 300,
+        conversations: 3,
+        turns: 2,
+        question_len: 10,
+        output_len: 4,
+    });
+    let mut rates = Vec::new();
+    for pin_groups in [false, true] {
+        // One slot per backend: a backend serving both groups evicts one for the other.
+        let (a, b) = (slot_sim(1).await, slot_sim(1).await);
+        let config = BenchConfig {
+            urls: vec![a.info().base_url.clone(), b.info().base_url.clone()],
+            max_concurrency: Some(1),
+            pin_groups,
+            ..BenchConfig::new("", w.clone())
+        };
+        let r = run(config).await.expect("runs");
+        assert_eq!((r.requests, r.errors), (12, 0));
+        rates.push(r.prefix_cache_hit_rate);
+    }
+    // Pinned: everything but the two first prompts (one per group) hits its document.
+    assert!(rates[1] > 0.75, "{rates:?}");
+    assert!(rates[0] < rates[1] - 0.1, "{rates:?}");
+}

@@ -5,12 +5,12 @@
 //! one word per token under the simulator's built-in tokenizer, so lengths are exact
 //! there and approximate under a real tokenizer.
 
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::text::words;
+use super::text::{english, words};
 use super::trace::TraceEntry;
 
 /// SGLang's generated-shared-prefix workload: `groups` system prompts, each shared by
@@ -57,6 +57,35 @@ pub struct MultiTurn {
     pub output_len: usize,
 }
 
+/// Chat sessions on shared documents: every prompt starts with one common head (a system
+/// text), then its group's document, then the conversation's turns (each resends the
+/// history, answers included, plus a new question). Sessions of all groups are shuffled
+/// together. Text is common English words, about one token each under the simulator's
+/// tokenizer and a Llama vocabulary alike.
+///
+/// A backend that keeps a group's document serves later turns and later conversations of
+/// that group from cache; with more groups than one backend holds, a router has to give
+/// each group a home to get the hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupedChat {
+    /// Common head every prompt carries (chat template aside), tokens.
+    pub head_len: usize,
+    /// Prefix groups, each with its own document.
+    pub groups: usize,
+    /// Shortest document, tokens; lengths are drawn uniformly up to `doc_len_max`.
+    pub doc_len_min: usize,
+    /// Longest document, tokens.
+    pub doc_len_max: usize,
+    /// Conversations per group.
+    pub conversations: usize,
+    /// Turns per conversation.
+    pub turns: usize,
+    /// Length of each question, tokens.
+    pub question_len: usize,
+    /// Output length of each answer, tokens.
+    pub output_len: usize,
+}
+
 /// A workload.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Workload {
@@ -64,6 +93,8 @@ pub enum Workload {
     SharedPrefix(SharedPrefix),
     /// See [`MultiTurn`].
     MultiTurn(MultiTurn),
+    /// See [`GroupedChat`].
+    GroupedChat(GroupedChat),
     /// Requests from a JSONL trace ([`super::trace::load`]), each a one-turn session.
     Trace(Vec<TraceEntry>),
 }
@@ -92,6 +123,8 @@ pub struct Turn {
 pub struct Session {
     /// When to start, ms after the run starts, if the workload fixes it (traces).
     pub at_ms: Option<f64>,
+    /// The prefix group the session belongs to, if the workload has groups.
+    pub group: Option<usize>,
     /// The turns, in order.
     pub turns: Vec<Turn>,
 }
@@ -102,6 +135,7 @@ impl Workload {
         match self {
             Workload::SharedPrefix(w) => w.groups * w.prompts_per_group,
             Workload::MultiTurn(w) => w.conversations * w.turns,
+            Workload::GroupedChat(w) => w.groups * w.conversations * w.turns,
             Workload::Trace(entries) => entries.len(),
         }
     }
@@ -124,6 +158,7 @@ impl Workload {
                     .flat_map(|system| (0..w.prompts_per_group).map(move |_| system))
                     .map(|system| Session {
                         at_ms: None,
+                        group: None,
                         turns: vec![Turn {
                             messages: vec![
                                 Message {
@@ -145,6 +180,7 @@ impl Workload {
             Workload::MultiTurn(w) => (0..w.conversations)
                 .map(|_| Session {
                     at_ms: None,
+                    group: None,
                     turns: (0..w.turns)
                         .map(|t| {
                             let mut messages = Vec::new();
@@ -166,10 +202,12 @@ impl Workload {
                         .collect(),
                 })
                 .collect(),
+            Workload::GroupedChat(w) => w.sessions(&mut rng),
             Workload::Trace(entries) => entries
                 .iter()
                 .map(|e| Session {
                     at_ms: e.timestamp_ms,
+                    group: None,
                     turns: vec![Turn {
                         messages: vec![Message {
                             role: "user",
@@ -180,6 +218,50 @@ impl Workload {
                 })
                 .collect(),
         }
+    }
+}
+
+impl GroupedChat {
+    /// The sessions of one pass: `conversations` per group, shuffled across groups.
+    fn sessions(&self, rng: &mut ChaCha8Rng) -> Vec<Session> {
+        let head = english(rng, self.head_len);
+        let docs: Vec<String> = (0..self.groups)
+            .map(|_| {
+                let n = rng.random_range(self.doc_len_min..=self.doc_len_max.max(self.doc_len_min));
+                english(rng, n)
+            })
+            .collect();
+        let mut sessions = Vec::with_capacity(self.groups * self.conversations);
+        for (group, doc) in docs.iter().enumerate() {
+            for _ in 0..self.conversations {
+                let turns = (0..self.turns)
+                    .map(|t| {
+                        let mut messages = Vec::new();
+                        if t == 0 {
+                            messages.push(Message {
+                                role: "system",
+                                content: format!("{head}\n\n{doc}"),
+                            });
+                        }
+                        messages.push(Message {
+                            role: "user",
+                            content: english(rng, self.question_len),
+                        });
+                        Turn {
+                            messages,
+                            max_tokens: self.output_len,
+                        }
+                    })
+                    .collect();
+                sessions.push(Session {
+                    at_ms: None,
+                    group: Some(group),
+                    turns,
+                });
+            }
+        }
+        sessions.shuffle(rng);
+        sessions
     }
 }
 
@@ -223,5 +305,47 @@ mod tests {
         assert_eq!(sessions[0].turns.len(), 3);
         assert_eq!(sessions[0].turns[0].messages.len(), 2);
         assert_eq!(sessions[0].turns[1].messages.len(), 1);
+    }
+
+    #[test]
+    fn grouped_chat_shares_the_head_across_groups_and_the_document_within_one() {
+        let w = Workload::GroupedChat(GroupedChat {
+            head_len: 6,
+            groups: 3,
+            doc_len_min: 20,
+            doc_len_max: 40,
+            conversations: 2,
+            turns: 3,
+            question_len: 5,
+            output_len: 4,
+        });
+        let sessions = w.sessions(9);
+        assert_eq!((sessions.len(), w.len()), (6, 18));
+        let system = |s: &Session| s.turns[0].messages[0].content.clone();
+        let head = |s: &Session| {
+            system(s)
+                .split_whitespace()
+                .take(6)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert!(sessions.iter().all(|s| head(s) == head(&sessions[0])));
+        for a in &sessions {
+            for b in &sessions {
+                assert_eq!(a.group == b.group, system(a) == system(b));
+            }
+            let words = system(a).split_whitespace().count();
+            assert!((26..=46).contains(&words), "{words}");
+            assert_eq!(a.turns.len(), 3);
+            assert_eq!(
+                a.turns[1].messages.len(),
+                1,
+                "later turns add a question only"
+            );
+        }
+        let mut groups: Vec<_> = sessions.iter().filter_map(|s| s.group).collect();
+        groups.sort_unstable();
+        assert_eq!(groups, vec![0, 0, 1, 1, 2, 2]);
+        assert_eq!(w.sessions(9), sessions, "deterministic");
     }
 }
