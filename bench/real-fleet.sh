@@ -9,6 +9,7 @@
 #   sglang        SGLang's gateway (PyPI sglang-router), --policy cache_aware
 #   sy-old        Switchyard, the old quickstart pipeline (prefix-affinity 0.6 + least-load 0.4)
 #   sy-default    Switchyard, a config naming no pipeline: whatever the default is
+#   sy-custom     Switchyard with the pipeline in $SY_PIPELINE (YAML flow), to try variants
 #   oracle        no router: the bench pins group g to server g mod N (`--oracle`)
 #
 # Prints one Markdown table: the engines' own hit rate (llamacpp:prompt_tokens_cached_total
@@ -171,6 +172,8 @@ start_router() {
         sy-default)
             # NB: no pipeline: the router's default decides.
             switchyard_config "$port" "    {}" ;;
+        sy-custom)
+            switchyard_config "$port" "    pipeline: ${SY_PIPELINE:?sy-custom needs SY_PIPELINE}" ;;
         *) echo "unknown router $1" >&2; exit 2 ;;
     esac
     if [ -z "$ROUTER_PID" ]; then

@@ -98,15 +98,26 @@ impl PipelineSpec {
         PipelineSpec::default()
     }
 
-    /// What decides when the config and the admin API set no pipeline: the shipped
-    /// `prefix-home` scorer, which gives every prefix group a home backend and keeps it
-    /// there under a load bound.
+    /// What decides when the config and the admin API set no pipeline: the cached
+    /// share past the shared head (`prefix-affinity`, 0.6), load (`least-load`, 0.3) and
+    /// each prefix group's home (`prefix-home`, 0.1). A warm prompt goes where its
+    /// prefix is unless that backend is much busier; a prompt cached nowhere goes to its
+    /// group's home, balanced by groups, unless the home is busier.
     pub fn default_routing() -> Self {
+        let scorer = |policy: &str, config: serde_json::Value, weight: f32| WeightedStageSpec {
+            stage: StageSpec::new(policy, config),
+            weight,
+        };
         PipelineSpec {
-            scorers: vec![WeightedStageSpec {
-                stage: StageSpec::new("prefix-home", serde_json::Value::Null),
-                weight: 1.0,
-            }],
+            scorers: vec![
+                scorer(
+                    "prefix-affinity",
+                    serde_json::json!({"skip_shared_head": true}),
+                    0.6,
+                ),
+                scorer("least-load", serde_json::Value::Null, 0.3),
+                scorer("prefix-home", serde_json::Value::Null, 0.1),
+            ],
             ..PipelineSpec::default()
         }
     }

@@ -10,6 +10,10 @@ pub struct PrefixAffinity {
     /// Prompts shorter than this many tokens score 0 everywhere: too short for a cache
     /// hit to matter. Default 0.
     pub min_prompt_tokens: u32,
+    /// Score only what is cached past the prompt's shared head (the leading tokens most
+    /// of the model's prompts carry, which every busy backend holds): `(cached - head) /
+    /// (prompt - head)`. Default false.
+    pub skip_shared_head: bool,
 }
 
 impl Scorer for PrefixAffinity {
@@ -17,11 +21,24 @@ impl Scorer for PrefixAffinity {
         config::from_json(config)
     }
 
-    fn score(&self, req: &Request, c: &Candidate, _fleet: &Fleet) -> Score {
+    fn score(&self, req: &Request, c: &Candidate, fleet: &Fleet) -> Score {
+        self.score_all(req, std::slice::from_ref(c), fleet)[0]
+    }
+
+    fn score_all(&self, req: &Request, candidates: &[Candidate], _fleet: &Fleet) -> Vec<Score> {
         if req.prompt_tokens < self.min_prompt_tokens {
-            return Score::ZERO;
+            return vec![Score::ZERO; candidates.len()];
         }
-        Score::ratio(c.cached_prefix_tokens, req.prompt_tokens)
+        let head = if self.skip_shared_head {
+            req.prefix_group().map_or(0, |g| g.head_tokens)
+        } else {
+            0
+        };
+        let own = req.prompt_tokens.saturating_sub(head);
+        candidates
+            .iter()
+            .map(|c| Score::ratio(c.cached_prefix_tokens.saturating_sub(head), own))
+            .collect()
     }
 }
 
@@ -61,6 +78,31 @@ mod tests {
             &testing::fleet(1),
         );
         assert_eq!(s, vec![0.0]);
+    }
+
+    #[test]
+    fn the_shared_head_can_be_left_out() {
+        let head_only = Candidate {
+            cached_prefix_tokens: 256,
+            ..testing::candidate(0)
+        };
+        let warm = Candidate {
+            cached_prefix_tokens: 640,
+            ..testing::candidate(1)
+        };
+        testing::set_prefix_group(Some(PrefixGroup {
+            key: 1,
+            head_tokens: 256,
+        }));
+        let cands = [head_only, warm];
+        let req = testing::request(1024);
+        let fleet = testing::fleet(2);
+        let s =
+            testing::score::<PrefixAffinity>(r#"{"skip_shared_head": true}"#, &req, &cands, &fleet);
+        assert_eq!(s, vec![0.0, 0.5], "(640 - 256) / (1024 - 256)");
+        let s = testing::score::<PrefixAffinity>("", &req, &cands, &fleet);
+        assert_eq!(s, vec![0.25, 0.625], "off by default");
+        testing::set_prefix_group(None);
     }
 
     #[test]
