@@ -81,7 +81,7 @@ esac
 MODEL=tiny
 # Latency of the tiny model on one llama-server thread, per token of this workload's text
 # (fitted in docs/simulator.md, "Calibration on llama.cpp"); used by --sim only.
-SIM_LATENCY='{prefill_base_ms: 2.0, prefill_token_ms: 0.20, prefill_attention_ms: 1.2e-4, decode_base_ms: 4.0, decode_seq_ms: 1.0, decode_context_ms: 0.0}'
+SIM_LATENCY='{prefill_base_ms: 50.0, prefill_token_ms: 0.016, prefill_attention_ms: 1.34e-4, decode_base_ms: 7.0, decode_seq_ms: 0.5, decode_context_ms: 0.0}'
 
 # Starts the fleet; fills URLS (space-separated base URLs) and FLEET_PIDS.
 start_fleet() {
