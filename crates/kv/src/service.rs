@@ -620,17 +620,34 @@ impl KvIndex {
     /// ignores it, its engine reports the truth). `capacity_tokens`, the engine's KV
     /// capacity when known, bounds what the index keeps for it (at least one block): its
     /// least recently used blocks beyond it are forgotten, as the engine must have.
-    pub fn record(&self, prompt: &PromptKeys, backend: BackendId, capacity_tokens: Option<u64>) {
+    /// Whether it was recorded (the backend is followed in approximate mode).
+    pub fn record(
+        &self,
+        prompt: &PromptKeys,
+        backend: BackendId,
+        capacity_tokens: Option<u64>,
+    ) -> bool {
+        self.record_keys(&prompt.keys, backend, capacity_tokens)
+    }
+
+    /// As [`KvIndex::record`], from the prompt's block keys alone: how a router replica
+    /// applies what another replica recorded.
+    pub fn record_keys(
+        &self,
+        keys: &[u64],
+        backend: BackendId,
+        capacity_tokens: Option<u64>,
+    ) -> bool {
         let backends = self.backends();
         let Some(b) = backends
             .iter()
             .find(|b| b.id == backend && b.mode == Mode::Approximate)
         else {
-            return;
+            return false;
         };
         Counters::add(&b.counters.decisions, 1);
         let Some(model) = self.inner.models.get(backend.model as usize) else {
-            return;
+            return false;
         };
         let now = self.inner.clock.elapsed().as_secs();
         let mut index = model.index.write();
@@ -641,10 +658,11 @@ impl KvIndex {
                 index.set_capacity(backend.slot, blocks);
             }
         }
-        for &k in &prompt.keys {
+        for &k in keys {
             index.store_approx(backend.slot, k, now);
         }
         index.expire(backend.slot, now.saturating_sub(self.inner.ttl_s));
+        true
     }
 
     /// Every backend's figures, for the admin API.
