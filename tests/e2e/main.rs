@@ -16,5 +16,6 @@ mod load;
 mod persistence;
 mod python;
 mod python_policy;
+mod replicas;
 mod resume;
 mod tenants;
