@@ -21,6 +21,7 @@
 //! - [`telemetry`]: logging setup and metric names.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod listener;
 pub mod names;

@@ -11,6 +11,7 @@ use crate::admin::audit::AuditLog;
 use crate::admin::auth::Credentials;
 use tokio::net::TcpListener;
 
+use crate::cluster::{Cluster, ClusterConfig, Signals};
 use crate::config::Config;
 use crate::listener::{self, ListenerLimits, ListenerMetrics};
 use crate::names::{PolicyName, TenantName};
@@ -68,6 +69,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Cluster mode could not start.
+    #[error("cluster")]
+    Cluster(#[source] crate::cluster::Error),
     /// The audit log cannot be opened.
     #[error("cannot open the audit log")]
     Audit(#[source] std::io::Error),
@@ -121,6 +125,10 @@ impl Server {
             .as_ref()
             .map(|dir| StateDir::open_with(dir, config.state.on_damaged_entry))
             .transpose()?;
+        let cluster = match (&config.cluster, &state) {
+            (Some(c), Some(state)) => Some(join_cluster(c, state).await?),
+            _ => None,
+        };
         let policies = start_policies(&config, state.clone()).await?;
         let pool = Pool::start(config.pool.clone(), config.backends.clone(), state.clone());
         let kv = start_kv(&config, &pool)?;
@@ -136,6 +144,15 @@ impl Server {
             state.register_metrics(&mut registry);
         }
         registry.register_collector(Box::new(kv.collector()));
+        let signals = match (&cluster, &state) {
+            (Some(c), Some(state)) => {
+                c.register_metrics(&mut registry);
+                c.follow(state.clone(), policies.clone(), pool.clone(), kv.clone());
+                let signals = Signals::start(c, pool.clone(), kv.clone(), &mut registry);
+                Some(signals.await.map_err(Error::Cluster)?)
+            }
+            _ => None,
+        };
         // NB: with a state directory, tenants keep their cache salts across restarts.
         let cache_secret = match &state {
             Some(s) => s.secret(CACHE_SECRET)?,
@@ -156,6 +173,7 @@ impl Server {
             registry: Arc::new(registry),
             kv: kv.clone(),
             state: state.clone(),
+            signals,
         });
         let client = Listener {
             socket: bind(config.listen).await?,
@@ -239,6 +257,18 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Joins the cluster and fills the state directory (this replica's cache) with the
+/// shared state, so the restore that follows starts from the cluster's state.
+async fn join_cluster(config: &ClusterConfig, state: &StateDir) -> Result<Cluster, Error> {
+    let cluster = Cluster::connect(config.clone())
+        .await
+        .map_err(Error::Cluster)?;
+    state.share(cluster.store().clone());
+    let entries = cluster.store().sync(state).await.map_err(Error::Cluster)?;
+    tracing::info!(entries, "loaded the cluster's shared state");
+    Ok(cluster)
 }
 
 /// Starts the KV index: the config's models plus, keyed on text, every other model the

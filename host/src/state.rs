@@ -9,6 +9,12 @@
 //! lock on its `.lock` file, held until the last handle is dropped, so a second router
 //! on the same directory fails at start instead of overwriting the first one's changes.
 //!
+//! In cluster mode ([`crate::cluster`]) the directory is this replica's cache of the
+//! shared store: [`StateDir::write`] and [`StateDir::remove`] of a shared entry go to the
+//! store first (a compare-and-set on the entry's revision) and touch the file only once
+//! the store took the change; changes made on other replicas arrive through
+//! [`StateDir::write_local`] and [`StateDir::remove_local`].
+//!
 //! A stored entry that cannot be restored is *damaged*. Unless the config says
 //! `state: {on_damaged_entry: skip}`, it is recorded here, `/ready` names it, and it
 //! stays recorded until an admin call writes that entry again or discards it.
@@ -16,22 +22,46 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 
-/// A failure reading or writing the state directory.
+use crate::cluster::AdminStore;
+
+/// A failure reading or writing the state directory, or (in cluster mode) the shared
+/// store behind it.
 #[derive(Debug, thiserror::Error)]
-#[error("state directory {path}: {action}")]
-pub struct Error {
-    /// The file or directory concerned.
-    pub path: PathBuf,
-    /// What was being done.
-    pub action: &'static str,
-    /// The I/O error.
-    #[source]
-    pub source: std::io::Error,
+#[non_exhaustive]
+pub enum Error {
+    /// A file operation failed.
+    #[error("state directory {path}: {action}")]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Cluster mode: another replica changed the entry since this one last saw it, so
+    /// the write was refused rather than overwriting that change (a compare-and-set on
+    /// the entry's revision). The caller should read the new state and retry.
+    #[error("{entry} was changed by another replica meanwhile; reload it and retry")]
+    Conflict {
+        /// The entry, as a path inside the state directory.
+        entry: String,
+    },
+    /// Cluster mode: the shared store cannot be reached, so admin changes are refused
+    /// (routing goes on with the last state).
+    #[error(
+        "the cluster's shared state is unreachable ({reason}); admin changes are refused until the NATS link is back"
+    )]
+    Unavailable {
+        /// Why, e.g. `not connected to NATS`.
+        reason: String,
+    },
 }
 
 /// What start-up does with a stored entry it cannot restore.
@@ -70,6 +100,8 @@ struct Inner {
     on_damaged: OnDamagedEntry,
     damaged: ArcSwap<BTreeMap<String, String>>,
     damaged_total: Counter,
+    /// Cluster mode: the store shared entries are written to first.
+    shared: OnceLock<AdminStore>,
 }
 
 /// The lock file inside the directory.
@@ -95,7 +127,7 @@ impl StateDir {
     /// As [`StateDir::open`].
     pub fn open_with(root: impl Into<PathBuf>, on_damaged: OnDamagedEntry) -> Result<Self, Error> {
         let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|source| Error {
+        std::fs::create_dir_all(&root).map_err(|source| Error::Io {
             path: root.clone(),
             action: "create",
             source,
@@ -106,18 +138,18 @@ impl StateDir {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| Error {
+            .map_err(|source| Error::Io {
                 path: lock_path.clone(),
                 action: "open the lock file",
                 source,
             })?;
         lock.try_lock().map_err(|e| match e {
-            std::fs::TryLockError::WouldBlock => Error {
+            std::fs::TryLockError::WouldBlock => Error::Io {
                 path: root.clone(),
                 action: "lock: another switchyard process is using this state directory",
                 source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
             },
-            std::fs::TryLockError::Error(source) => Error {
+            std::fs::TryLockError::Error(source) => Error::Io {
                 path: lock_path.clone(),
                 action: "lock",
                 source,
@@ -130,6 +162,7 @@ impl StateDir {
                 on_damaged,
                 damaged: ArcSwap::from_pointee(BTreeMap::new()),
                 damaged_total: Counter::default(),
+                shared: OnceLock::new(),
             }),
         })
     }
@@ -198,7 +231,7 @@ impl StateDir {
         let to = self.path(Path::new(QUARANTINE_DIR).join(entry));
         let err = |action, path: &Path| {
             let path = path.to_path_buf();
-            move |source| Error {
+            move |source| Error::Io {
                 path,
                 action,
                 source,
@@ -238,18 +271,46 @@ impl StateDir {
         self.inner.root.join(rel)
     }
 
+    /// Cluster mode: from now on, shared entries are written to `store` first. Call once,
+    /// before anything is restored; a second call is ignored.
+    pub fn share(&self, store: AdminStore) {
+        let _ = self.inner.shared.set(store);
+    }
+
+    /// The shared store, in cluster mode.
+    pub fn shared(&self) -> Option<&AdminStore> {
+        self.inner.shared.get()
+    }
+
     /// Writes `bytes` to `rel` atomically, creating parent directories. A damaged entry
-    /// at `rel` is repaired by the write and forgotten.
+    /// at `rel` is repaired by the write and forgotten. In cluster mode a shared entry
+    /// goes to the shared store first.
     ///
     /// # Errors
     ///
     /// When any step fails; the previous content of `rel`, if any, is then untouched.
+    /// In cluster mode also [`Error::Conflict`] (another replica changed the entry
+    /// meanwhile) and [`Error::Unavailable`] (the store cannot be reached).
     pub fn write(&self, rel: impl AsRef<Path>, bytes: &[u8]) -> Result<(), Error> {
+        let key = rel_key(rel.as_ref());
+        if let Some(store) = self.shared() {
+            store.put(&key, bytes)?;
+        }
+        self.write_local(rel, bytes)
+    }
+
+    /// As [`StateDir::write`], to the directory only: a local cache entry (a compiled
+    /// artifact), or a change another replica made.
+    ///
+    /// # Errors
+    ///
+    /// As [`StateDir::write`], less the cluster cases.
+    pub fn write_local(&self, rel: impl AsRef<Path>, bytes: &[u8]) -> Result<(), Error> {
         let path = self.path(&rel);
         let dir = path.parent().unwrap_or(&self.inner.root).to_path_buf();
         let err = |action| {
             let path = path.clone();
-            move |source| Error {
+            move |source| Error::Io {
                 path,
                 action,
                 source,
@@ -279,7 +340,7 @@ impl StateDir {
         match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error {
+            Err(source) => Err(Error::Io {
                 path,
                 action: "read",
                 source,
@@ -287,12 +348,25 @@ impl StateDir {
         }
     }
 
-    /// Removes `rel` if it exists; a damaged entry at `rel` is forgotten.
+    /// Removes `rel` if it exists; a damaged entry at `rel` is forgotten. In cluster
+    /// mode a shared entry is removed from the shared store first.
+    ///
+    /// # Errors
+    ///
+    /// When it exists and cannot be removed; in cluster mode as [`StateDir::write`].
+    pub fn remove(&self, rel: impl AsRef<Path>) -> Result<(), Error> {
+        if let Some(store) = self.shared() {
+            store.delete(&rel_key(rel.as_ref()))?;
+        }
+        self.remove_local(rel)
+    }
+
+    /// As [`StateDir::remove`], in the directory only (a change another replica made).
     ///
     /// # Errors
     ///
     /// When it exists and cannot be removed.
-    pub fn remove(&self, rel: impl AsRef<Path>) -> Result<(), Error> {
+    pub fn remove_local(&self, rel: impl AsRef<Path>) -> Result<(), Error> {
         let path = self.path(&rel);
         match std::fs::remove_file(&path) {
             Ok(()) => {
@@ -303,7 +377,7 @@ impl StateDir {
                 self.forget_damaged(&rel_key(rel.as_ref()));
                 Ok(())
             }
-            Err(source) => Err(Error {
+            Err(source) => Err(Error::Io {
                 path,
                 action: "remove",
                 source,
@@ -311,15 +385,22 @@ impl StateDir {
         }
     }
 
-    /// The random 32-byte secret kept at `rel`, created on first use.
+    /// The random 32-byte secret kept at `rel`, created on first use. In cluster mode
+    /// the secret is the cluster's: the first replica to need it creates it in the
+    /// shared store, the others take that one.
     ///
     /// # Errors
     ///
     /// When it cannot be read or written, or holds something else than 32 bytes.
     pub fn secret(&self, rel: impl AsRef<Path>) -> Result<[u8; 32], Error> {
         let rel = rel.as_ref();
+        if let Some(store) = self.shared() {
+            let mine: [u8; 32] = rand::random();
+            let shared = store.get_or_create(&rel_key(rel), &mine)?;
+            self.write_local(rel, &shared)?;
+        }
         if let Some(bytes) = self.read(rel)? {
-            return <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| Error {
+            return <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| Error::Io {
                 path: self.path(rel),
                 action: "read the secret (not 32 bytes)",
                 source: std::io::Error::from(std::io::ErrorKind::InvalidData),
@@ -362,7 +443,7 @@ impl StateDir {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => {
-                return Err(Error {
+                return Err(Error::Io {
                     path,
                     action: "list",
                     source,

@@ -16,6 +16,7 @@ mod load;
 mod persistence;
 mod python;
 mod python_policy;
+mod replicas;
 mod resume;
 mod routing;
 mod tenants;

@@ -5,7 +5,8 @@
 //! - `cargo xtask test`: installs the wasm target, the Python packages the end-to-end
 //!   tests drive the router with and the Python policy tools (componentize-py, pinned;
 //!   pytest), builds a real llama.cpp `llama-server` and a tiny model
-//!   (`tests/llama/setup.sh`, cached under `target/`), then runs the whole workspace's
+//!   (`tests/llama/setup.sh`, cached under `target/`), installs `nats-server` for the
+//!   replica tests when missing (`tests/nats/setup.sh`), then runs the whole workspace's
 //!   tests.
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,11 @@ fn main() -> Result<()> {
             ensure_wasm_target()?;
             ensure_python_packages()?;
             llama_setup(&root)?;
+            setup_script(
+                &root,
+                "tests/nats/setup.sh",
+                "nats-server for the replica tests",
+            )?;
             cargo(
                 &root,
                 &[&["test", "--workspace"], &str_refs(&args[1..])[..]].concat(),
@@ -87,14 +93,23 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 /// Runs `tests/llama/setup.sh`: builds `llama-server` (first run only, several minutes;
 /// installs `cmake` and `ninja-build` with apt if missing) and writes the tiny model.
 fn llama_setup(root: &Path) -> Result<()> {
-    eprintln!("xtask: tests/llama/setup.sh (llama.cpp server and tiny model for the e2e tests)");
+    setup_script(
+        root,
+        "tests/llama/setup.sh",
+        "llama.cpp server and tiny model for the e2e tests",
+    )
+}
+
+/// Runs the set-up script `script` (relative to the root), which installs `what`.
+fn setup_script(root: &Path, script: &str, what: &str) -> Result<()> {
+    eprintln!("xtask: {script} ({what})");
     let status = Command::new("bash")
-        .arg(root.join("tests/llama/setup.sh"))
+        .arg(root.join(script))
         .current_dir(root)
         .status()
-        .context("run tests/llama/setup.sh")?;
+        .with_context(|| format!("run {script}"))?;
     if !status.success() {
-        bail!("tests/llama/setup.sh failed ({status})");
+        bail!("{script} failed ({status})");
     }
     Ok(())
 }

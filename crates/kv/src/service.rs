@@ -642,22 +642,39 @@ impl KvIndex {
     /// ignores it, its engine reports the truth). `capacity`, what the engine's cache
     /// holds when known, bounds what the index keeps for it: beyond a token capacity its
     /// least recently used blocks are forgotten (at least one block is kept); with one
-    /// prompt per slot, the blocks of the prompt the engine replaced are.
-    pub fn record(&self, prompt: &PromptKeys, backend: BackendId, capacity: Option<Capacity>) {
+    /// prompt per slot, the blocks of the prompt the engine replaced are. Whether it was
+    /// recorded (the backend is followed in approximate mode).
+    pub fn record(
+        &self,
+        prompt: &PromptKeys,
+        backend: BackendId,
+        capacity: Option<Capacity>,
+    ) -> bool {
+        self.record_keys(&prompt.keys, backend, capacity)
+    }
+
+    /// As [`KvIndex::record`], from the prompt's block keys alone: how a router replica
+    /// applies what another replica recorded.
+    pub fn record_keys(
+        &self,
+        keys: &[u64],
+        backend: BackendId,
+        capacity: Option<Capacity>,
+    ) -> bool {
         let backends = self.backends();
         let Some(b) = backends
             .iter()
             .find(|b| b.id == backend && b.mode == Mode::Approximate)
         else {
-            return;
+            return false;
         };
         Counters::add(&b.counters.decisions, 1);
         let Some(model) = self.inner.models.get(backend.model as usize) else {
-            return;
+            return false;
         };
         let now = self.inner.clock.elapsed().as_secs();
         let forget = match capacity {
-            Some(Capacity::Prompts(slots)) => b.prompts.lock().serve(&prompt.keys, slots),
+            Some(Capacity::Prompts(slots)) => b.prompts.lock().serve(keys, slots),
             _ => Vec::new(),
         };
         let mut index = model.index.write();
@@ -671,10 +688,11 @@ impl KvIndex {
         for &k in &forget {
             index.forget_approx(backend.slot, k);
         }
-        for &k in &prompt.keys {
+        for &k in keys {
             index.store_approx(backend.slot, k, now);
         }
         index.expire(backend.slot, now.saturating_sub(self.inner.ttl_s));
+        true
     }
 
     /// Every backend's figures, for the admin API.

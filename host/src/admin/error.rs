@@ -64,12 +64,12 @@ impl Error {
             Error::Audit(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::BadBody(_) | Error::Name(_) => StatusCode::BAD_REQUEST,
             Error::NoRoute(_) | Error::NotDamaged(_) => StatusCode::NOT_FOUND,
-            Error::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::State(e) => state_status(e),
             Error::Pool(e) => match e {
                 pool::Error::NotFound(_) => StatusCode::NOT_FOUND,
                 pool::Error::Exists(_) | pool::Error::NotDrained(_) => StatusCode::CONFLICT,
                 pool::Error::Invalid(_) => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
+                pool::Error::State(e) => state_status(e),
             },
             Error::Policy(e) => match e {
                 policy::Error::NoHistory(_)
@@ -78,7 +78,7 @@ impl Error {
                 | policy::Error::InUse { .. }
                 | policy::Error::Shipped(_) => StatusCode::CONFLICT,
                 policy::Error::NoSuchVersion(_) => StatusCode::NOT_FOUND,
-                policy::Error::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                policy::Error::State(e) => state_status(e),
                 _ => StatusCode::BAD_REQUEST,
             },
             Error::Kv(e) => match e {
@@ -87,6 +87,16 @@ impl Error {
             },
             Error::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+/// A state failure's status: in cluster mode a lost compare-and-set is 409 and an
+/// unreachable store 503 (both with their message); a local I/O failure is 500.
+fn state_status(e: &crate::state::Error) -> StatusCode {
+    match e {
+        crate::state::Error::Conflict { .. } => StatusCode::CONFLICT,
+        crate::state::Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -99,7 +109,8 @@ impl IntoResponse for Error {
             s if s.is_server_error() => "server_error",
             _ => "invalid_request_error",
         };
-        let message = if status.is_server_error() {
+        // NB: the cluster being unreachable is no internal fault: the client is told why.
+        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = %chain(&self), "admin call failed");
             "internal error; see the router's log".to_string()
         } else {

@@ -29,6 +29,10 @@ pub(crate) struct File {
     /// What start-up does with what it finds in `state_dir`.
     #[serde(default)]
     pub state: StateFile,
+    /// Running as one of several replicas sharing admin state and routing signals
+    /// through NATS JetStream; absent: alone with `state_dir`, as ever.
+    /// Example: `cluster: {nats: [nats://127.0.0.1:4222], name: prod}`.
+    pub cluster: Option<ClusterFile>,
     /// Request handling limits.
     #[serde(default)]
     pub proxy: ProxyFile,
@@ -70,6 +74,71 @@ pub(crate) struct StateFile {
     /// Example: `state: {on_damaged_entry: skip}`.
     #[serde(default)]
     pub on_damaged_entry: OnDamagedEntry,
+}
+
+/// The `cluster` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterFile {
+    /// NATS server URLs, at least one; the client fails over between them.
+    /// Example: `nats: [nats://10.0.0.1:4222, nats://10.0.0.2:4222, nats://10.0.0.3:4222]`.
+    pub nats: Vec<String>,
+    /// The cluster's name, `[A-Za-z0-9_-]+`: replicas with the same name share state; it
+    /// names the buckets (`switchyard-<name>-state`) and subjects. Example: `name: prod`.
+    pub name: String,
+    /// This replica's id, unique in the cluster. Default: `<host name>-<pid>`.
+    /// Example: `replica: router-a`.
+    pub replica: Option<String>,
+    /// A NATS `.creds` file (JWT and NKey seed). Example: `credentials_file: /etc/nats/router.creds`.
+    pub credentials_file: Option<PathBuf>,
+    /// NATS user, with `password_env`. Example: `user: switchyard`.
+    pub user: Option<String>,
+    /// Environment variable holding the NATS password. Example: `password_env: NATS_PASSWORD`.
+    pub password_env: Option<String>,
+    /// Environment variable holding a NATS token. Example: `token_env: NATS_TOKEN`.
+    pub token_env: Option<String>,
+    /// TLS towards NATS.
+    #[serde(default)]
+    pub tls: ClusterTlsFile,
+    /// JetStream replicas of each bucket. Default: 3 when `nats` lists 3 or more
+    /// servers, else 1. Example: `stream_replicas: 3`.
+    pub stream_replicas: Option<usize>,
+    /// How long start-up waits for NATS, milliseconds. Default 10000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How often this replica publishes its in-flight load, milliseconds. Default 25.
+    #[serde(default = "default_load_interval_ms")]
+    pub load_interval_ms: u64,
+    /// How long another replica's load report counts, milliseconds. Default 1000: a
+    /// replica that dies stops counting within a second.
+    #[serde(default = "default_load_expiry_ms")]
+    pub load_expiry_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn default_load_interval_ms() -> u64 {
+    25
+}
+fn default_load_expiry_ms() -> u64 {
+    1000
+}
+
+/// TLS towards NATS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterTlsFile {
+    /// Refuse NATS servers that do not speak TLS. Default false (TLS when the server
+    /// asks for it). Example: `required: true`.
+    #[serde(default)]
+    pub required: bool,
+    /// Extra root certificates to trust, PEM. Example: `ca_file: /etc/nats/ca.pem`.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate, PEM, with `key_file`. Example: `cert_file: /etc/nats/router.pem`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's key, PEM. Example: `key_file: /etc/nats/router-key.pem`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// The admin listener.

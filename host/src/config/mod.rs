@@ -69,6 +69,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// What start-up does with the state directory's content.
     pub state: StateSettings,
+    /// Cluster mode, when configured.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Request handling limits.
     pub proxy: ProxySettings,
     /// Health checks, scraping and circuit breaking.
@@ -463,6 +465,14 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
     }
 
     let policy_limits = policy_limits(&raw.policy_runtime, problems);
+    let cluster = raw.cluster.as_ref().map(|c| {
+        if raw.state_dir.is_none() {
+            problems.push(
+                "cluster: needs `state_dir` (the replica's cache of the shared state)".into(),
+            );
+        }
+        cluster(c, base, problems)
+    });
     let policies = raw
         .policies
         .iter()
@@ -488,6 +498,7 @@ fn validate(path: &Path, raw: file::File, problems: &mut Vec<String>) -> Config 
         state: StateSettings {
             on_damaged_entry: raw.state.on_damaged_entry,
         },
+        cluster,
         proxy,
         pool,
         backends: raw.backends,
@@ -680,6 +691,100 @@ fn pipeline_problems(at: &str, spec: &PipelineSpec, problems: &mut Vec<String>) 
     }
     if spec.placer.is_some() && !spec.scorers.is_empty() {
         problems.push(format!("{at}: a placer takes no scorers"));
+    }
+}
+
+/// Validates the `cluster` section.
+fn cluster(
+    c: &file::ClusterFile,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> crate::cluster::ClusterConfig {
+    use crate::cluster::{ClusterConfig, NatsAuth, NatsTls};
+    if c.nats.is_empty() {
+        problems.push("cluster.nats: list at least one NATS server URL".into());
+    }
+    for (i, url) in c.nats.iter().enumerate() {
+        if url.parse::<async_nats::ServerAddr>().is_err() {
+            problems.push(format!("cluster.nats[{i}]: `{url}` is not a NATS URL"));
+        }
+    }
+    let is_token = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+    };
+    if !is_token(&c.name) {
+        problems.push(format!("cluster.name: `{}` must be [A-Za-z0-9_-]+", c.name));
+    }
+    let replica = c.replica.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "replica".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let env = |field: &str, var: &str, problems: &mut Vec<String>| {
+        std::env::var(var).unwrap_or_else(|_| {
+            problems.push(format!(
+                "cluster.{field}: environment variable {var} is not set"
+            ));
+            String::new()
+        })
+    };
+    let auth = match (&c.credentials_file, &c.user, &c.token_env) {
+        (Some(f), None, None) => NatsAuth::CredentialsFile(base.join(f)),
+        (None, Some(user), None) => {
+            let password = match &c.password_env {
+                Some(v) => env("password_env", v, problems),
+                None => {
+                    problems.push("cluster.user: needs `password_env`".into());
+                    String::new()
+                }
+            };
+            NatsAuth::UserPassword {
+                user: user.clone(),
+                password,
+            }
+        }
+        (None, None, Some(v)) => NatsAuth::Token(env("token_env", v, problems)),
+        (None, None, None) => NatsAuth::None,
+        _ => {
+            problems.push(
+                "cluster: give at most one of `credentials_file`, `user`, `token_env`".into(),
+            );
+            NatsAuth::None
+        }
+    };
+    let client_cert = match (&c.tls.cert_file, &c.tls.key_file) {
+        (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+        (None, None) => None,
+        _ => {
+            problems.push("cluster.tls: `cert_file` and `key_file` go together".into());
+            None
+        }
+    };
+    let stream_replicas = c
+        .stream_replicas
+        .unwrap_or(if c.nats.len() >= 3 { 3 } else { 1 });
+    if !(1..=5).contains(&stream_replicas) {
+        problems.push(format!(
+            "cluster.stream_replicas: {stream_replicas} is outside [1, 5]"
+        ));
+    }
+    ClusterConfig {
+        nats: c.nats.clone(),
+        name: c.name.clone(),
+        replica,
+        auth,
+        tls: NatsTls {
+            required: c.tls.required,
+            ca_file: c.tls.ca_file.as_ref().map(|f| base.join(f)),
+            client_cert,
+        },
+        stream_replicas,
+        connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+        load_interval: Duration::from_millis(c.load_interval_ms.max(1)),
+        load_expiry: Duration::from_millis(c.load_expiry_ms.max(1)),
     }
 }
 

@@ -329,3 +329,43 @@ fn label_headers_and_the_default_output_tokens_are_validated() {
         "{err}"
     );
 }
+
+#[test]
+fn the_cluster_section_takes_defaults_and_is_validated() {
+    let c = parse(&format!(
+        "{BACKEND}state_dir: state\ncluster: {{nats: [nats://10.0.0.1:4222, nats://10.0.0.2:4222, nats://10.0.0.3:4222], name: prod, replica: r1}}\n"
+    ))
+    .unwrap();
+    let cluster = c.cluster.expect("cluster section");
+    assert_eq!(cluster.replica, "r1");
+    assert_eq!(cluster.stream_replicas, 3, "three servers: R3");
+    assert_eq!(cluster.load_interval, Duration::from_millis(25));
+    assert_eq!(cluster.load_expiry, Duration::from_secs(1));
+    assert!(parse(BACKEND).unwrap().cluster.is_none());
+
+    let one = parse(&format!(
+        "{BACKEND}state_dir: state\ncluster: {{nats: [nats://127.0.0.1:4222], name: dev}}\n"
+    ))
+    .unwrap()
+    .cluster
+    .unwrap();
+    assert_eq!(one.stream_replicas, 1, "one server: R1");
+    assert!(
+        one.replica.ends_with(&format!("-{}", std::process::id())),
+        "default replica id is <host>-<pid>: {}",
+        one.replica
+    );
+
+    let err = parse(&format!(
+        "{BACKEND}cluster: {{nats: [], name: \"a.b\", user: u, token_env: T}}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("cluster: needs `state_dir`"), "{err}");
+    assert!(err.contains("cluster.nats: list at least one"), "{err}");
+    assert!(err.contains("cluster.name: `a.b` must be"), "{err}");
+    assert!(
+        err.contains("at most one of `credentials_file`, `user`, `token_env`"),
+        "{err}"
+    );
+}

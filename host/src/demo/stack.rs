@@ -209,6 +209,7 @@ fn router_config(p: &RunParams<'_>, fleet: &sim::Fleet, token: &str) -> Config {
         listeners: ListenersConfig::default(),
         state_dir: None,
         state: Default::default(),
+        cluster: None,
         proxy: ProxySettings {
             max_body_bytes: 16 << 20,
             attempt_timeout: Duration::from_secs(300),

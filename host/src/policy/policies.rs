@@ -470,7 +470,60 @@ impl Policies {
         if self.inner.tenants.load().contains_key(tenant) {
             return Ok(());
         }
-        self.set_pipeline(tenant, spec).map(|_| ())
+        match self.set_pipeline(tenant, spec) {
+            // NB: cluster mode: another replica set it first; its pipeline arrives with
+            // the shared state and wins, as a stored one does.
+            Err(Error::State(crate::state::Error::Conflict { .. })) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Cluster mode: applies a change another replica made to `tenant`'s pipeline.
+    /// `commit` writes it into the state directory; the tenant is then rebuilt from there
+    /// (or forgotten, when the entry was deleted), all under the pipeline writer lock so
+    /// no local change interleaves with it.
+    ///
+    /// # Errors
+    ///
+    /// Why the stored pipeline cannot be applied; the tenant keeps its pipeline then.
+    pub fn apply_shared_pipeline(
+        &self,
+        tenant: &TenantName,
+        commit: impl FnOnce() -> Result<(), crate::state::Error>,
+    ) -> Result<(), String> {
+        let Some(state) = &self.inner.state else {
+            return Ok(());
+        };
+        let _writer = self.inner.writer.lock().expect("pipeline writer");
+        commit().map_err(|e| format!("{e:#}"))?;
+        let entry = format!("{TENANTS_DIR}/{tenant}.json");
+        let mut map = (**self.inner.tenants.load()).clone();
+        if state.read(&entry).map_err(|e| format!("{e:#}"))?.is_some() {
+            let built = self.restore_tenant(state, tenant, &entry)?;
+            tracing::info!(%tenant, version = built.info.version, "pipeline applied from the cluster");
+            map.insert(tenant.clone(), Arc::new(built));
+        } else {
+            map.remove(tenant);
+        }
+        self.inner.tenants.store(Arc::new(map));
+        Ok(())
+    }
+
+    /// Cluster mode: applies the upload or deletion of the policy version `base`
+    /// (`name@version`) another replica made; `commit` writes it into the state
+    /// directory first.
+    ///
+    /// # Errors
+    ///
+    /// Why the stored version cannot be loaded.
+    pub fn apply_shared_policy(
+        &self,
+        base: &str,
+        commit: impl FnOnce() -> Result<(), crate::state::Error>,
+    ) -> Result<(), String> {
+        let _uploads = self.inner.uploads.lock().expect("upload lock");
+        commit().map_err(|e| format!("{e:#}"))?;
+        self.inner.registry.apply_stored(base)
     }
 
     /// Sets or clears the tenant's canary.

@@ -415,6 +415,64 @@ impl Registry {
         Ok(removed.snapshot())
     }
 
+    /// Cluster mode: registers the version `base` (`name@version`) another replica
+    /// uploaded, now in the state directory, or unregisters it when its metadata is gone
+    /// (deleted there). Nothing happens when it is already as stored.
+    pub(crate) fn apply_stored(&self, base: &str) -> Result<(), String> {
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        let (name, version) = base.split_once('@').ok_or("not `name@version`")?;
+        let exists = state
+            .read(format!("{DIR}/{base}.json"))
+            .map_err(|e| format!("{e:#}"))?
+            .is_some();
+        let registered = self.find(name, Some(version)).is_some();
+        match (exists, registered) {
+            (true, false) => self.register_stored(state, base),
+            (false, true) => {
+                let mut versions = self.versions.write().expect("registry lock");
+                if let Some(list) = versions.get_mut(name) {
+                    list.retain(|l| l.info.version != version);
+                    if list.is_empty() {
+                        versions.remove(name);
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Registers the stored version `base` as an upload does: baseline code now, the
+    /// optimized code (and its artifact, stored locally) from the optimizer thread, so
+    /// a version another replica uploaded serves within the time of a baseline compile.
+    fn register_stored(&self, state: &StateDir, base: &str) -> Result<(), String> {
+        let read = |ext: &str| -> Result<Vec<u8>, String> {
+            state
+                .read(format!("{DIR}/{base}.{ext}"))
+                .map_err(|e| format!("{e:#}"))?
+                .ok_or_else(|| format!("{base}.{ext} missing"))
+        };
+        let mut info: PolicyVersion =
+            serde_json::from_slice(&read("json")?).map_err(|e| format!("corrupt metadata: {e}"))?;
+        let wasm = read("wasm")?;
+        if hex::encode(Sha256::digest(&wasm)) != info.sha256 || info.label() != base {
+            return Err("component does not match its metadata".into());
+        }
+        let compiled = self.engine.compile(&wasm).map_err(|e| e.to_string())?;
+        info.tier = compiled.tier;
+        let loaded = self.insert(LoadedVersion::new(info, compiled.pre, compiled.tier));
+        if compiled.tier == Tier::Baseline {
+            self.optimize(Job {
+                loaded: Arc::downgrade(&loaded),
+                bytes: wasm,
+                store: true,
+            });
+        }
+        Ok(())
+    }
+
     /// Versions and component bytes registered under the `namespace/` prefix.
     pub(crate) fn namespace_usage(&self, namespace: &str) -> (u32, u64) {
         let versions = self.versions.read().expect("registry lock");
@@ -472,13 +530,19 @@ fn store_artifact(
     artifact: &[u8],
     compat: &str,
 ) -> Result<(), Error> {
-    state.write(format!("{DIR}/{}.cwasm", info.label()), artifact)?;
+    state.write_local(format!("{DIR}/{}.cwasm", info.label()), artifact)?;
     info.engine = compat.to_string();
-    write_meta(state, info)
+    // NB: a cache update: in cluster mode the shared metadata stays as uploaded, each
+    // replica keeps its own artifact.
+    state.write_local(format!("{DIR}/{}.json", info.label()), &meta_bytes(info))?;
+    Ok(())
 }
 
 fn write_meta(state: &StateDir, info: &PolicyVersion) -> Result<(), Error> {
-    let meta = serde_json::to_vec_pretty(info).expect("version metadata serializes");
-    state.write(format!("{DIR}/{}.json", info.label()), &meta)?;
+    state.write(format!("{DIR}/{}.json", info.label()), &meta_bytes(info))?;
     Ok(())
+}
+
+fn meta_bytes(info: &PolicyVersion) -> Vec<u8> {
+    serde_json::to_vec_pretty(info).expect("version metadata serializes")
 }

@@ -139,6 +139,9 @@ pub struct Backend {
     removed: AtomicBool,
     in_flight_requests: AtomicU32,
     in_flight_prefill_tokens: AtomicU32,
+    /// Cluster mode: the other replicas' in-flight requests (high 32 bits) and prefill
+    /// tokens (low 32 bits) to it, as last summed from their reports.
+    peer_load: AtomicU64,
     load: Mutex<Option<(EngineLoad, Instant)>>,
     learned: Mutex<Learned>,
     breaker: Breaker,
@@ -159,6 +162,7 @@ impl Backend {
             removed: AtomicBool::new(false),
             in_flight_requests: AtomicU32::new(0),
             in_flight_prefill_tokens: AtomicU32::new(0),
+            peer_load: AtomicU64::new(0),
             load: Mutex::new(None),
             learned: Mutex::new(Learned::default()),
             breaker,
@@ -233,6 +237,19 @@ impl Backend {
     /// Prompt tokens of in-flight requests still before their first byte.
     pub fn in_flight_prefill_tokens(&self) -> u32 {
         self.in_flight_prefill_tokens.load(Ordering::SeqCst)
+    }
+
+    /// Cluster mode: the other replicas' in-flight requests and prefill tokens to it.
+    pub fn peer_load(&self) -> (u32, u32) {
+        let packed = self.peer_load.load(Ordering::Relaxed);
+        ((packed >> 32) as u32, packed as u32)
+    }
+
+    /// Cluster mode: sets the other replicas' in-flight requests and prefill tokens to
+    /// it, which candidates add to this router's own.
+    pub fn set_peer_load(&self, requests: u32, prefill_tokens: u32) {
+        let packed = (u64::from(requests) << 32) | u64::from(prefill_tokens);
+        self.peer_load.store(packed, Ordering::Relaxed);
     }
 
     /// The circuit breaker's state name: `closed`, `open` or `half_open`.

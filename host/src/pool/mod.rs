@@ -156,17 +156,21 @@ impl Fleet {
     /// The candidates for a request for `model`: available backends serving it (never
     /// draining, down or with an open circuit), with their live figures; speeds are the
     /// measured ones once enough samples exist, else the declared ones. Stale scraped
-    /// figures are left at zero; `metrics_age_ms` says how old they are.
+    /// figures are left at zero; `metrics_age_ms` says how old they are. In cluster mode
+    /// the in-flight figures include the other replicas'.
     pub fn candidates(&self, model: &str) -> Vec<Candidate> {
         self.backends
             .iter()
             .enumerate()
             .filter(|(_, b)| b.spec.models.iter().any(|m| m == model) && b.is_available())
             .map(|(i, b)| {
+                let (peer_requests, peer_prefill) = b.peer_load();
                 let mut c = Candidate {
                     backend: i as u32,
-                    in_flight_requests: b.in_flight_requests(),
-                    in_flight_prefill_tokens: b.in_flight_prefill_tokens(),
+                    in_flight_requests: b.in_flight_requests().saturating_add(peer_requests),
+                    in_flight_prefill_tokens: b
+                        .in_flight_prefill_tokens()
+                        .saturating_add(peer_prefill),
                     prefill_tokens_per_s: b.prefill_tokens_per_s(),
                     decode_tokens_per_s: b.decode_tokens_per_s(),
                     metrics_age_ms: u32::MAX,
@@ -184,6 +188,19 @@ impl Fleet {
             })
             .collect()
     }
+}
+
+/// What applying another replica's backend change did to the fleet.
+#[derive(Debug)]
+pub enum SharedChange {
+    /// The backend joined the fleet.
+    Added(Box<BackendSpec>),
+    /// The backend left the fleet.
+    Removed,
+    /// Its drain state follows the stored one.
+    Updated,
+    /// Nothing to do (a tombstone for a backend not in the fleet, say).
+    Unchanged,
 }
 
 /// The handle on the pool. Cheap to clone; clones share state.
@@ -391,6 +408,57 @@ impl Pool {
             .collect();
         self.install(backends);
         Ok(())
+    }
+
+    /// Cluster mode: applies a change another replica made to backend `name` (added,
+    /// drained or undrained, removed). `commit` writes it into the state directory first;
+    /// the fleet then follows what is stored there, under the writer lock.
+    ///
+    /// # Errors
+    ///
+    /// Why the stored entry cannot be applied; the fleet is unchanged then.
+    pub fn apply_shared(
+        &self,
+        name: &str,
+        commit: impl FnOnce() -> Result<(), crate::state::Error>,
+    ) -> Result<SharedChange, String> {
+        let _w = self.lock();
+        commit().map_err(|e| format!("{e:#}"))?;
+        let Some(state) = &self.inner.state else {
+            return Ok(SharedChange::Unchanged);
+        };
+        let removed = state
+            .read(format!("{REMOVED_DIR}/{name}"))
+            .map_err(|e| format!("{e:#}"))?
+            .is_some();
+        let rel = format!("{BACKENDS_DIR}/{name}.json");
+        let stored = restore_one(state, &rel, &format!("{name}.json"))?;
+        let fleet = self.fleet();
+        Ok(match (find(&fleet, name).ok(), stored, removed) {
+            (Some(b), _, true) => {
+                b.mark_removed();
+                let backends = fleet
+                    .backends
+                    .iter()
+                    .filter(|x| x.spec.name != name)
+                    .cloned()
+                    .collect();
+                self.install(backends);
+                SharedChange::Removed
+            }
+            (Some(b), Some(s), false) => {
+                b.set_draining(s.draining);
+                SharedChange::Updated
+            }
+            (None, Some(s), false) => {
+                let spec = s.spec.clone();
+                let mut backends = fleet.backends.clone();
+                backends.push(self.new_backend(s.spec, s.draining));
+                self.install(backends);
+                SharedChange::Added(Box::new(spec))
+            }
+            _ => SharedChange::Unchanged,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {

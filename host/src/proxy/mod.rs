@@ -46,6 +46,7 @@ pub use resume::{Fed, SseFollower};
 pub use split::PREFILL_BACKEND_HEADER;
 pub use tenant::{Admission, Tenant, Tenants};
 
+use crate::cluster::Signals;
 use crate::config::ProxySettings;
 use crate::listener::BodyTimeout;
 use crate::policy::{Candidate, Decision, FleetFacts, Placement, Policies, Role, builtin_load};
@@ -82,6 +83,8 @@ pub struct AppParts {
     pub kv: KvIndex,
     /// The state directory, whose damaged entries make `/ready` answer 503.
     pub state: Option<StateDir>,
+    /// Cluster mode: where approximate-mode KV records go for the other replicas.
+    pub signals: Option<Signals>,
 }
 
 /// The client API's state. Cheap to clone.
@@ -101,6 +104,7 @@ struct Inner {
     client: reqwest::Client,
     kv: KvIndex,
     state: Option<StateDir>,
+    signals: Option<Signals>,
 }
 
 impl App {
@@ -123,6 +127,7 @@ impl App {
                 client,
                 kv: parts.kv,
                 state: parts.state,
+                signals: parts.signals,
             }),
         }
     }

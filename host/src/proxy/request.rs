@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
 use super::ApiError;
+use crate::cluster::Signals;
 use crate::policy::{Candidate, RequestFacts};
 use crate::pool::Fleet;
 use switchyard_kv::{BackendId, KvIndex, PrefixGroup, Prompt, PromptKeys, Scope};
@@ -301,12 +302,25 @@ impl PromptFacts {
     /// it now holds the prompt (approximate mode learns from it; backends with events
     /// ignore it), within the backend's KV capacity when known. Called once the backend
     /// answered, not when it was chosen: a request retried elsewhere is recorded where
-    /// it ran.
-    pub fn record_served(&self, kv: &KvIndex, fleet: &Fleet, backend: u32) {
+    /// it ran. In cluster mode the record is also queued for the other replicas.
+    pub fn record_served(
+        &self,
+        kv: &KvIndex,
+        signals: Option<&Signals>,
+        fleet: &Fleet,
+        backend: u32,
+    ) {
         let id = self.kv_backends.iter().find(|(b, _)| *b == backend);
         if let (Some(keys), Some((_, id))) = (&self.keys, id) {
-            let capacity = fleet.backend(backend).and_then(|b| b.kv_capacity());
-            kv.record(keys, *id, capacity);
+            let served = fleet.backend(backend);
+            let capacity = served.and_then(|b| b.kv_capacity());
+            // NB: only approximate-mode records are shared: with events, every replica
+            // hears the engine itself.
+            if kv.record(keys, *id, capacity)
+                && let (Some(signals), Some(b)) = (signals, served)
+            {
+                signals.record(b.spec.name.as_str(), &keys.keys);
+            }
         }
     }
 }

@@ -275,7 +275,8 @@ impl App {
         if opened.status.is_success()
             && let Some(served) = fleet.index_of(claim.backend())
         {
-            out.prompt.record_served(&self.inner.kv, fleet, served);
+            out.prompt
+                .record_served(&self.inner.kv, self.inner.signals.as_ref(), fleet, served);
         }
         Ok(self.respond(out, claim, opened, deadline))
     }

@@ -621,8 +621,12 @@ impl Resumer {
         // NB: a resuming leg opens only with a success status: the backend now holds the
         // prompt (and the text so far).
         if let Some(served) = fleet.index_of(claim.backend()) {
-            self.prompt
-                .record_served(&self.app.inner.kv, &fleet, served);
+            self.prompt.record_served(
+                &self.app.inner.kv,
+                self.app.inner.signals.as_ref(),
+                &fleet,
+                served,
+            );
         }
         let to = claim.backend().spec.name.clone();
         self.resumes += 1;

@@ -239,6 +239,7 @@ async fn router_answers_without_backends() {
         registry: Arc::new(Registry::default()),
         kv: switchyard_kv::KvIndex::new(&switchyard_kv::KvConfig::default()).unwrap(),
         state: None,
+        signals: None,
     });
     let call = |req: Request<Body>| router(app.clone()).oneshot(req);
     let post = |body: &'static str| {

@@ -1,14 +1,16 @@
 //! The harness: [`Switchyard`] (the real binary as a child process), [`TestBackend`]
 //! (an in-process OpenAI-compatible backend with fault knobs) and [`Fleet`] (config
-//! building).
+//! building), [`NatsCluster`] (a 3-node `nats-server` cluster for the replica tests).
 
 mod backend;
 mod external;
+mod nats;
 mod openai_client;
 mod process;
 
 pub use backend::{Mode, TestBackend, WORDS};
 pub use external::{ExternalBackend, free_port};
+pub use nats::NatsCluster;
 pub use openai_client::run_openai_client;
 pub use process::{Switchyard, switchyard_binary};
 

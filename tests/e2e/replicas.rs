@@ -1,0 +1,291 @@
+//! Replicas: three `switchyard serve` processes sharing admin state and routing signals
+//! through a 3-node NATS JetStream cluster (`cluster:` in the config), in front of the
+//! same test backends. Admin changes made on one replica decide requests on the others;
+//! concurrent writes on two replicas conflict (409) instead of overwriting each other;
+//! approximate KV records cross replicas; a replica started from an empty state
+//! directory serves the shared pipelines.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::admin::prefix_affinity_wasm;
+use crate::harness::{Fleet, MODEL, NatsCluster, Switchyard, TestBackend, eventually};
+
+/// The tenant the tests route for, by API key.
+const ACME_KEY: &str = "k-acme";
+
+/// The config of replica `id` of the cluster over `nats`, state in `dir`.
+fn replica_config(fleet: &Fleet, nats: &NatsCluster, id: &str) -> String {
+    let mut f = fleet.clone();
+    f.extra = format!(
+        "state_dir: state\ncluster: {{nats: {}, name: e2e, replica: {id}}}\ntenants:\n  acme:\n    api_keys: [{ACME_KEY}]\n",
+        nats.urls_yaml()
+    );
+    f.yaml()
+}
+
+/// Starts replica `id` in `root/<id>` (created empty when new).
+async fn start_replica(
+    root: &std::path::Path,
+    fleet: &Fleet,
+    nats: &NatsCluster,
+    id: &str,
+) -> Switchyard {
+    let dir = root.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    Switchyard::start(&dir, &replica_config(fleet, nats, id)).await
+}
+
+/// A chat request for `acme` with request id `id` and `content`.
+async fn acme_chat(sy: &Switchyard, id: &str, content: &str, stream: bool) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", sy.url))
+        .bearer_auth(ACME_KEY)
+        .header("x-request-id", id)
+        .json(&json!({
+            "model": MODEL,
+            "max_tokens": 8,
+            "stream": stream,
+            "messages": [{"role": "user", "content": content}]
+        }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Sends a request and returns its decision record on `sy`.
+async fn decide(sy: &Switchyard, id: &str, content: &str) -> Value {
+    let r = acme_chat(sy, id, content, false).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    r.bytes().await.unwrap();
+    let log = sy.admin_get("/admin/decisions?limit=50").await;
+    log.as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["request_id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no decision {id} in {log}"))
+}
+
+/// `acme`'s pipeline as `sy` serves it.
+async fn acme_pipeline(sy: &Switchyard) -> Value {
+    let tenants = sy.admin_get("/admin/tenants").await;
+    tenants
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == "acme")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Sets `acme`'s pipeline through `sy`; the response.
+async fn set_pipeline(sy: &Switchyard, spec: &Value) -> reqwest::Response {
+    sy.admin_json(Method::PUT, "/admin/tenants/acme/pipeline", spec)
+        .await
+}
+
+/// The value of an unlabelled gauge or counter on `sy`'s `/metrics`.
+async fn metric(sy: &Switchyard, name: &str) -> f64 {
+    let text = sy.metrics().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_admin_state_and_kv_records() {
+    let root = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(root.path()).await;
+    let a_be = TestBackend::start("a").await;
+    let b_be = TestBackend::start("b").await;
+    let fleet = Fleet::new(&[&a_be, &b_be]);
+    let (a, b, c) = tokio::join!(
+        start_replica(root.path(), &fleet, &nats, "a"),
+        start_replica(root.path(), &fleet, &nats, "b"),
+        start_replica(root.path(), &fleet, &nats, "c"),
+    );
+
+    // A policy uploaded and a pipeline set through A decide requests on B and C.
+    let up = a
+        .admin_call(Method::PUT, "/admin/policies/affinity-copy")
+        .body(prefix_affinity_wasm())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.status(), StatusCode::OK, "{}", up.text().await.unwrap());
+    let label = format!(
+        "affinity-copy@{}",
+        up.json::<Value>().await.unwrap()["version"]
+            .as_str()
+            .unwrap()
+    );
+    let set = set_pipeline(
+        &a,
+        &json!({"scorers": [{"policy": "affinity-copy", "weight": 1.0}, {"policy": "least-load", "weight": 0.2}]}),
+    )
+    .await;
+    assert_eq!(
+        set.status(),
+        StatusCode::OK,
+        "{}",
+        set.text().await.unwrap()
+    );
+    let set_at = Instant::now();
+    let version = set.json::<Value>().await.unwrap()["version"].clone();
+    for (name, sy) in [("b", &b), ("c", &c)] {
+        eventually(
+            5,
+            &format!("replica {name} serving A's pipeline"),
+            || async { acme_pipeline(sy).await["version"] == version },
+        )
+        .await;
+        eprintln!(
+            "admin change visible on {name} after {:?}",
+            set_at.elapsed()
+        );
+    }
+    let propagation = set_at.elapsed();
+    assert!(
+        propagation < Duration::from_secs(3),
+        "A's pipeline took {propagation:?} to reach B and C (goal: 1 s)"
+    );
+    for (name, sy) in [("b", &b), ("c", &c)] {
+        let d = decide(sy, &format!("uploaded-{name}"), "hello from a replica").await;
+        assert!(
+            d["policies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == label.as_str()),
+            "{name} did not decide with {label}: {d}"
+        );
+    }
+
+    // Two concurrent pipeline writes on A and B: one wins, the other gets 409, and all
+    // three replicas converge on the winner.
+    let mut conflicts = 0;
+    let mut winner = Value::Null;
+    for round in 0..6 {
+        let spec = |w: f64| json!({"scorers": [{"policy": "least-load", "weight": w}]});
+        let (spec_a, spec_b) = (
+            spec(0.1 + f64::from(round) * 0.1),
+            spec(0.15 + f64::from(round) * 0.1),
+        );
+        let (ra, rb) = tokio::join!(set_pipeline(&a, &spec_a), set_pipeline(&b, &spec_b));
+        let (sa, sb) = (ra.status(), rb.status());
+        let (ba, bb): (Value, Value) = (ra.json().await.unwrap(), rb.json().await.unwrap());
+        match (sa, sb) {
+            (StatusCode::OK, StatusCode::CONFLICT) | (StatusCode::CONFLICT, StatusCode::OK) => {
+                let (won, lost) = if sa == StatusCode::OK {
+                    (ba, bb)
+                } else {
+                    (bb, ba)
+                };
+                let message = lost["error"]["message"].as_str().unwrap();
+                assert!(message.contains("changed by another replica"), "{lost}");
+                conflicts += 1;
+                winner = won;
+                break;
+            }
+            // One after the other: both built on the latest, neither overwrote the other.
+            (StatusCode::OK, StatusCode::OK) => {
+                if ba["version"] == bb["version"] {
+                    eprintln!("A:\n{}\nB:\n{}", a.stderr(), b.stderr());
+                    panic!("both writes installed version {}: {ba} {bb}", ba["version"]);
+                }
+                winner = if ba["version"].as_u64() > bb["version"].as_u64() {
+                    ba
+                } else {
+                    bb
+                };
+            }
+            other => panic!("concurrent writes answered {other:?}: {ba} {bb}"),
+        }
+    }
+    assert_eq!(conflicts, 1, "no round of concurrent writes conflicted");
+    for (name, sy) in [("a", &a), ("b", &b), ("c", &c)] {
+        eventually(
+            5,
+            &format!("replica {name} converging on the winner"),
+            || async {
+                let p = acme_pipeline(sy).await;
+                p["version"] == winner["version"] && p["active"] == winner["active"]
+            },
+        )
+        .await;
+    }
+
+    // A prefix first served through A is routed to the same backend through B.
+    let set = set_pipeline(
+        &a,
+        &json!({"scorers": [{"policy": "prefix-affinity", "weight": 1.0}]}),
+    )
+    .await;
+    assert_eq!(set.status(), StatusCode::OK);
+    let version = set.json::<Value>().await.unwrap()["version"].clone();
+    for sy in [&b, &c] {
+        eventually(5, "the affinity pipeline everywhere", || async {
+            acme_pipeline(sy).await["version"] == version
+        })
+        .await;
+    }
+    for i in 0..4 {
+        let prompt = format!(
+            "{i} shared system prompt {}",
+            "with many words to key ".repeat(40)
+        );
+        let first = decide(&a, &format!("prefix-a-{i}"), &prompt).await;
+        let served = first["backend"].as_str().unwrap().to_string();
+        let sent = Instant::now();
+        eventually(5, "A's KV record on B", || async {
+            let report = b
+                .admin_json(
+                    Method::POST,
+                    "/admin/kv/lookup",
+                    &json!({"model": MODEL, "messages": [{"role": "user", "content": prompt}]}),
+                )
+                .await
+                .json::<Value>()
+                .await
+                .unwrap();
+            report["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["name"] == served.as_str() && x["cached_tokens"].as_u64() > Some(0))
+        })
+        .await;
+        eprintln!("KV record of prefix {i} on B after {:?}", sent.elapsed());
+        let second = decide(&b, &format!("prefix-b-{i}"), &prompt).await;
+        assert_eq!(
+            second["backend"],
+            served.as_str(),
+            "B routed elsewhere: {second}"
+        );
+        let cached = second["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == served.as_str())
+            .unwrap()["cached_prefix_tokens"]
+            .as_u64()
+            .unwrap();
+        assert!(cached > 0, "B's policies saw no cached prefix: {second}");
+    }
+
+    // A replica started from an empty state directory serves the shared pipelines.
+    let d = start_replica(root.path(), &fleet, &nats, "d").await;
+    assert_eq!(acme_pipeline(&d).await["version"], version);
+    let decision = decide(&d, "fresh-d", "hello from the new replica").await;
+    assert!(
+        decision["policies"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("prefix-affinity@"),
+        "{decision}"
+    );
+    assert_eq!(metric(&d, "switchyard_cluster_link_up").await, 1.0);
+}
