@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Fleet, Mode, Switchyard, TestBackend, chat, client, eventually, served_backend,
+    Fleet, LEAST_LOAD, Mode, Switchyard, TestBackend, chat, client, eventually, served_backend,
 };
 
 async fn served_by(sy: &Switchyard, stream: bool) -> (u16, String, String) {
@@ -31,6 +31,7 @@ async fn killed_mid_stream_with_no_backend_to_resume_on_ends_with_an_error_event
     let mut fleet = Fleet::new(&[&a, &b]);
     fleet.backends[1].2 = "openai";
     fleet.pool = "  health_interval_ms: 60000\n  scrape_interval_ms: 50\n".into();
+    fleet.extra = LEAST_LOAD.into();
     let sy = Switchyard::start(dir.path(), &fleet.yaml()).await;
     a.set_mode(Mode::DieMidStream);
 
@@ -64,6 +65,7 @@ async fn hanging_backend_times_out_and_is_retried_elsewhere() {
     let b = TestBackend::start("b").await;
     let mut fleet = Fleet::new(&[&a, &b]);
     fleet.proxy = "  attempt_timeout_ms: 300\n".into();
+    fleet.extra = LEAST_LOAD.into();
     let sy = Switchyard::start(dir.path(), &fleet.yaml()).await;
     a.set_mode(Mode::Hang);
 
@@ -93,6 +95,7 @@ async fn failing_backend_opens_its_circuit_then_recovers() {
     fleet
         .pool
         .push_str("  breaker_failures: 3\n  breaker_open_ms: 1500\n");
+    fleet.extra = LEAST_LOAD.into();
     let sy = Switchyard::start(dir.path(), &fleet.yaml()).await;
     a.set_mode(Mode::Fail500);
 
