@@ -400,6 +400,12 @@ impl Pool {
             state.remove(format!("{BACKENDS_DIR}/{name}.json"))?;
         }
         b.mark_removed();
+        self.install_without(&fleet, name);
+        Ok(())
+    }
+
+    /// Installs `fleet` less backend `name`.
+    fn install_without(&self, fleet: &Fleet, name: &str) {
         let backends = fleet
             .backends
             .iter()
@@ -407,7 +413,6 @@ impl Pool {
             .cloned()
             .collect();
         self.install(backends);
-        Ok(())
     }
 
     /// Cluster mode: applies a change another replica made to backend `name` (added,
@@ -437,13 +442,7 @@ impl Pool {
         Ok(match (find(&fleet, name).ok(), stored, removed) {
             (Some(b), _, true) => {
                 b.mark_removed();
-                let backends = fleet
-                    .backends
-                    .iter()
-                    .filter(|x| x.spec.name != name)
-                    .cloned()
-                    .collect();
-                self.install(backends);
+                self.install_without(&fleet, name);
                 SharedChange::Removed
             }
             (Some(b), Some(s), false) => {
