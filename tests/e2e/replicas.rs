@@ -2,8 +2,10 @@
 //! through a 3-node NATS JetStream cluster (`cluster:` in the config), in front of the
 //! same test backends. Admin changes made on one replica decide requests on the others;
 //! concurrent writes on two replicas conflict (409) instead of overwriting each other;
-//! approximate KV records cross replicas; a replica started from an empty state
-//! directory serves the shared pipelines.
+//! approximate KV records and in-flight load cross replicas; a replica killed under load
+//! costs only its own requests and its load expires; NATS outages leave routing alone
+//! and refuse admin writes (503) until NATS is back; a replica started from an empty
+//! state directory serves the shared pipelines.
 
 use std::time::{Duration, Instant};
 
@@ -87,6 +89,72 @@ async fn set_pipeline(sy: &Switchyard, spec: &Value) -> reqwest::Response {
         .await
 }
 
+/// `(backend, in-flight requests)` of a list of backends or decision candidates, by name.
+fn in_flight_by_backend(list: &Value) -> Vec<(String, u64)> {
+    let mut v: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["name"].as_str().unwrap().to_string(),
+                x["in_flight_requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The sum of in-flight requests over a decision's candidates.
+fn candidates_in_flight(decision: &Value) -> u64 {
+    decision["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["in_flight_requests"].as_u64().unwrap())
+        .sum()
+}
+
+/// Sets `acme`'s pipeline through `sy`, retrying while the NATS cluster moves its
+/// leaders; the answer that ended the wait.
+async fn write_until_ok(sy: &Switchyard, spec: &Value, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = set_pipeline(sy, spec).await;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        if status == StatusCode::OK {
+            return body;
+        }
+        if Instant::now() >= deadline {
+            sy.fail(&format!(
+                "no write succeeded within {secs} s: {status} {body}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `sy` serves the `acme` pipeline version of `written` (an admin write's
+/// answer).
+async fn converge(sy: &Switchyard, written: &Value, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let serving = acme_pipeline(sy).await;
+        if serving["version"] == written["version"] {
+            return;
+        }
+        if Instant::now() >= deadline {
+            sy.fail(&format!(
+                "never converged on version {} within {secs} s: {serving}",
+                written["version"]
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The value of an unlabelled gauge or counter on `sy`'s `/metrics`.
 async fn metric(sy: &Switchyard, name: &str) -> f64 {
     let text = sy.metrics().await;
@@ -96,13 +164,13 @@ async fn metric(sy: &Switchyard, name: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn replicas_share_admin_state_and_kv_records() {
+async fn replicas_share_admin_state_load_and_kv_records() {
     let root = tempfile::tempdir().unwrap();
     let nats = NatsCluster::start(root.path()).await;
     let a_be = TestBackend::start("a").await;
     let b_be = TestBackend::start("b").await;
     let fleet = Fleet::new(&[&a_be, &b_be]);
-    let (a, b, c) = tokio::join!(
+    let (mut a, b, c) = tokio::join!(
         start_replica(root.path(), &fleet, &nats, "a"),
         start_replica(root.path(), &fleet, &nats, "b"),
         start_replica(root.path(), &fleet, &nats, "c"),
@@ -276,6 +344,110 @@ async fn replicas_share_admin_state_and_kv_records() {
         assert!(cached > 0, "B's policies saw no cached prefix: {second}");
     }
 
+    // A backend loaded through A looks loaded to B's policies.
+    a_be.set_chunk_delay(Duration::from_millis(2000));
+    b_be.set_chunk_delay(Duration::from_millis(2000));
+    let slow: Vec<_> = (0..6)
+        .map(|i| {
+            let url = a.url.clone();
+            tokio::spawn(async move {
+                let r = reqwest::Client::new()
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(ACME_KEY)
+                    .json(&json!({"model": MODEL, "max_tokens": 8, "stream": true,
+                        "messages": [{"role": "user", "content": format!("slow {i}")}]}))
+                    .send()
+                    .await?;
+                // NB: read to the end: dropping the stream would cancel it.
+                r.error_for_status()?.bytes().await.map(|_| ())
+            })
+        })
+        .collect();
+    eventually(5, "A's six requests in flight", || async {
+        let backends = a.admin_get("/admin/backends").await;
+        backends
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["in_flight_requests"].as_u64().unwrap())
+            .sum::<u64>()
+            == 6
+    })
+    .await;
+    a_be.set_chunk_delay(Duration::ZERO);
+    b_be.set_chunk_delay(Duration::ZERO);
+    // NB: compared with what A has in flight at the time, not with six: on a loaded
+    // machine a stream may end early, and B must then show that too.
+    let mut n = 0;
+    eventually(3, "B's policies seeing A's load", || {
+        n += 1;
+        let id = format!("load-b-{n}");
+        let (a, b) = (&a, &b);
+        async move {
+            let seen =
+                in_flight_by_backend(&decide(b, &id, "what is the load").await["candidates"]);
+            let own = in_flight_by_backend(&a.admin_get("/admin/backends").await);
+            own.iter().map(|(_, n)| n).sum::<u64>() > 0 && seen == own
+        }
+    })
+    .await;
+
+    // SIGKILL A during load: requests through B and C do not fail; A's load expires.
+    let load: Vec<_> = [b.url.clone(), c.url.clone()]
+        .into_iter()
+        .map(|url| {
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut failures = Vec::new();
+                for i in 0..40 {
+                    let r = client
+                        .post(format!("{url}/v1/chat/completions"))
+                        .bearer_auth(ACME_KEY)
+                        .json(&json!({"model": MODEL, "max_tokens": 4,
+                            "messages": [{"role": "user", "content": format!("during the kill {i}")}]}))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status().is_success() => {
+                            r.bytes().await.unwrap();
+                        }
+                        Ok(r) => failures.push(format!("{i}: {}", r.status())),
+                        Err(e) => failures.push(format!("{i}: {e}")),
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                failures
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.kill();
+    let killed = Instant::now();
+    // NB: B's and C's own requests are short, at most one each in flight at a time; A's
+    // six slow ones count until its reports expire.
+    let mut n = 0;
+    eventually(5, "A's load expiring on B", || {
+        n += 1;
+        let id = format!("expired-b-{n}");
+        let b = &b;
+        async move { candidates_in_flight(&decide(b, &id, "is A gone").await) <= 2 }
+    })
+    .await;
+    let expired = killed.elapsed();
+    eprintln!("A's load gone from B's view {expired:?} after the kill");
+    assert!(expired < Duration::from_secs(2), "{expired:?} (goal: 1 s)");
+    for l in load {
+        let failures = l.await.unwrap();
+        assert!(
+            failures.is_empty(),
+            "requests failed through B/C: {failures:?}"
+        );
+    }
+    for s in slow {
+        // NB: A's own requests may fail: it was killed under them.
+        let _ = s.await.unwrap();
+    }
+
     // A replica started from an empty state directory serves the shared pipelines.
     let d = start_replica(root.path(), &fleet, &nats, "d").await;
     assert_eq!(acme_pipeline(&d).await["version"], version);
@@ -288,4 +460,57 @@ async fn replicas_share_admin_state_and_kv_records() {
         "{decision}"
     );
     assert_eq!(metric(&d, "switchyard_cluster_link_up").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_ride_out_nats_failures() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nats = NatsCluster::start(root.path()).await;
+    let be = TestBackend::start("a").await;
+    let fleet = Fleet::new(&[&be]);
+    let (a, b) = tokio::join!(
+        start_replica(root.path(), &fleet, &nats, "a"),
+        start_replica(root.path(), &fleet, &nats, "b"),
+    );
+    let spec = |w: f64| json!({"scorers": [{"policy": "least-load", "weight": w}]});
+    let first = write_until_ok(&a, &spec(0.1), 10).await;
+    converge(&b, &first, 30).await;
+
+    // One NATS node down: admin writes still succeed and still reach the other replica.
+    nats.stop(0);
+    let second = write_until_ok(&a, &spec(0.2), 15).await;
+    converge(&b, &second, 30).await;
+
+    // All down: routing goes on, /ready stays ready, admin writes get 503 saying why.
+    nats.stop(1);
+    nats.stop(2);
+    for sy in [&a, &b] {
+        eventually(10, "the link gauge dropping", || async {
+            metric(sy, "switchyard_cluster_link_up").await == 0.0
+        })
+        .await;
+        let r = acme_chat(sy, "during-outage", "still routing?", false).await;
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+        let ready = reqwest::get(format!("{}/ready", sy.url)).await.unwrap();
+        assert_eq!(ready.status(), StatusCode::OK);
+    }
+    let refused = set_pipeline(&a, &spec(0.3)).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{body}"
+    );
+
+    // NATS back: both replicas resync, and a write succeeds and reaches the other.
+    for i in 0..3 {
+        nats.restart(i);
+    }
+    nats.wait_ready().await;
+    let third = write_until_ok(&b, &spec(0.4), 30).await;
+    converge(&a, &third, 30).await;
+    assert_eq!(metric(&a, "switchyard_cluster_link_up").await, 1.0);
 }

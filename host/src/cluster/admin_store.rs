@@ -5,10 +5,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::{self, kv, object_store};
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
@@ -137,6 +138,9 @@ struct Inner {
     revisions: Mutex<HashMap<String, u64>>,
     /// The bucket's stream sequence up to which changes were applied.
     applied_up_to: AtomicU64,
+    /// Set when the store turned out to be behind this replica; the watcher then
+    /// re-reads it from the start.
+    regressed: AtomicBool,
     metrics: ClusterMetrics,
 }
 
@@ -225,6 +229,7 @@ impl AdminStore {
                 runtime: tokio::runtime::Handle::current(),
                 revisions: Mutex::new(HashMap::new()),
                 applied_up_to: AtomicU64::new(0),
+                regressed: AtomicBool::new(false),
                 metrics,
             }),
         })
@@ -279,7 +284,7 @@ impl AdminStore {
                         Ok(())
                     }
                     Err(Refused::Other(reason)) => Err(state::Error::Unavailable { reason }),
-                    Err(Refused::Conflict) => self.resolve_conflict(rel, bytes),
+                    Err(Refused::Conflict) => self.resolve_conflict(rel, bytes, expected),
                 }
             }
         }
@@ -317,19 +322,40 @@ impl AdminStore {
         })
     }
 
-    /// A write found the entry changed. The same content (a replica seeding the same
-    /// config pipeline) or an existing policy version (immutable: named by its hash) is
-    /// no conflict; anything else is.
-    fn resolve_conflict(&self, rel: &str, bytes: &[u8]) -> Result<(), state::Error> {
+    /// A write expecting revision `expected` found the entry changed. The same content (a
+    /// replica seeding the same config pipeline) or an existing policy version (immutable:
+    /// named by its hash) is no conflict; anything else is. An entry older than the one
+    /// this replica saw means the store lost changes (every NATS node restarted without
+    /// them): the replica takes the store's revision, so the caller's retry can succeed,
+    /// and its watcher re-reads the store.
+    fn resolve_conflict(&self, rel: &str, bytes: &[u8], expected: u64) -> Result<(), state::Error> {
         let kv = self.inner.kv.clone();
-        let key = key_of(rel);
-        let current = self.block(async move { kv.entry(key).await })?;
-        if let Some(entry) = current
-            && entry.operation == kv::Operation::Put
-            && (entry.value == bytes || rel.starts_with("policies/"))
+        let subject = format!("{}{}", kv.prefix, key_of(rel));
+        // NB: from the stream's leader, which checked the write; a direct get may be
+        // answered by a follower that is behind.
+        let current = self.block(async move {
+            match kv.stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => Ok(Some(message)),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+        let found = current.as_ref().map_or(0, |m| m.sequence);
+        if let Some(message) = &current
+            && message.headers.get("KV-Operation").is_none()
+            && (message.payload == bytes || rel.starts_with("policies/"))
         {
-            self.note(rel, entry.revision);
+            self.note(rel, found);
             return Ok(());
+        }
+        if found < expected {
+            tracing::warn!(entry = %rel, expected, found, "the shared store is behind this replica: NATS lost changes; taking its revision and re-reading it");
+            self.inner
+                .revisions
+                .lock()
+                .expect("revisions lock")
+                .insert(rel.to_string(), found);
+            self.inner.regressed.store(true, Ordering::SeqCst);
         }
         self.inner.metrics.conflicts.inc();
         Err(state::Error::Conflict {
@@ -532,6 +558,8 @@ impl AdminStore {
                 while !is_connected(&store.inner.client) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                store.replay_if_regressed();
+                let link = store.inner.metrics.reconnects.get();
                 let from = store.inner.applied_up_to.load(Ordering::SeqCst) + 1;
                 match store.inner.kv.watch_all_from_revision(from).await {
                     Ok(mut watch) => {
@@ -550,6 +578,13 @@ impl AdminStore {
                                 _ = check.tick() => {
                                     // NB: a watch can stall silently when its server goes
                                     // away; one behind the bucket for a whole check restarts.
+                                    if store.inner.regressed.load(Ordering::SeqCst) {
+                                        break;
+                                    }
+                                    if store.inner.metrics.reconnects.get() != link {
+                                        tracing::info!("the NATS link came back; resuming the shared state watch");
+                                        break;
+                                    }
                                     let applied = store.inner.applied_up_to.load(Ordering::SeqCst);
                                     let last = store.inner.kv.status().await.map(|s| s.info.state.last_sequence);
                                     if last.is_ok_and(|l| l > applied) {
@@ -570,6 +605,21 @@ impl AdminStore {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
+    }
+
+    /// When a write found the bucket behind what this replica saw (every NATS node
+    /// restarted without the latest changes), forgets what it saw so the next watch
+    /// replays the bucket from the start and the replica converges on it.
+    fn replay_if_regressed(&self) {
+        let applied = self.inner.applied_up_to.load(Ordering::SeqCst);
+        if self.inner.regressed.swap(false, Ordering::SeqCst) {
+            tracing::warn!(
+                applied,
+                "the shared store is behind this replica (NATS lost changes); re-reading it"
+            );
+            self.inner.revisions.lock().expect("revisions lock").clear();
+            self.inner.applied_up_to.store(0, Ordering::SeqCst);
+        }
     }
 
     async fn apply(

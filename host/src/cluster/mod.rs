@@ -130,6 +130,9 @@ pub(crate) struct ClusterMetrics {
     pub failed: Counter,
     /// Admin writes refused: another replica's change won (409).
     pub conflicts: Counter,
+    /// Times the NATS link came back after a loss; the shared-state watch restarts on
+    /// each (its consumer may have lived on the server that went away).
+    pub reconnects: Counter,
 }
 
 /// A replica's membership in the cluster. Cheap to clone.
@@ -216,6 +219,11 @@ impl Cluster {
             "Admin writes refused because another replica changed the entry first (409)",
             m.conflicts.clone(),
         );
+        registry.register(
+            "switchyard_cluster_reconnects",
+            "Times the link to NATS came back after a loss",
+            m.reconnects.clone(),
+        );
     }
 }
 
@@ -234,6 +242,7 @@ async fn connect_nats(
     };
     let was_up = Arc::new(AtomicBool::new(false));
     let link_up = metrics.link_up.clone();
+    let reconnects = metrics.reconnects.clone();
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("switchyard {}/{}", config.name, config.replica))
         .retry_on_initial_connect()
@@ -244,6 +253,7 @@ async fn connect_nats(
         .event_callback(move |event| {
             let was_up = was_up.clone();
             let link_up = link_up.clone();
+            let reconnects = reconnects.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
@@ -251,6 +261,7 @@ async fn connect_nats(
                         if !was_up.swap(true, Ordering::SeqCst) {
                             tracing::info!("cluster link up");
                         } else {
+                            reconnects.inc();
                             tracing::info!("cluster link back up");
                         }
                     }

@@ -101,12 +101,29 @@ impl NatsCluster {
         n.child = Some(child);
     }
 
-    /// Kills node `i` (SIGKILL) and reaps it.
-    fn stop(&mut self, i: usize) {
+    /// Stops node `i` as an operator would (SIGTERM: it flushes its streams and leaves
+    /// the cluster) and reaps it; SIGKILL if it is still up after 10 s.
+    pub fn stop(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
-            let _ = c.kill();
+            let pid = libc::pid_t::try_from(c.id()).expect("pid fits");
+            // SAFETY: `pid` is our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = c.kill();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             let _ = c.wait();
         }
+    }
+
+    /// Restarts the stopped node `i` on its ports and storage.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none(), "node {i} is running");
+        self.spawn(i);
     }
 
     /// Waits until every running node's `/healthz` (JetStream included) answers 200.
@@ -134,8 +151,11 @@ impl NatsCluster {
 
 impl Drop for NatsCluster {
     fn drop(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.stop(i);
+        for node in &mut self.nodes {
+            if let Some(mut c) = node.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
     }
 }
