@@ -11,7 +11,7 @@ use crate::admin::audit::AuditLog;
 use crate::admin::auth::Credentials;
 use tokio::net::TcpListener;
 
-use crate::cluster::{Cluster, ClusterConfig, Signals};
+use crate::cluster::{AuditStream, Cluster, ClusterConfig, Signals};
 use crate::config::Config;
 use crate::listener::{self, ListenerLimits, ListenerMetrics};
 use crate::names::{PolicyName, TenantName};
@@ -158,8 +158,12 @@ impl Server {
             Some(s) => s.secret(CACHE_SECRET)?,
             None => rand::random(),
         };
-        let audit =
-            AuditLog::open(state.as_ref().map(|s| s.root().to_path_buf())).map_err(Error::Audit)?;
+        let shared_audit = match &cluster {
+            Some(c) => Some(AuditStream::open(c).await.map_err(Error::Cluster)?),
+            None => None,
+        };
+        let audit = AuditLog::open(state.as_ref().map(|s| s.root().to_path_buf()), shared_audit)
+            .map_err(Error::Audit)?;
         audit.register_metrics(&mut registry);
 
         let decisions = Arc::new(DecisionLog::new(config.proxy.decision_log));

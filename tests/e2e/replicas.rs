@@ -232,6 +232,31 @@ async fn replicas_share_admin_state_load_and_kv_records() {
         );
     }
 
+    // Every replica's audit log shows the calls A took, stamped with A's id.
+    for sy in [&a, &c] {
+        let audit = sy.admin_get("/admin/audit?limit=1000").await;
+        let by_a: Vec<_> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["replica"] == "a" && r["status"] == 200)
+            .map(|r| (r["method"].as_str().unwrap(), r["target"].as_str().unwrap()))
+            .collect();
+        assert!(
+            by_a.contains(&("PUT", "/admin/policies/affinity-copy"))
+                && by_a.contains(&("PUT", "/admin/tenants/acme/pipeline")),
+            "A's calls missing from the shared audit log: {audit}"
+        );
+        let first = &audit[0];
+        let since = sy
+            .admin_get(&format!(
+                "/admin/audit?since={}&limit=1",
+                first["time"].as_str().unwrap().replace('+', "%2B")
+            ))
+            .await;
+        assert_eq!(since, json!([first]), "from the first record's time, one record");
+    }
+
     // Two concurrent pipeline writes on A and B: one wins, the other gets 409, and all
     // three replicas converge on the winner.
     let mut conflicts = 0;

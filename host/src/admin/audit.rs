@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
 
+use crate::cluster::AuditStream;
+
 /// A file rotates once it would grow past this many bytes.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Rotated files kept beside the current one.
@@ -49,6 +51,9 @@ pub struct AuditRecord {
     pub after: Option<String>,
     /// The response status.
     pub status: u16,
+    /// Cluster mode: the replica that took the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// What a call changed, attached by its handler to the response for the audit record.
@@ -68,6 +73,8 @@ pub struct AuditLog {
 
 struct Inner {
     sink: Mutex<Sink>,
+    /// Cluster mode: the stream every replica's records also go to.
+    shared: Option<AuditStream>,
     failures: Counter,
 }
 
@@ -92,12 +99,13 @@ fn rotated(dir: &std::path::Path, n: usize) -> PathBuf {
 
 impl AuditLog {
     /// A log appending to `dir/audit.jsonl` (continuing its sequence numbers), or kept
-    /// in memory when `dir` is `None`.
+    /// in memory when `dir` is `None`; in cluster mode each record also goes to the
+    /// `shared` stream, which queries then read.
     ///
     /// # Errors
     ///
     /// When the file cannot be opened.
-    pub fn open(dir: Option<PathBuf>) -> std::io::Result<AuditLog> {
+    pub fn open(dir: Option<PathBuf>, shared: Option<AuditStream>) -> std::io::Result<AuditLog> {
         let sink = match dir {
             None => Sink::Memory {
                 records: VecDeque::new(),
@@ -128,6 +136,7 @@ impl AuditLog {
         Ok(AuditLog {
             inner: Arc::new(Inner {
                 sink: Mutex::new(sink),
+                shared,
                 failures: Counter::default(),
             }),
         })
@@ -142,9 +151,23 @@ impl AuditLog {
         );
     }
 
-    /// Appends `record` (its `seq` is assigned here) and syncs it to disk. Blocking.
-    /// A failure is logged and counted; the call it records has already happened.
+    /// Appends `record` (its `seq` is assigned here) and syncs it to disk, then, in
+    /// cluster mode, to the shared stream. Blocking. A failure is logged and counted;
+    /// the call it records has already happened.
     pub fn append(&self, mut record: AuditRecord) {
+        if let Some(shared) = &self.inner.shared {
+            record.replica = Some(shared.replica().to_string());
+        }
+        self.append_local(&mut record);
+        if let Some(shared) = &self.inner.shared
+            && let Err(e) = shared.append(&record)
+        {
+            self.inner.failures.inc();
+            tracing::error!(error = %e, ?record, "audit record not shared with the cluster (kept in this replica's audit.jsonl)");
+        }
+    }
+
+    fn append_local(&self, record: &mut AuditRecord) {
         let mut sink = self.inner.sink.lock().expect("audit lock");
         let result = match &mut *sink {
             Sink::Memory { records, next_seq } => {
@@ -163,7 +186,7 @@ impl AuditLog {
                 next_seq,
             } => {
                 record.seq = *next_seq;
-                let mut line = serde_json::to_vec(&record).expect("audit record serializes");
+                let mut line = serde_json::to_vec(&*record).expect("audit record serializes");
                 line.push(b'\n');
                 let written = (|| {
                     if *bytes > 0 && *bytes + line.len() as u64 > MAX_FILE_BYTES {
@@ -191,13 +214,32 @@ impl AuditLog {
         }
     }
 
-    /// Records with `unix_ms >= since` (all when `None`) that `keep` accepts, oldest
-    /// first; with `since`, the oldest `limit` of them, without, the newest `limit`.
+    /// Records with `unix_ms >= since` (all when `None`) of `tenant` (all when `None`),
+    /// oldest first; with `since`, the oldest `limit` of them, without, the newest
+    /// `limit`. In cluster mode, every replica's records from the shared stream; while it
+    /// cannot be read, this replica's own (logged).
     ///
     /// # Errors
     ///
     /// When a log file cannot be read.
     pub fn query(
+        &self,
+        since: Option<i64>,
+        limit: usize,
+        tenant: Option<&str>,
+    ) -> std::io::Result<Vec<AuditRecord>> {
+        if let Some(shared) = &self.inner.shared {
+            match shared.query(since, limit, tenant) {
+                Ok(records) => return Ok(records),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the cluster's audit stream cannot be read; answering with this replica's records")
+                }
+            }
+        }
+        self.query_local(since, limit, |r| tenant.is_none_or(|t| r.tenant.as_deref() == Some(t)))
+    }
+
+    fn query_local(
         &self,
         since: Option<i64>,
         limit: usize,
@@ -297,30 +339,31 @@ mod tests {
             before: None,
             after: None,
             status: 200,
+            replica: None,
         }
     }
 
     #[test]
     fn records_survive_reopening_and_keep_their_sequence() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(Some(dir.path().into())).unwrap();
+        let log = AuditLog::open(Some(dir.path().into()), None).unwrap();
         log.append(record("a"));
         log.append(record("b"));
         drop(log);
-        let log = AuditLog::open(Some(dir.path().into())).unwrap();
+        let log = AuditLog::open(Some(dir.path().into()), None).unwrap();
         log.append(record("c"));
-        let all = log.query(None, 10, |_| true).unwrap();
+        let all = log.query(None, 10, None).unwrap();
         let seen: Vec<(u64, &str)> = all.iter().map(|r| (r.seq, r.target.as_str())).collect();
         assert_eq!(seen, [(1, "a"), (2, "b"), (3, "c")]);
-        assert_eq!(log.query(None, 1, |_| true).unwrap()[0].target, "c");
+        assert_eq!(log.query(None, 1, None).unwrap()[0].target, "c");
         let future = all[2].unix_ms + 1;
-        assert!(log.query(Some(future), 10, |_| true).unwrap().is_empty());
+        assert!(log.query(Some(future), 10, None).unwrap().is_empty());
     }
 
     #[test]
     fn rotation_bounds_the_files_and_keeps_the_newest() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(Some(dir.path().into())).unwrap();
+        let log = AuditLog::open(Some(dir.path().into()), None).unwrap();
         let big = "x".repeat(1024 * 1024);
         for _ in 0..80 {
             log.append(record(&big));
@@ -335,11 +378,11 @@ mod tests {
             total <= (1 + KEEP_ROTATED as u64) * MAX_FILE_BYTES,
             "{total}"
         );
-        let newest = log.query(None, 1, |_| true).unwrap();
+        let newest = log.query(None, 1, None).unwrap();
         assert_eq!(newest[0].seq, 80);
         drop(log);
-        let log = AuditLog::open(Some(dir.path().into())).unwrap();
+        let log = AuditLog::open(Some(dir.path().into()), None).unwrap();
         log.append(record("after"));
-        assert_eq!(log.query(None, 1, |_| true).unwrap()[0].seq, 81);
+        assert_eq!(log.query(None, 1, None).unwrap()[0].seq, 81);
     }
 }

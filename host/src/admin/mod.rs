@@ -229,6 +229,7 @@ async fn gate(State(a): State<Admin>, mut req: Request, next: Next) -> Response 
             before: change.before,
             after: change.after,
             status: status.as_u16(),
+            replica: None,
         };
         let log = a.audit.clone();
         // NB: the append syncs to disk; a dead blocking task leaves the record logged
@@ -943,9 +944,7 @@ async fn audit_records(
         .transpose()?;
     let log = a.audit.clone();
     let own = caller.tenant().map(|t| t.to_string());
-    let records = tokio::task::spawn_blocking(move || {
-        log.query(since, q.limit, |r| own.is_none() || r.tenant == own)
-    })
+    let records = tokio::task::spawn_blocking(move || log.query(since, q.limit, own.as_deref()))
     .await?
     .map_err(Error::Audit)?;
     Ok(Json(records).into_response())

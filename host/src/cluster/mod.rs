@@ -10,6 +10,8 @@
 //!   with a compare-and-set on the entry's revision; component bytes live in a JetStream
 //!   object store. Every replica watches the bucket and applies changes in revision
 //!   order; the local state directory is a cache of it.
+//! - [`AuditStream`] (`audit_stream.rs`): the audit records of every replica, in one
+//!   JetStream stream, so any replica's `GET /admin/audit` shows the whole cluster's.
 //! - [`Signals`] (`signals.rs`): routing signals over core NATS subjects, off the request
 //!   path: each replica's in-flight load per backend, published every `load_interval`
 //!   and summed into what policies see; and approximate-mode KV records, batched and
@@ -20,6 +22,7 @@
 //! directory.
 
 mod admin_store;
+mod audit_stream;
 mod signals;
 
 use std::path::PathBuf;
@@ -32,6 +35,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use admin_store::{AdminStore, Change};
+pub use audit_stream::AuditStream;
 
 use crate::names::TenantName;
 use crate::policy::Policies;
