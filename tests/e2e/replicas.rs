@@ -254,7 +254,11 @@ async fn replicas_share_admin_state_load_and_kv_records() {
                 first["time"].as_str().unwrap().replace('+', "%2B")
             ))
             .await;
-        assert_eq!(since, json!([first]), "from the first record's time, one record");
+        assert_eq!(
+            since,
+            json!([first]),
+            "from the first record's time, one record"
+        );
     }
 
     // Two concurrent pipeline writes on A and B: one wins, the other gets 409, and all
@@ -312,13 +316,15 @@ async fn replicas_share_admin_state_load_and_kv_records() {
     }
 
     // A prefix first served through A is routed to the same backend through B.
-    let set = set_pipeline(
+    // NB: A serves the winner as soon as it wrote it, and may still be applying the
+    // loser's write and its restoration; a write until then is a fair 409.
+    let set = write_until_ok(
         &a,
         &json!({"scorers": [{"policy": "prefix-affinity", "weight": 1.0}]}),
+        5,
     )
     .await;
-    assert_eq!(set.status(), StatusCode::OK);
-    let version = set.json::<Value>().await.unwrap()["version"].clone();
+    let version = set["version"].clone();
     for sy in [&b, &c] {
         eventually(5, "the affinity pipeline everywhere", || async {
             acme_pipeline(sy).await["version"] == version
@@ -531,11 +537,12 @@ async fn replicas_ride_out_nats_failures() {
     );
 
     // NATS back: both replicas resync, and a write succeeds and reaches the other.
+    // NB: no wait for every node's health: a quorum is enough for the write, and a node
+    // catching up on a loaded machine can take longer than the write's patience.
     for i in 0..3 {
         nats.restart(i);
     }
-    nats.wait_ready().await;
-    let third = write_until_ok(&b, &spec(0.4), 30).await;
+    let third = write_until_ok(&b, &spec(0.4), 60).await;
     converge(&a, &third, 30).await;
     assert_eq!(metric(&a, "switchyard_cluster_link_up").await, 1.0);
 }

@@ -236,7 +236,9 @@ impl AuditLog {
                 }
             }
         }
-        self.query_local(since, limit, |r| tenant.is_none_or(|t| r.tenant.as_deref() == Some(t)))
+        self.query_local(since, limit, |r| {
+            tenant.is_none_or(|t| r.tenant.as_deref() == Some(t))
+        })
     }
 
     fn query_local(

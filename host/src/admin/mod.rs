@@ -945,8 +945,8 @@ async fn audit_records(
     let log = a.audit.clone();
     let own = caller.tenant().map(|t| t.to_string());
     let records = tokio::task::spawn_blocking(move || log.query(since, q.limit, own.as_deref()))
-    .await?
-    .map_err(Error::Audit)?;
+        .await?
+        .map_err(Error::Audit)?;
     Ok(Json(records).into_response())
 }
 

@@ -139,7 +139,11 @@ impl AuditStream {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-            let pending = consumer.info().await.map_err(|e| e.to_string())?.num_pending;
+            let pending = consumer
+                .info()
+                .await
+                .map_err(|e| e.to_string())?
+                .num_pending;
             let wanted = match since {
                 Some(_) => pending.min(limit as u64),
                 None => pending,
@@ -168,7 +172,9 @@ impl AuditStream {
                     }
                     match serde_json::from_slice::<AuditRecord>(&message.payload) {
                         Ok(r) => records.push(r),
-                        Err(e) => tracing::warn!(error = %e, "unreadable shared audit record skipped"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "unreadable shared audit record skipped")
+                        }
                     }
                 }
                 if read == before {
