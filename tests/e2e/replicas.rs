@@ -545,4 +545,25 @@ async fn replicas_ride_out_nats_failures() {
     let third = write_until_ok(&b, &spec(0.4), 60).await;
     converge(&a, &third, 30).await;
     assert_eq!(metric(&a, "switchyard_cluster_link_up").await, 1.0);
+
+    // NATS restored from a backup taken before the last write: the replicas are ahead of
+    // the store. A write through B, after a fair 409, lands on the store's revision, and
+    // A, which never wrote, converges on it too, though the new write reuses a revision
+    // A had seen before.
+    let stop_all = |nats: &mut NatsCluster| (0..3).for_each(|i| nats.stop(i));
+    stop_all(&mut nats);
+    nats.back_up();
+    (0..3).for_each(|i| nats.restart(i));
+    let fourth = write_until_ok(&a, &spec(0.5), 60).await;
+    converge(&b, &fourth, 30).await;
+    stop_all(&mut nats);
+    nats.restore_backup();
+    (0..3).for_each(|i| nats.restart(i));
+    let fifth = write_until_ok(&b, &spec(0.6), 60).await;
+    converge(&a, &fifth, 30).await;
+    let a_serves = acme_pipeline(&a).await;
+    assert_eq!(
+        a_serves["active"]["scorers"][0]["weight"], 0.6,
+        "A serves B's last write: {a_serves}"
+    );
 }

@@ -558,7 +558,7 @@ impl AdminStore {
                 while !is_connected(&store.inner.client) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                store.replay_if_regressed();
+                store.replay_if_regressed().await;
                 let link = store.inner.metrics.reconnects.get();
                 let from = store.inner.applied_up_to.load(Ordering::SeqCst) + 1;
                 match store.inner.kv.watch_all_from_revision(from).await {
@@ -607,12 +607,20 @@ impl AdminStore {
         });
     }
 
-    /// When a write found the bucket behind what this replica saw (every NATS node
-    /// restarted without the latest changes), forgets what it saw so the next watch
-    /// replays the bucket from the start and the replica converges on it.
-    fn replay_if_regressed(&self) {
+    /// When the bucket is behind what this replica saw (NATS restarted without the latest
+    /// changes, or from a backup), found by a write or by the bucket's last revision as
+    /// the watch (re)starts, forgets what it saw so the watch replays the bucket from
+    /// the start and the replica converges on it. Without this the replica would skip
+    /// new changes whose revisions it had already seen used.
+    async fn replay_if_regressed(&self) {
         let applied = self.inner.applied_up_to.load(Ordering::SeqCst);
-        if self.inner.regressed.swap(false, Ordering::SeqCst) {
+        let behind = self
+            .inner
+            .kv
+            .status()
+            .await
+            .is_ok_and(|s| s.info.state.last_sequence < applied);
+        if self.inner.regressed.swap(false, Ordering::SeqCst) || behind {
             tracing::warn!(
                 applied,
                 "the shared store is behind this replica (NATS lost changes); re-reading it"

@@ -120,6 +120,25 @@ impl NatsCluster {
         }
     }
 
+    /// Copies every stopped node's storage aside (`<store>.backup`), as an operator's
+    /// backup would.
+    pub fn back_up(&self) {
+        for n in &self.nodes {
+            assert!(n.child.is_none(), "{} is running", n.name);
+            copy_dir(&n.store, &n.store.with_extension("backup"));
+        }
+    }
+
+    /// Puts every stopped node's storage back as [`NatsCluster::back_up`] left it: NATS
+    /// then comes back without what was written since.
+    pub fn restore_backup(&self) {
+        for n in &self.nodes {
+            assert!(n.child.is_none(), "{} is running", n.name);
+            std::fs::remove_dir_all(&n.store).expect("remove a node's storage");
+            copy_dir(&n.store.with_extension("backup"), &n.store);
+        }
+    }
+
     /// Restarts the stopped node `i` on its ports and storage.
     pub fn restart(&mut self, i: usize) {
         assert!(self.nodes[i].child.is_none(), "node {i} is running");
@@ -158,4 +177,21 @@ impl Drop for NatsCluster {
             }
         }
     }
+}
+
+/// `cp -a from to`, replacing `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("run cp");
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }
