@@ -100,8 +100,10 @@ async fn slow_header_clients_are_closed_by_the_header_timeout_while_others_are_s
     }
     latencies.sort();
     let p99 = percentile(&latencies, 0.99);
+    // NB: a client starved by the slow ones would wait for their 2 s header timeout; the
+    // bound leaves room for a debug build on a loaded 2-core machine (52 ms seen).
     assert!(
-        p99 < Duration::from_millis(50),
+        p99 < Duration::from_millis(250),
         "p99 {p99:?} over {} requests",
         latencies.len()
     );

@@ -136,13 +136,13 @@ async fn write_until_ok(sy: &Switchyard, spec: &Value, secs: u64) -> Value {
     }
 }
 
-/// Waits until `sy` serves the `acme` pipeline version of `written` (an admin write's
-/// answer).
+/// Waits until `sy` serves the `acme` pipeline of `written` (an admin write's answer):
+/// its version and its content (after NATS lost a write, a new one reuses its version).
 async fn converge(sy: &Switchyard, written: &Value, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let serving = acme_pipeline(sy).await;
-        if serving["version"] == written["version"] {
+        if serving["version"] == written["version"] && serving["active"] == written["active"] {
             return;
         }
         if Instant::now() >= deadline {

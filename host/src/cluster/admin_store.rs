@@ -558,7 +558,12 @@ impl AdminStore {
                 while !is_connected(&store.inner.client) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                store.replay_if_regressed().await;
+                // NB: right after NATS restarts the bucket may not answer yet; the watch
+                // starts once it is known whether this replica is ahead of it.
+                if !store.replay_if_regressed().await {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
                 let link = store.inner.metrics.reconnects.get();
                 let from = store.inner.applied_up_to.load(Ordering::SeqCst) + 1;
                 match store.inner.kv.watch_all_from_revision(from).await {
@@ -611,15 +616,17 @@ impl AdminStore {
     /// changes, or from a backup), found by a write or by the bucket's last revision as
     /// the watch (re)starts, forgets what it saw so the watch replays the bucket from
     /// the start and the replica converges on it. Without this the replica would skip
-    /// new changes whose revisions it had already seen used.
-    async fn replay_if_regressed(&self) {
+    /// new changes whose revisions it had already seen used. False while the bucket's
+    /// state cannot be read.
+    async fn replay_if_regressed(&self) -> bool {
         let applied = self.inner.applied_up_to.load(Ordering::SeqCst);
-        let behind = self
-            .inner
-            .kv
-            .status()
-            .await
-            .is_ok_and(|s| s.info.state.last_sequence < applied);
+        let behind = match self.inner.kv.status().await {
+            Ok(s) => s.info.state.last_sequence < applied,
+            Err(e) => {
+                tracing::debug!(error = %e, "shared state bucket not readable yet");
+                return false;
+            }
+        };
         if self.inner.regressed.swap(false, Ordering::SeqCst) || behind {
             tracing::warn!(
                 applied,
@@ -628,6 +635,7 @@ impl AdminStore {
             self.inner.revisions.lock().expect("revisions lock").clear();
             self.inner.applied_up_to.store(0, Ordering::SeqCst);
         }
+        true
     }
 
     async fn apply(
