@@ -101,7 +101,6 @@ struct Inner {
     decisions: Arc<DecisionLog>,
     metrics: ProxyMetrics,
     registry: Arc<Registry>,
-    client: reqwest::Client,
     kv: KvIndex,
     state: Option<StateDir>,
     signals: Option<Signals>,
@@ -110,11 +109,6 @@ struct Inner {
 impl App {
     /// Builds the state.
     pub fn new(parts: AppParts) -> App {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
         App {
             inner: Arc::new(Inner {
                 pool: parts.pool,
@@ -124,7 +118,6 @@ impl App {
                 decisions: parts.decisions,
                 metrics: parts.metrics,
                 registry: parts.registry,
-                client,
                 kv: parts.kv,
                 state: parts.state,
                 signals: parts.signals,

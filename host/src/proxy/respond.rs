@@ -9,9 +9,8 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use futures::StreamExt;
-use futures::stream::BoxStream;
 
-use super::forward::{Attempt, Opened, Outgoing};
+use super::forward::{Attempt, BackendBody, Opened, Outgoing};
 use super::resume::{Fed, Leg, LegEnd, ResumeContext, Resumer, unresumable};
 use super::tenant::Admission;
 use super::{ApiError, App, BACKEND_HEADER, error_body};
@@ -44,7 +43,7 @@ enum Read {
 /// and the claim, which returns the in-flight counts.
 struct Passing {
     first: Option<Bytes>,
-    rest: BoxStream<'static, reqwest::Result<Bytes>>,
+    rest: BackendBody,
     claim: InFlight,
     /// Counts an SSE stream on its backend and tells when a drain moves it.
     slot: Option<StreamSlot>,
