@@ -646,6 +646,39 @@ mod tests {
             .unwrap();
     }
 
+    #[tokio::test]
+    async fn threads_share_one_port_and_a_taken_port_is_refused() {
+        let sockets = bind_threads("127.0.0.1:0".parse().unwrap(), 2)
+            .await
+            .unwrap();
+        let addr = sockets[0].local_addr().unwrap();
+        assert_eq!(sockets.len(), 2);
+        assert!(sockets.iter().all(|s| s.local_addr().unwrap() == addr));
+        assert!(
+            bind_threads(addr, 2).await.is_err(),
+            "SO_REUSEPORT must not let a second router join the port"
+        );
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "served" }));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let served = serve_threads(
+            "client",
+            sockets,
+            router,
+            ListenerLimits::CLIENT,
+            ListenerMetrics::default(),
+            stop_rx,
+        )
+        .unwrap();
+        for _ in 0..8 {
+            let body = reqwest::get(format!("http://{addr}/")).await.unwrap();
+            assert_eq!(body.text().await.unwrap(), "served");
+        }
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), served)
+            .await
+            .expect("every thread ends once stopped");
+    }
+
     #[test]
     fn the_refusal_is_a_complete_http_response() {
         let text = std::str::from_utf8(REFUSAL).unwrap();
