@@ -68,6 +68,18 @@ fi
 
 load() { cut -d' ' -f1 /proc/loadavg; }
 
+# PID: wait (up to 120 s) until the process is nearly idle, i.e. Switchyard has finished
+# compiling its policies' optimized code in the background (one core busy for seconds).
+settle() {
+    local before after
+    for _ in $(seq 120); do
+        before="$(awk '{print $14 + $15}' "/proc/$1/stat")"
+        sleep 1
+        after="$(awk '{print $14 + $15}' "/proc/$1/stat")"
+        [ $((after - before)) -lt 5 ] && return 0
+    done
+}
+
 # --- the backends ---
 
 ANSWER='{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"length"}],"usage":{"prompt_tokens":24,"completion_tokens":1,"total_tokens":25}}'
@@ -146,6 +158,7 @@ YAML
     VL="http://127.0.0.1:$port"
     PIDS+=("${ROUTER_PIDS[@]}")
     wait_ok "$SY/ready" || { tail "$WORK/switchyard-$tag.log"; exit 1; }
+    settle "$SY_PID"
     wait_ok "$SG/health" || { tail "$WORK/sglang-$tag.log"; exit 1; }
     wait_ok "$VL/health" || { tail "$WORK/vllm-$tag.log"; exit 1; }
 }
