@@ -5,7 +5,9 @@
 //! - `router_latency backend`: a minimal OpenAI-compatible backend on a free loopback port
 //!   (prints `listening on http://...`, then serves until killed). It answers a fixed
 //!   non-streaming chat completion at once, plus `/health`, `/v1/models`, and `{}` with 200
-//!   for any other path (the SGLang gateway probes `/server_info` and `/model_info`).
+//!   for any other path (the SGLang gateway probes `/server_info` and `/model_info`). A
+//!   streamed chat (`"stream": true`) is answered after [`PREFILL`] with an SSE stream
+//!   whose first event carries, in its `id`, the wall-clock time it was written.
 //! - `router_latency load [--rate R] [--warmup S] [--duration S] [--rounds N] NAME=URL...`:
 //!   for each round, for each target in turn, sends non-streaming chat requests
 //!   (`max_tokens: 1`) open-loop at `R` requests/s (a pacing thread starts each request on
@@ -13,7 +15,10 @@
 //!   (warm-up), then records per-request latency (send to last body byte) for `--duration`
 //!   seconds. Rounds interleave the targets so drift on a shared machine hits all alike.
 //!   Prints a Markdown table: median and p99 per target, and the difference to the first
-//!   target (the direct path), i.e. the added latency, all measured in the same run.
+//!   target (the direct path), i.e. the added latency, all measured in the same run. With
+//!   `--stream`, requests are streamed and what is measured is the first-byte lag: from the
+//!   backend writing its first SSE event (the time `backend` stamped in it) to the client
+//!   reading it, which needs this tool's `backend` and the client on one machine.
 //! - `router_latency neighbours --run NAME --url URL --key-b KEY [--key-a KEY] [--rate-a R]
 //!   [--workers-b C] [--warmup S] [--duration S] [--pids PID,...]`: one run against one router. Tenant B
 //!   (`Authorization: Bearer KEY`) is driven closed-loop by `C` workers, each sending its
@@ -31,11 +36,15 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +52,20 @@ const ANSWER: &str = r#"{"id":"c","object":"chat.completion","created":0,"model"
 const MODELS: &str =
     r#"{"object":"list","data":[{"id":"m","object":"model","created":0,"owned_by":"bench"}]}"#;
 
+/// The rest of a streamed answer, after the stamped first event.
+const STREAM_REST: &str = concat!(
+    r#"data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
+    "\n\n",
+    r#"data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+    "\n\ndata: [DONE]\n\n"
+);
+
+/// How long the backend "prefills" before a stream's first event, so the router under
+/// test has finished sending and waits for it, as it would on a real engine.
+const PREFILL: Duration = Duration::from_millis(1);
+
 const USAGE: &str = "usage: router_latency backend
-       router_latency load [--rate R] [--warmup S] [--duration S] [--rounds N] NAME=URL...
+       router_latency load [--stream] [--rate R] [--warmup S] [--duration S] [--rounds N] NAME=URL...
        router_latency neighbours --run NAME --url URL --key-b KEY [--key-a KEY] [--rate-a R] [--workers-b C] [--warmup S] [--duration S] [--pids PID,...]
        router_latency neighbours-table FILE";
 
@@ -72,16 +93,67 @@ fn backend() -> anyhow::Result<()> {
         let app = Router::new()
             .route("/health", get(|| async { "ok" }))
             .route("/v1/models", get(move || async move { (json, MODELS) }))
-            .route(
-                "/v1/chat/completions",
-                post(move || async move { (json, ANSWER) }),
-            )
+            .route("/v1/chat/completions", post(chat_answer))
             .fallback(move || async move { (json, "{}") });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("listening on http://{}", listener.local_addr()?);
+        // NB: without `TCP_NODELAY` a stream's first event, written after its head, waits
+        // for the head's delayed ACK (40 ms).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app).await?;
         anyhow::Ok(())
     })
+}
+
+/// A fixed completion, or for `"stream": true` an SSE stream stamped by [`stamp`].
+async fn chat_answer(body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    struct Flag {
+        stream: Option<bool>,
+    }
+    let streamed = serde_json::from_slice::<Flag>(&body).is_ok_and(|f| f.stream == Some(true));
+    if !streamed {
+        return ([("content-type", "application/json")], ANSWER).into_response();
+    }
+    let first = futures::stream::once(async {
+        tokio::time::sleep(PREFILL).await;
+        // NB: stamped when the body is polled for it, i.e. as hyper is about to write it.
+        let event = format!(
+            r#"data: {{"id":"t{}","object":"chat.completion.chunk","created":0,"model":"m","choices":[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":null}}]}}"#,
+            stamp()
+        ) + "\n\n";
+        Ok::<_, std::convert::Infallible>(Bytes::from(event))
+    });
+    let rest = futures::stream::once(async { Ok(Bytes::from_static(STREAM_REST.as_bytes())) });
+    (
+        [("content-type", "text/event-stream")],
+        Body::from_stream(first.chain(rest)),
+    )
+        .into_response()
+}
+
+/// Wall-clock nanoseconds since the Unix epoch: comparable across the processes of one
+/// machine, which `Instant` is not.
+fn stamp() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
+/// The first-byte lag of a stream whose first chunk is `first`: now less the backend's
+/// stamp in it; `None` when it carries none.
+fn first_byte_lag(first: &[u8]) -> Option<Duration> {
+    let now = stamp();
+    let text = std::str::from_utf8(first).ok()?;
+    let digits = text.split_once(r#""id":"t"#)?.1;
+    let end = digits.find('"')?;
+    let at: u128 = digits[..end].parse().ok()?;
+    Some(Duration::from_nanos(
+        u64::try_from(now.checked_sub(at)?).ok()?,
+    ))
 }
 
 // === the clients' shared parts ===
@@ -93,10 +165,12 @@ struct Target {
     endpoint: Arc<str>,
     /// `Authorization` header value, `Bearer <key>`.
     auth: Option<Arc<str>>,
+    /// Stream, and measure the first-byte lag instead of the whole request.
+    first_byte: bool,
 }
 
 impl Target {
-    fn new(url: &str, key: Option<&str>) -> anyhow::Result<Self> {
+    fn new(url: &str, key: Option<&str>, first_byte: bool) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(256)
@@ -105,13 +179,17 @@ impl Target {
             client,
             endpoint: format!("{}/v1/chat/completions", url.trim_end_matches('/')).into(),
             auth: key.map(|k| format!("Bearer {k}").into()),
+            first_byte,
         })
     }
 
-    /// Sends chat request number `n`; true when it answered 2xx and its whole body arrived.
-    async fn chat(&self, n: u64) -> bool {
+    /// Sends chat request number `n`; when it answered 2xx and its whole body arrived,
+    /// returns its latency: send to last byte, or with `first_byte` the first-byte lag.
+    async fn chat(&self, n: u64) -> Option<Duration> {
+        let sent = Instant::now();
         let body = format!(
-            r#"{{"model":"m","max_tokens":1,"messages":[{{"role":"user","content":"Request {n}: say hello to the router, please, in one word."}}]}}"#
+            r#"{{"model":"m","max_tokens":1,"stream":{},"messages":[{{"role":"user","content":"Request {n}: say hello to the router, please, in one word."}}]}}"#,
+            self.first_byte
         );
         let mut req = self
             .client
@@ -120,10 +198,20 @@ impl Target {
         if let Some(auth) = &self.auth {
             req = req.header("authorization", &**auth);
         }
-        match req.body(body).send().await {
-            Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-            Err(_) => false,
+        let resp = req.body(body).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
         }
+        if !self.first_byte {
+            resp.bytes().await.ok()?;
+            return Some(sent.elapsed());
+        }
+        let mut chunks = resp.bytes_stream();
+        let lag = first_byte_lag(&chunks.next().await?.ok()?)?;
+        while let Some(chunk) = chunks.next().await {
+            chunk.ok()?;
+        }
+        Some(lag)
     }
 }
 
@@ -160,8 +248,8 @@ impl Tally {
         }))
     }
 
-    fn record(&self, ok: bool, latency: Duration) {
-        if ok {
+    fn record(&self, latency: Option<Duration>) {
+        if let Some(latency) = latency {
             let us = latency.as_micros() as u64;
             let _ = self.hist.lock().map(|mut h| h.record(us));
         } else {
@@ -207,10 +295,9 @@ fn paced(
         let (target, tally) = (target.clone(), Arc::clone(tally));
         let record = due >= window.measure_from;
         tasks.push(rt.spawn(async move {
-            let sent = Instant::now();
-            let ok = target.chat(u64::from(n)).await;
+            let latency = target.chat(u64::from(n)).await;
             if record {
-                tally.record(ok, sent.elapsed());
+                tally.record(latency);
             }
         }));
     }
@@ -236,9 +323,9 @@ async fn closed(target: &Target, workers: u32, window: Window, tally: &Arc<Tally
                     break;
                 }
                 n += 1;
-                let ok = target.chat(n).await;
+                let latency = target.chat(n).await;
                 if sent >= window.measure_from {
-                    tally.record(ok, sent.elapsed());
+                    tally.record(latency);
                 }
             }
         });
@@ -250,6 +337,8 @@ async fn closed(target: &Target, workers: u32, window: Window, tally: &Arc<Tally
 
 /// Load settings.
 struct Load {
+    /// Measure streams' first-byte lag instead of whole requests.
+    stream: bool,
     rate: f64,
     warmup: Duration,
     duration: Duration,
@@ -259,6 +348,7 @@ struct Load {
 
 fn parse(args: &[String]) -> anyhow::Result<Load> {
     let mut l = Load {
+        stream: false,
         rate: 2000.0,
         warmup: Duration::from_secs(2),
         duration: Duration::from_secs(5),
@@ -269,6 +359,7 @@ fn parse(args: &[String]) -> anyhow::Result<Load> {
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
+            "--stream" => l.stream = true,
             "--rate" => l.rate = value()?.parse()?,
             "--warmup" => l.warmup = Duration::from_secs_f64(value()?.parse()?),
             "--duration" => l.duration = Duration::from_secs_f64(value()?.parse()?),
@@ -292,16 +383,17 @@ fn load(args: &[String]) -> anyhow::Result<()> {
     let mut targets = Vec::new();
     let mut tallies = Vec::new();
     for (_, url) in &l.targets {
-        targets.push(Target::new(url, None)?);
+        targets.push(Target::new(url, None, l.stream)?);
         tallies.push(Tally::new()?);
     }
     for round in 0..l.rounds {
         for (i, (name, _)) in l.targets.iter().enumerate() {
             eprintln!(
-                "round {}/{}: {name} at {} req/s",
+                "round {}/{}: {name} at {} req/s{}",
                 round + 1,
                 l.rounds,
-                l.rate
+                l.rate,
+                if l.stream { ", streamed" } else { "" }
             );
             let window = Window::from_now(l.warmup, l.duration);
             paced(rt.handle(), &targets[i], l.rate, window, &tallies[i]);
@@ -402,11 +494,11 @@ struct NeighboursRun {
 fn neighbours(args: &[String]) -> anyhow::Result<()> {
     let n = parse_neighbours(args)?;
     let rt = runtime(1)?;
-    let b = Target::new(&n.url, Some(&n.key_b))?;
+    let b = Target::new(&n.url, Some(&n.key_b), false)?;
     let a = n
         .key_a
         .as_deref()
-        .map(|key| Target::new(&n.url, Some(key)))
+        .map(|key| Target::new(&n.url, Some(key), false))
         .transpose()?;
     let (tally_a, tally_b) = (Tally::new()?, Tally::new()?);
     eprintln!(

@@ -132,53 +132,177 @@ pub async fn serve(
     router: axum::Router,
     limits: ListenerLimits,
     metrics: ListenerMetrics,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let refusals = RefusalLog::default();
-    let labels = ListenerLabels { listener: name };
-    loop {
-        let stream = tokio::select! {
-            biased;
-            () = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    accept_failed(name, e).await;
-                    continue;
-                }
-            },
+    Shared::new(name, router, limits, metrics, stop)
+        .accept(listener)
+        .await;
+}
+
+/// Binds `count` sockets to `addr` with `SO_REUSEPORT` (the kernel spreads connections
+/// over them), for [`serve_threads`]. With port 0, all share the port the first got.
+///
+/// # Errors
+///
+/// When the address is taken (by anyone, a socket sharing it included) or cannot be bound.
+pub async fn bind_threads(
+    addr: std::net::SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    // NB: `SO_REUSEPORT` would let this join another process's group on the same port
+    // and silently split its traffic; a plain bind first fails on a taken port.
+    let addr = {
+        let probe = std::net::TcpListener::bind(addr)?;
+        probe.local_addr()?
+    };
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.refused.get_or_create(&labels).inc();
-            refusals.note(name, limits.max_connections);
-            refuse(&stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let conn = Connection {
-            name,
-            limits,
-            metrics: metrics.clone(),
-            router: router.clone(),
-            builder: builder.clone(),
-            stop: stop.clone(),
-        };
-        tokio::spawn(async move {
-            conn.serve(stream).await;
-            drop(slot);
-        });
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        sockets.push(socket.listen(1024)?.into_std()?);
     }
-    // NB: every connection holds one slot until it is closed; all of them back means
-    // the last one is done.
-    let _ = slots.acquire_many(limits.max_connections).await;
+    Ok(sockets)
+}
+
+/// As [`serve`], on `sockets` (from [`bind_threads`]), each on its own thread running a
+/// single-threaded runtime: thread per core. A connection stays on the thread that
+/// accepted it, with the backend connections its requests open (see
+/// `proxy::forward`), so a request never wakes another thread. The connection cap
+/// spans all threads. The threads start at once; the future returned resolves once every
+/// one is done.
+///
+/// # Errors
+///
+/// When a thread or its runtime cannot start.
+pub fn serve_threads(
+    name: &'static str,
+    sockets: Vec<std::net::TcpListener>,
+    router: axum::Router,
+    limits: ListenerLimits,
+    metrics: ListenerMetrics,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<impl Future<Output = ()>> {
+    let shared = Shared::new(name, router, limits, metrics, stop);
+    let mut threads = Vec::with_capacity(sockets.len());
+    for socket in sockets {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _entered = runtime.enter();
+            TcpListener::from_std(socket)?
+        };
+        threads.push((runtime, listener));
+    }
+    let mut done = Vec::with_capacity(threads.len());
+    for (i, (runtime, listener)) in threads.into_iter().enumerate() {
+        let shared = shared.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("{name}-{i}"))
+            .spawn(move || {
+                runtime.block_on(shared.accept(listener));
+                drop(tx);
+            })?;
+        done.push(rx);
+    }
+    Ok(async move {
+        for rx in done {
+            let _ = rx.await;
+        }
+    })
+}
+
+/// What every accept loop of one listener shares.
+#[derive(Clone)]
+struct Shared {
+    name: &'static str,
+    router: axum::Router,
+    limits: ListenerLimits,
+    metrics: ListenerMetrics,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// One per open connection, across all the listener's threads.
+    slots: Arc<Semaphore>,
+    refusals: Arc<RefusalLog>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn new(
+        name: &'static str,
+        router: axum::Router,
+        limits: ListenerLimits,
+        metrics: ListenerMetrics,
+        stop: watch::Receiver<bool>,
+    ) -> Shared {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        Shared {
+            name,
+            router,
+            limits,
+            metrics,
+            builder: Arc::new(builder),
+            slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
+            refusals: Arc::default(),
+            stop,
+        }
+    }
+
+    /// Accepts on `listener` until `stop` turns true, then waits for the connections it
+    /// accepted (they run on this runtime) to finish.
+    async fn accept(self, listener: TcpListener) {
+        let name = self.name;
+        let labels = ListenerLabels { listener: name };
+        let mut stop = self.stop.clone();
+        // NB: every connection holds a sender; `recv` returns `None` once the last is gone.
+        let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+        loop {
+            let stream = tokio::select! {
+                biased;
+                () = stopped(&mut stop) => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        accept_failed(name, e).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                self.metrics.refused.get_or_create(&labels).inc();
+                self.refusals.note(name, self.limits.max_connections);
+                refuse(&stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = Connection {
+                name,
+                limits: self.limits,
+                metrics: self.metrics.clone(),
+                router: self.router.clone(),
+                builder: self.builder.clone(),
+                stop: self.stop.clone(),
+            };
+            let open = open_tx.clone();
+            tokio::spawn(async move {
+                conn.serve(stream).await;
+                drop((slot, open));
+            });
+        }
+        drop(open_tx);
+        let _ = open_rx.recv().await;
+    }
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
@@ -520,6 +644,39 @@ mod tests {
             .await
             .expect("serve returns once its last connection is done")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn threads_share_one_port_and_a_taken_port_is_refused() {
+        let sockets = bind_threads("127.0.0.1:0".parse().unwrap(), 2)
+            .await
+            .unwrap();
+        let addr = sockets[0].local_addr().unwrap();
+        assert_eq!(sockets.len(), 2);
+        assert!(sockets.iter().all(|s| s.local_addr().unwrap() == addr));
+        assert!(
+            bind_threads(addr, 2).await.is_err(),
+            "SO_REUSEPORT must not let a second router join the port"
+        );
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "served" }));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let served = serve_threads(
+            "client",
+            sockets,
+            router,
+            ListenerLimits::CLIENT,
+            ListenerMetrics::default(),
+            stop_rx,
+        )
+        .unwrap();
+        for _ in 0..8 {
+            let body = reqwest::get(format!("http://{addr}/")).await.unwrap();
+            assert_eq!(body.text().await.unwrap(), "served");
+        }
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), served)
+            .await
+            .expect("every thread ends once stopped");
     }
 
     #[test]

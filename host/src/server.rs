@@ -99,9 +99,17 @@ const CACHE_SECRET: &str = "cache-salt.key";
 
 /// A router with its listeners bound, ready to serve.
 pub struct Server {
-    client: Listener,
+    client: ClientListener,
     admin: Option<Listener>,
     metrics: ListenerMetrics,
+}
+
+/// The client listener: one socket per thread serving it (see
+/// [`listener::serve_threads`]), what it serves, and its limits.
+struct ClientListener {
+    sockets: Vec<std::net::TcpListener>,
+    router: axum::Router,
+    limits: ListenerLimits,
 }
 
 /// A bound listener, what it serves, and its limits.
@@ -179,8 +187,16 @@ impl Server {
             state: state.clone(),
             signals,
         });
-        let client = Listener {
-            socket: bind(config.listen).await?,
+        // NB: one thread per core serves the client API; the admin API and background
+        // work (probes, scrapes, KV events) stay on the caller's runtime.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let client = ClientListener {
+            sockets: listener::bind_threads(config.listen, threads)
+                .await
+                .map_err(|source| Error::Bind {
+                    addr: config.listen,
+                    source,
+                })?,
             router: proxy::router(app),
             limits: config.listeners.client,
         };
@@ -213,7 +229,7 @@ impl Server {
 
     /// The client API's bound address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.client.socket.local_addr().ok()
+        self.client.sockets.first()?.local_addr().ok()
     }
 
     /// The admin API's bound address, when enabled.
@@ -226,7 +242,7 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// None today; the signature keeps room for a listener failing.
+    /// When the client API's threads cannot start; nothing is served then.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -236,23 +252,22 @@ impl Server {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let run = |name, l: Listener| {
-            listener::serve(
-                name,
-                l.socket,
-                l.router,
-                l.limits,
-                self.metrics.clone(),
-                stop_rx.clone(),
-            )
-        };
-        let client = run("client", self.client);
-        match self.admin {
-            Some(admin) => {
-                tokio::join!(client, run("admin", admin));
+        let client = listener::serve_threads(
+            "client",
+            self.client.sockets,
+            self.client.router,
+            self.client.limits,
+            self.metrics.clone(),
+            stop_rx.clone(),
+        )
+        .map_err(Error::Serve)?;
+        let admin = async {
+            if let Some(l) = self.admin {
+                let (metrics, stop) = (self.metrics.clone(), stop_rx.clone());
+                listener::serve("admin", l.socket, l.router, l.limits, metrics, stop).await;
             }
-            None => client.await,
-        }
+        };
+        tokio::join!(client, admin);
         Ok(())
     }
 }

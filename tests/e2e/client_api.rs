@@ -35,6 +35,11 @@ async fn chat_and_completions_stream_and_not() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-request-id"], "req-42");
+    assert!(
+        r.headers().contains_key("content-length"),
+        "a non-streamed answer is sent whole, with its length: {:?}",
+        r.headers()
+    );
     let backend = r.headers()["x-switchyard-backend"]
         .to_str()
         .unwrap()

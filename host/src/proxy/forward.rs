@@ -9,25 +9,55 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Request, StatusCode, Uri, header};
 use futures::StreamExt;
-use futures::stream::BoxStream;
+use http_body_util::{BodyDataStream, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tracing::Instrument;
 
 use super::decisions::StreamLegs;
 use super::request::{ClientHints, Parsed, PromptFacts};
 use super::tenant::Admission;
-use super::{ApiError, App};
+use super::{ApiError, App, REQUEST_ID_HEADER};
 use crate::policy::Candidate;
 use crate::pool::{Fleet, InFlight};
 use crate::telemetry::BackendLabels;
 
+/// The outbound client: hyper's pooled HTTP/1.1 client (`TCP_NODELAY`, keep-alive),
+/// bodies sent whole.
+type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+thread_local! {
+    /// This thread's client. NB: a pooled connection is driven by a task on the runtime
+    /// that opened it; a pool per thread keeps each client-API thread's requests on its
+    /// own connections (see `listener::serve_threads`), never waking another thread.
+    static CLIENT: Client = {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(256)
+            .build(connector)
+    };
+}
+
+/// A backend's response body, chunk by chunk.
+pub(super) type BackendBody = BodyDataStream<Incoming>;
+
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum AttemptError {
-    /// Connecting or reading failed: the backend is likely gone.
-    #[error("transport error: {0}")]
-    Transport(#[source] reqwest::Error),
+    /// Connecting or sending the request failed: the backend is likely gone.
+    #[error("transport error: {}", Chain(.0))]
+    Send(#[source] hyper_util::client::legacy::Error),
+    /// Reading the answer failed: the backend is likely gone.
+    #[error("transport error: {}", Chain(.0))]
+    Read(#[source] hyper::Error),
+    /// The backend's address is not a valid URI.
+    #[error("bad backend url {0}")]
+    Url(String),
     /// The backend answered with a server error.
     #[error("returned {0}")]
     Status(StatusCode),
@@ -45,7 +75,22 @@ pub(super) struct Opened {
     /// The first body chunk; `None` for an empty body.
     pub first: Option<Bytes>,
     /// The rest of the body.
-    pub rest: BoxStream<'static, reqwest::Result<Bytes>>,
+    pub rest: BackendBody,
+}
+
+/// An error and its sources, `: `-separated (hyper's own messages name only the layer).
+struct Chain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
 }
 
 /// The request, with everything the send loop and the body stream need.
@@ -80,6 +125,13 @@ pub(crate) struct Attempt {
     /// Prompt tokens the backend has no cache for; the time to first token of a stream
     /// over them is a prefill speed sample. 0: no sample.
     pub uncached_tokens: u32,
+}
+
+impl AttemptError {
+    /// Whether the backend failed at the transport level (it is likely gone).
+    pub(super) fn is_transport(&self) -> bool {
+        matches!(self, AttemptError::Send(_) | AttemptError::Read(_))
+    }
 }
 
 impl Attempt {
@@ -190,7 +242,7 @@ impl App {
         claim.settle(false);
         let backend = claim.backend();
         let name = &backend.spec.name;
-        if matches!(e, AttemptError::Transport(_)) {
+        if e.is_transport() {
             backend.mark_down("request failed at the transport level");
         }
         tracing::warn!(backend = %name, error = %e, "attempt failed");
@@ -218,34 +270,41 @@ impl App {
         let limit = self.inner.settings.attempt_timeout;
         let attempt_deadline = deadline.min(Instant::now() + limit);
         let url = claim.backend().spec.endpoint(req.endpoint.path());
+        let uri = Uri::try_from(url.as_str()).map_err(|_| AttemptError::Url(url.clone()))?;
+        let mut request = Request::post(uri)
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .body(Full::new(body.clone()))
+            .map_err(|_| AttemptError::Url(url))?;
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            request.headers_mut().insert(REQUEST_ID_HEADER, id);
+        }
         let work = async {
-            let resp = self
-                .inner
-                .client
-                .post(url)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header("x-request-id", request_id)
-                .body(body.clone())
-                .send()
+            let resp = CLIENT
+                .with(|c| c.request(request))
                 .await
-                .map_err(AttemptError::Transport)?;
+                .map_err(AttemptError::Send)?;
             let status = resp.status();
             if status.is_server_error() {
                 return Err(AttemptError::Status(status));
             }
             let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-            let mut rest = resp.bytes_stream().boxed();
+            let mut rest = resp.into_body().into_data_stream();
             let first = if req.stream {
-                rest.next()
-                    .await
-                    .transpose()
-                    .map_err(AttemptError::Transport)?
+                rest.next().await.transpose().map_err(AttemptError::Read)?
             } else {
-                let mut whole = Vec::new();
+                // NB: a body in one chunk (the common case) is passed on without a copy.
+                let mut chunks = Vec::new();
                 while let Some(chunk) = rest.next().await {
-                    whole.extend_from_slice(&chunk.map_err(AttemptError::Transport)?);
+                    chunks.push(chunk.map_err(AttemptError::Read)?);
                 }
-                (!whole.is_empty()).then(|| Bytes::from(whole))
+                match chunks.len() {
+                    0 => None,
+                    1 => chunks.pop(),
+                    _ => Some(Bytes::from(chunks.concat())),
+                }
             };
             Ok(Opened {
                 status,

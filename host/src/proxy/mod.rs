@@ -101,7 +101,6 @@ struct Inner {
     decisions: Arc<DecisionLog>,
     metrics: ProxyMetrics,
     registry: Arc<Registry>,
-    client: reqwest::Client,
     kv: KvIndex,
     state: Option<StateDir>,
     signals: Option<Signals>,
@@ -110,11 +109,6 @@ struct Inner {
 impl App {
     /// Builds the state.
     pub fn new(parts: AppParts) -> App {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
         App {
             inner: Arc::new(Inner {
                 pool: parts.pool,
@@ -124,7 +118,6 @@ impl App {
                 decisions: parts.decisions,
                 metrics: parts.metrics,
                 registry: parts.registry,
-                client,
                 kv: parts.kv,
                 state: parts.state,
                 signals: parts.signals,
@@ -148,7 +141,7 @@ impl App {
             .get(&REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+            .map_or_else(new_request_id, str::to_owned);
         let span = tracing::info_span!(
             "request",
             id = %request_id,
@@ -244,7 +237,9 @@ impl App {
         let decide =
             tracing::info_span!("decide", policy = Empty, version = pipeline.info().version);
         let decision = decide.in_scope(|| pipeline.decide(&fleet.facts, &facts, &candidates));
-        decide.record("policy", decision.policies.join(",").as_str());
+        if !decide.is_disabled() {
+            decide.record("policy", decision.policies.join(",").as_str());
+        }
         decide.record("elapsed_us", decision.elapsed.as_micros() as u64);
         let mut record = DecisionRecord::new(
             RecordContext {
@@ -296,6 +291,15 @@ impl App {
         self.inner.decisions.push(record);
         result
     }
+}
+
+/// A random (version 4) UUID for a request that came without an id.
+fn new_request_id() -> String {
+    // NB: `Uuid::new_v4` without uuid's `fast-rng` asks the OS for its randomness, a
+    // `getrandom` system call per request; `rand`'s thread-local generator does not.
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 /// Where to send a request.

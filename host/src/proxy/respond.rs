@@ -3,15 +3,18 @@
 //! mid-stream or is drained. Finished streams are the samples of each backend's measured
 //! decode speed.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use futures::StreamExt;
-use futures::stream::BoxStream;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
-use super::forward::{Attempt, Opened, Outgoing};
+use super::forward::{Attempt, BackendBody, Opened, Outgoing};
 use super::resume::{Fed, Leg, LegEnd, ResumeContext, Resumer, unresumable};
 use super::tenant::Admission;
 use super::{ApiError, App, BACKEND_HEADER, error_body};
@@ -44,7 +47,7 @@ enum Read {
 /// and the claim, which returns the in-flight counts.
 struct Passing {
     first: Option<Bytes>,
-    rest: BoxStream<'static, reqwest::Result<Bytes>>,
+    rest: BackendBody,
     claim: InFlight,
     /// Counts an SSE stream on its backend and tells when a drain moves it.
     slot: Option<StreamSlot>,
@@ -247,6 +250,34 @@ impl Passing {
     }
 }
 
+/// A non-streamed answer, read whole before the first byte reached the client: sent with
+/// its length in one write, the claim and the admission held until it is sent (or the
+/// client is gone).
+struct Whole {
+    data: Option<Bytes>,
+    _held: (InFlight, Admission),
+}
+
+impl HttpBody for Whole {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.data.take().map(|d| Ok(Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
 impl App {
     /// Makes the `attempts` in order (best first) until one answers, and streams its
     /// answer back.
@@ -281,8 +312,8 @@ impl App {
         Ok(self.respond(out, claim, opened, deadline))
     }
 
-    /// The response passing `opened` through, resumable when it is a stream that can be
-    /// continued faithfully.
+    /// The response passing `opened` through: a non-streamed answer whole, a stream
+    /// chunk by chunk, resumable when it can be continued faithfully.
     fn respond(
         &self,
         out: Outgoing,
@@ -290,9 +321,43 @@ impl App {
         opened: Opened,
         deadline: Instant,
     ) -> Response {
-        let settings = &self.inner.settings;
         let backend = HeaderValue::from_str(&claim.backend().spec.name).ok();
         let sse = out.req.stream && opened.status.is_success();
+        let body = if out.req.stream {
+            self.passing(out, claim, opened.first, opened.rest, deadline, sse)
+        } else {
+            // NB: `attempt` read a non-streamed answer whole; `rest` is over.
+            Body::new(Whole {
+                data: opened.first,
+                _held: (claim, out.admission),
+            })
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = opened.status;
+        let headers = resp.headers_mut();
+        if let Some(ct) = opened.content_type {
+            headers.insert(header::CONTENT_TYPE, ct);
+        }
+        if sse {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        }
+        if let Some(b) = backend {
+            headers.insert(BACKEND_HEADER, b);
+        }
+        resp
+    }
+
+    /// A streamed answer's body, passed through as the backend sends it.
+    fn passing(
+        &self,
+        out: Outgoing,
+        claim: InFlight,
+        first: Option<Bytes>,
+        rest: BackendBody,
+        deadline: Instant,
+        sse: bool,
+    ) -> Body {
+        let settings = &self.inner.settings;
         let resume = if !sse || settings.max_resumes == 0 {
             Resume::Off
         } else if let Some(why) = unresumable(&out.req) {
@@ -313,8 +378,8 @@ impl App {
             )))
         };
         let state = Passing {
-            first: opened.first,
-            rest: opened.rest,
+            first,
+            rest,
             slot: sse.then(|| claim.backend().stream_slot()),
             claim,
             deadline,
@@ -331,18 +396,6 @@ impl App {
         let stream = futures::stream::unfold(state, |mut s| async move {
             s.next().await.map(|item| (item, s))
         });
-        let mut resp = Response::new(Body::from_stream(stream));
-        *resp.status_mut() = opened.status;
-        let headers = resp.headers_mut();
-        if let Some(ct) = opened.content_type {
-            headers.insert(header::CONTENT_TYPE, ct);
-        }
-        if sse {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        }
-        if let Some(b) = backend {
-            headers.insert(BACKEND_HEADER, b);
-        }
-        resp
+        Body::from_stream(stream)
     }
 }

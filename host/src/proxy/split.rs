@@ -173,7 +173,7 @@ impl App {
             let mut bytes = opened.first.map(Vec::from).unwrap_or_default();
             let mut rest = opened.rest;
             while let Some(chunk) = rest.next().await {
-                bytes.extend_from_slice(&chunk.map_err(AttemptError::Transport)?);
+                bytes.extend_from_slice(&chunk.map_err(AttemptError::Read)?);
             }
             serde_json::from_slice::<Value>(&bytes)
                 .ok()
