@@ -55,16 +55,9 @@ done
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -n "$KEEP" ]; then echo "configs, logs and results kept in $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
 . "$ROOT/bench/lib.sh"
+bench_scratch
+
 
 if [ -n "$DEBUG" ]; then
     cargo build --quiet -p switchyard --bin switchyard

@@ -22,14 +22,8 @@ if [ "${1:-}" = "--samples" ]; then SAMPLES="$2"; shift 2; fi
 LOAD_ARGS=("$@")
 [ ${#LOAD_ARGS[@]} -gt 0 ] || LOAD_ARGS=(--rate 500 --warmup 1 --duration 5 --rounds 3)
 
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. "$ROOT/bench/lib.sh"
+bench_scratch
 
 NATS="$(bash "$ROOT/tests/nats/setup.sh")"
 PROFILE="${PROFILE:-release}"
@@ -37,7 +31,6 @@ FLAG=(--release); [ "$PROFILE" = debug ] && FLAG=()
 cargo build --quiet "${FLAG[@]}" -p switchyard --bin switchyard --example router_latency
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
 
-. "$ROOT/bench/lib.sh"
 
 backend() {
     "$BIN/examples/router_latency" backend > "$WORK/$1.out" &

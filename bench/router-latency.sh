@@ -11,22 +11,14 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. "$ROOT/bench/lib.sh"
+bench_scratch
 
-command -v sglang-router >/dev/null && command -v vllm-router >/dev/null ||
-    python3 -m pip install --quiet sglang-router vllm-router
+need_peer_routers
 
 cargo build --quiet --release -p switchyard --bin switchyard --example router_latency
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
-. "$ROOT/bench/lib.sh"
 
 # The fast backend prints its address on its first line.
 "$BIN/examples/router_latency" backend > "$WORK/backend.out" &

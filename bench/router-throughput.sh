@@ -40,17 +40,10 @@ done
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. "$ROOT/bench/lib.sh"
+bench_scratch
 
-command -v sglang-router >/dev/null && command -v vllm-router >/dev/null ||
-    python3 -m pip install --quiet sglang-router vllm-router
+need_peer_routers
 command -v wrk >/dev/null && command -v nginx >/dev/null || {
     echo "needs wrk and nginx (apt-get install wrk nginx-light)" >&2
     exit 1
@@ -64,7 +57,6 @@ else
     SWITCHYARD="$BIN/switchyard"
 fi
 
-. "$ROOT/bench/lib.sh"
 
 load() { cut -d' ' -f1 /proc/loadavg; }
 
