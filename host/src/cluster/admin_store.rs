@@ -14,7 +14,7 @@ use async_nats::jetstream::{self, kv, object_store};
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
-use super::{ClusterConfig, ClusterMetrics, Error, is_connected};
+use super::{ClusterConfig, ClusterMetrics, Error, block_on_jetstream, is_connected};
 use crate::state::{self, StateDir};
 
 /// How long an admin write waits for JetStream before answering 503.
@@ -456,24 +456,8 @@ impl AdminStore {
         &self,
         f: impl Future<Output = Result<T, E>>,
     ) -> Result<T, state::Error> {
-        if !is_connected(&self.inner.client) {
-            return Err(state::Error::Unavailable {
-                reason: "not connected to NATS".into(),
-            });
-        }
-        let call = tokio::time::timeout(WRITE_TIMEOUT, f);
-        // NB: admin writes run on blocking threads; `block_in_place` also covers a call
-        // made on a runtime worker (it hands the worker's other tasks away first).
-        let result = tokio::task::block_in_place(|| self.inner.runtime.block_on(call));
-        match result {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(state::Error::Unavailable {
-                reason: e.to_string(),
-            }),
-            Err(_) => Err(state::Error::Unavailable {
-                reason: format!("no answer from JetStream within {WRITE_TIMEOUT:?}"),
-            }),
-        }
+        block_on_jetstream(&self.inner.client, &self.inner.runtime, WRITE_TIMEOUT, f)
+            .map_err(|reason| state::Error::Unavailable { reason })
     }
 
     /// Fills `state` (this replica's cache) with every shared entry and drops cached

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
-use super::{Cluster, Error, is_connected};
+use super::{Cluster, Error, block_on_jetstream};
 use crate::admin::audit::AuditRecord;
 
 /// Most bytes the stream keeps; the oldest records go first.
@@ -127,8 +127,25 @@ impl AuditStream {
             },
             None => consumer::DeliverPolicy::All,
         };
-        let stream = self.stream.clone();
+        let every_tenant = tenant.is_none();
+        let mut stream = self.stream.clone();
         self.block(async move {
+            // NB: the newest `limit` of every tenant's records are the stream's last
+            // `limit` messages: start there rather than read the stream through.
+            let deliver_policy = match deliver_policy {
+                consumer::DeliverPolicy::All if every_tenant => {
+                    let last = stream
+                        .info()
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .state
+                        .last_sequence;
+                    consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: last.saturating_sub(limit.max(1) as u64 - 1).max(1),
+                    }
+                }
+                other => other,
+            };
             let mut consumer = stream
                 .create_consumer(consumer::pull::Config {
                     filter_subject,
@@ -148,7 +165,7 @@ impl AuditStream {
                 Some(_) => pending.min(limit as u64),
                 None => pending,
             };
-            // NB: without `since`, the newest `limit` of the matching records: read them
+            // NB: without `since`, the newest `limit` of one tenant's records: read them
             // all, keep the tail.
             let skip = match since {
                 Some(_) => 0,
@@ -196,14 +213,7 @@ impl AuditStream {
         }
     }
 
-    /// Runs a JetStream call from a blocking context within [`TIMEOUT`]; refused at once
-    /// while the link is down.
     fn block<T>(&self, f: impl Future<Output = Result<T, String>>) -> Result<T, String> {
-        if !is_connected(&self.client) {
-            return Err("not connected to NATS".into());
-        }
-        let call = tokio::time::timeout(TIMEOUT, f);
-        tokio::task::block_in_place(|| self.runtime.block_on(call))
-            .unwrap_or_else(|_| Err(format!("no answer from JetStream within {TIMEOUT:?}")))
+        block_on_jetstream(&self.client, &self.runtime, TIMEOUT, f)
     }
 }

@@ -316,6 +316,28 @@ async fn connect_nats(
     Ok(client)
 }
 
+/// Runs a JetStream call from a blocking context (an admin call's thread) on `runtime`,
+/// within `timeout`; refused at once while the link is down. The error says why, for an
+/// operator.
+fn block_on_jetstream<T, E: std::fmt::Display>(
+    client: &async_nats::Client,
+    runtime: &tokio::runtime::Handle,
+    timeout: Duration,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    if !is_connected(client) {
+        return Err("not connected to NATS".into());
+    }
+    let call = tokio::time::timeout(timeout, f);
+    // NB: admin writes run on blocking threads; `block_in_place` also covers a call made
+    // on a runtime worker (it hands the worker's other tasks away first).
+    match tokio::task::block_in_place(|| runtime.block_on(call)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer from JetStream within {timeout:?}")),
+    }
+}
+
 /// Whether the NATS link is up now.
 fn is_connected(client: &async_nats::Client) -> bool {
     client.connection_state() == async_nats::connection::State::Connected
