@@ -13,6 +13,19 @@ bench_cleanup() {
     if [ -n "${KEEP:-}" ]; then echo "configs, logs and results kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 
+# The default tenant's pipeline the router benches measure (a Wasm pipeline of two
+# shipped scorers), as a config's `tenants:` section.
+quickstart_pipeline_yaml() {
+    cat <<'YAML'
+tenants:
+  default:
+    pipeline:
+      scorers:
+        - {policy: prefix-affinity, weight: 0.6}
+        - {policy: least-load, weight: 0.4}
+YAML
+}
+
 # The peer routers from PyPI, installed when missing.
 need_peer_routers() {
     command -v sglang-router >/dev/null && command -v vllm-router >/dev/null ||

@@ -68,12 +68,7 @@ state_dir: $WORK/state-$1
 backends:
   - {name: b1, url: "$B1", models: [m], engine: openai, health_path: /health}
   - {name: b2, url: "$B2", models: [m], engine: openai, health_path: /health}
-tenants:
-  default:
-    pipeline:
-      scorers:
-        - {policy: prefix-affinity, weight: 0.6}
-        - {policy: least-load, weight: 0.4}
+$(quickstart_pipeline_yaml)
 $2
 YAML
     RUST_LOG=warn "$BIN/switchyard" serve --config "$WORK/$1.yaml" > "$WORK/$1.log" 2>&1 &

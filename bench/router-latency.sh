@@ -32,12 +32,7 @@ cat > "$WORK/switchyard.yaml" <<YAML
 listen: 127.0.0.1:$SY_PORT
 backends:
   - {name: fast, url: "$BACKEND", models: [m], engine: openai, health_path: /health}
-tenants:
-  default:
-    pipeline:
-      scorers:
-        - {policy: prefix-affinity, weight: 0.6}
-        - {policy: least-load, weight: 0.4}
+$(quickstart_pipeline_yaml)
 YAML
 RUST_LOG=warn "$BIN/switchyard" serve --config "$WORK/switchyard.yaml" > "$WORK/switchyard.log" 2>&1 &
 PIDS+=($!)

@@ -124,12 +124,7 @@ start_routers() {
 listen: 127.0.0.1:$port
 backends:
   - {name: fast, url: "$backend", models: [m], engine: openai, health_path: /health}
-tenants:
-  default:
-    pipeline:
-      scorers:
-        - {policy: prefix-affinity, weight: 0.6}
-        - {policy: least-load, weight: 0.4}
+$(quickstart_pipeline_yaml)
 YAML
     SWITCHYARD_PERF_MAP="${PROFILE:+1}" RUST_LOG=warn \
         "$SWITCHYARD" serve --config "$WORK/switchyard-$tag.yaml" > "$WORK/switchyard-$tag.log" 2>&1 &
