@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod demo;
 
+/// mimalloc instead of glibc malloc: the request path allocates on every thread, and
+/// glibc's arenas cost a fifth of a request thread's time (docs/router-latency.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An inference router for mixed LLM fleets with hot-swappable WebAssembly policies.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about)]
