@@ -18,6 +18,8 @@
 #   the router runs with SWITCHYARD_PERF_MAP=1 so Wasm frames have names).
 #   SWITCHYARD=PATH: run that switchyard binary instead of this tree's release build (to
 #   profile or compare an older build in the same conditions).
+#   SWITCHYARD_BASELINE=PATH: also run that binary as a fifth path, "switchyard
+#   (baseline)", interleaved with the others: a change's effect measured in the same run.
 # Needs: wrk, nginx, pip install sglang-router vllm-router (installed here if missing).
 # Everything binds 127.0.0.1 on free ports; all processes are stopped on exit.
 set -euo pipefail
@@ -131,6 +133,19 @@ YAML
     SY_PID=$!
     ROUTER_PIDS=($!)
     SY="http://127.0.0.1:$port"
+    SYB=""
+    if [ -n "${SWITCHYARD_BASELINE:-}" ]; then
+        port="$(free_port)"
+        sed "s/^listen: .*/listen: 127.0.0.1:$port/" "$WORK/switchyard-$tag.yaml" \
+            > "$WORK/switchyard-baseline-$tag.yaml"
+        RUST_LOG=warn "$SWITCHYARD_BASELINE" serve --config "$WORK/switchyard-baseline-$tag.yaml" \
+            > "$WORK/switchyard-baseline-$tag.log" 2>&1 &
+        local baseline_pid=$!
+        ROUTER_PIDS+=("$baseline_pid")
+        SYB="http://127.0.0.1:$port"
+        wait_ok "$SYB/ready" || { tail "$WORK/switchyard-baseline-$tag.log"; exit 1; }
+        settle "$baseline_pid"
+    fi
     port="$(free_port)"
     sglang-router launch --host 127.0.0.1 --port "$port" --worker-urls "$backend" \
         --policy cache_aware --prometheus-host 127.0.0.1 --prometheus-port "$(free_port)" \
@@ -166,6 +181,7 @@ echo "machine: $(nproc) cores, $(uname -srm), load $(cut -d' ' -f1-3 /proc/loada
 start_routers "$NGINX" nginx
 NAMES=("direct" "switchyard (wasm pipeline)" "sglang-router (cache_aware)" "vllm-router (cache_aware)")
 URLS=("$NGINX" "$SY" "$SG" "$VL")
+if [ -n "$SYB" ]; then NAMES+=("switchyard (baseline)"); URLS+=("$SYB"); fi
 # Warm every path's connection pools before measuring.
 for url in "${URLS[@]}"; do wrk -t 2 -c 64 -d 1 -s "$WORK/chat.lua" "$url/v1/chat/completions" > /dev/null; done
 
@@ -244,7 +260,7 @@ echo
 echo "open loop, $RATE req/s; load $(load) at the start"
 "$BIN/examples/router_latency" load --rate "$RATE" --warmup 1 --duration "$DURATION" \
     --rounds "$ROUNDS" \
-    "direct=$NGINX" "${NAMES[1]}=$SY" "${NAMES[2]}=$SG" "${NAMES[3]}=$VL"
+    "direct=$NGINX" "${NAMES[1]}=$SY" "${NAMES[2]}=$SG" "${NAMES[3]}=$VL" ${SYB:+"${NAMES[4]}=$SYB"}
 stop_routers
 
 # --- 3. streaming first-byte lag, routers in front of the stamping backend ---
@@ -254,5 +270,5 @@ echo
 echo "streaming first-byte lag (backend's first SSE byte to the client's), $STREAM_RATE req/s; load $(load) at the start"
 "$BIN/examples/router_latency" load --stream --rate "$STREAM_RATE" --warmup 1 \
     --duration "$DURATION" --rounds "$ROUNDS" \
-    "direct=$STAMPING" "${NAMES[1]}=$SY" "${NAMES[2]}=$SG" "${NAMES[3]}=$VL"
+    "direct=$STAMPING" "${NAMES[1]}=$SY" "${NAMES[2]}=$SG" "${NAMES[3]}=$VL" ${SYB:+"${NAMES[4]}=$SYB"}
 echo "load at the end $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ)"
