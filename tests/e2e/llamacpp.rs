@@ -262,4 +262,35 @@ async fn kv_capacity_is_learned_from_llama_server_props() {
         held += prompts;
     }
     assert!(held >= 2, "six prompts over two backends fill slots");
+
+    // A request running holds its slot: lookups see it busy until the claim ends, here
+    // by the client going away mid-stream.
+    for b in sy.admin_get("/admin/backends").await.as_array().unwrap() {
+        let busy = &b["kv"]["prompt_slots"]["busy"];
+        assert!(busy.is_null() || *busy == 0, "answered requests free their slot: {b}");
+    }
+    let mut stream = client()
+        .post(format!("{}/v1/completions", sy.url))
+        .json(&serde_json::json!({
+            "model": MODEL, "max_tokens": 400, "stream": true, "ignore_eos": true,
+            "prompt": "The lighthouse kept a careful record of every ship it saw. ".repeat(8),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let served = stream.headers()["x-switchyard-backend"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    stream.chunk().await.unwrap().expect("a first chunk");
+    assert_eq!(
+        sy.backend(&served).await["kv"]["prompt_slots"]["busy"], 1,
+        "the running request's slot is busy"
+    );
+    drop(stream);
+    crate::harness::eventually(10, "the abandoned request's slot freed", || async {
+        sy.backend(&served).await["kv"]["prompt_slots"]["busy"] == 0
+    })
+    .await;
 }

@@ -49,43 +49,132 @@ pub enum Capacity {
 /// slot (`--slot-prompt-similarity`, default 0.10).
 pub const SLOT_SIMILARITY: f64 = 0.10;
 
-/// The prompts a slot-per-prompt engine holds, least recently used first.
+/// A slot-per-prompt engine's slots as the router sees them: the prompt each holds,
+/// least recently used first, and which are busy running a request the router sent.
+///
+/// A busy slot cannot take another request: the engine queues it until a slot frees, and
+/// then runs it in that slot whatever it held (llama.cpp), so a prompt in a busy slot is
+/// no hit for anyone else, and a request sent to an engine with every slot busy evicts
+/// whichever prompt finishes first, often a conversation between two turns.
 #[derive(Debug, Default)]
 pub struct PromptSlots {
-    prompts: VecDeque<Vec<u64>>,
+    held: VecDeque<Held>,
+    /// Leases of requests running in a slot that held no prompt yet.
+    fresh: Vec<u64>,
     /// The engine's slots, as last reported.
     slots: u32,
+    next_lease: u64,
+}
+
+/// One slot's prompt, and the lease of the request running in it, if any.
+#[derive(Debug)]
+struct Held {
+    keys: Vec<u64>,
+    lease: Option<u64>,
+}
+
+/// Leading blocks `a` and `b` share.
+fn shared(a: &[u64], b: &[u64]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl PromptSlots {
-    /// Records that the engine ran the prompt with block `keys` in one of its `slots`;
-    /// returns the blocks it no longer holds (those of the prompt it replaced that no
-    /// held prompt shares).
-    pub fn serve(&mut self, keys: &[u64], slots: u32) -> Vec<u64> {
-        self.slots = slots.max(1);
-        let slots = self.slots as usize;
-        let shared = |p: &Vec<u64>| p.iter().zip(keys).take_while(|(a, b)| a == b).count();
-        let similar = self
-            .prompts
+    fn busy(&self) -> usize {
+        self.held.iter().filter(|h| h.lease.is_some()).count() + self.fresh.len()
+    }
+
+    /// Index in `held` of the slot llama.cpp reuses for `keys` among those `eligible`:
+    /// the one whose prompt it shares the most with (the least recently used among
+    /// equals), if that is at least [`SLOT_SIMILARITY`] of the prompt.
+    fn similar(&self, keys: &[u64], eligible: impl Fn(&Held) -> bool) -> Option<usize> {
+        self.held
             .iter()
             .enumerate()
-            .map(|(i, p)| (shared(p), i))
-            // The most shared; among equals the least recently used.
+            .filter(|(_, h)| eligible(h))
+            .map(|(i, h)| (shared(&h.keys, keys), i))
             .max_by_key(|&(n, i)| (n, std::cmp::Reverse(i)))
             .filter(|&(n, _)| n > 0 && n as f64 >= SLOT_SIMILARITY * keys.len() as f64)
-            .map(|(_, i)| i);
-        let mut replaced: Vec<Vec<u64>> = Vec::new();
-        if let Some(i) = similar.or((self.prompts.len() >= slots).then_some(0)) {
-            replaced.extend(self.prompts.remove(i));
+            .map(|(_, i)| i)
+    }
+
+    /// A request with block `keys` was sent to the engine: takes the slot the engine
+    /// will run it in (the idle one it shares the most with, else an unused one, else
+    /// the least recently used idle one) and returns the lease to
+    /// [`serve`](Self::serve) and [`release`](Self::release) it with. `None` when every
+    /// slot is busy: the engine queues the request, and which slot it gets is unknown.
+    pub fn occupy(&mut self, keys: &[u64], slots: u32) -> Option<u64> {
+        self.slots = slots.max(1);
+        if self.busy() >= self.slots as usize {
+            return None;
         }
-        self.prompts.push_back(keys.to_vec());
-        while self.prompts.len() > slots {
-            replaced.extend(self.prompts.pop_front());
+        self.next_lease += 1;
+        let lease = self.next_lease;
+        let idle = |h: &Held| h.lease.is_none();
+        let slot = self.similar(keys, idle).or_else(|| {
+            if self.held.len() + self.fresh.len() < self.slots as usize {
+                None
+            } else {
+                self.held.iter().position(idle)
+            }
+        });
+        match slot {
+            Some(i) => self.held[i].lease = Some(lease),
+            None => self.fresh.push(lease),
+        }
+        Some(lease)
+    }
+
+    /// The request under `lease` finished (or failed): its slot is idle again.
+    pub fn release(&mut self, lease: u64) {
+        self.fresh.retain(|&l| l != lease);
+        for h in &mut self.held {
+            if h.lease == Some(lease) {
+                h.lease = None;
+            }
+        }
+    }
+
+    /// Records that the engine ran the prompt with block `keys` in one of its `slots`
+    /// (the one `lease` holds, when the request took one); returns the blocks it no
+    /// longer holds (those of the prompt it replaced that no held prompt shares).
+    pub fn serve(&mut self, keys: &[u64], slots: u32, lease: Option<u64>) -> Vec<u64> {
+        self.slots = slots.max(1);
+        let leased = lease.and_then(|l| self.held.iter().position(|h| h.lease == Some(l)));
+        let fresh = lease.is_some_and(|l| self.fresh.contains(&l));
+        let mut replaced: Vec<Vec<u64>> = Vec::new();
+        if fresh {
+            self.fresh.retain(|&l| Some(l) != lease);
+        } else if let Some(i) = leased.or_else(|| {
+            // Not leased: the slot it shares the most with, else the least recently
+            // used idle one once every slot is taken.
+            self.similar(keys, |h| h.lease.is_none()).or_else(|| {
+                (self.held.len() + self.fresh.len() >= self.slots as usize)
+                    .then(|| self.held.iter().position(|h| h.lease.is_none()))
+                    .flatten()
+            })
+        }) {
+            replaced.extend(self.held.remove(i).map(|h| h.keys));
+        }
+        self.held.push_back(Held {
+            keys: keys.to_vec(),
+            lease: if fresh || leased.is_some() {
+                lease
+            } else {
+                None
+            },
+        });
+        while self.held.len() + self.fresh.len() > self.slots as usize {
+            let i = self
+                .held
+                .iter()
+                .position(|h| h.lease.is_none())
+                .unwrap_or(0);
+            replaced.extend(self.held.remove(i).map(|h| h.keys));
         }
         if replaced.is_empty() {
             return Vec::new();
         }
-        let held: HashSet<u64> = self.prompts.iter().flatten().copied().collect();
+        let held: HashSet<u64> = self.held.iter().flat_map(|h| &h.keys).copied().collect();
         let mut gone: Vec<u64> = replaced
             .into_iter()
             .flatten()
@@ -96,11 +185,26 @@ impl PromptSlots {
         gone
     }
 
-    /// Prompts held and slots; `None` before the first prompt.
+    /// Leading blocks of `keys` an idle slot holds: what a request sent now would find
+    /// cached. 0 when every slot is busy.
+    pub fn idle_shared(&self, keys: &[u64]) -> usize {
+        if self.busy() >= self.slots as usize {
+            return 0;
+        }
+        self.held
+            .iter()
+            .filter(|h| h.lease.is_none())
+            .map(|h| shared(&h.keys, keys))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Prompts held, slots and busy slots; `None` before the first prompt.
     pub fn stats(&self) -> Option<PromptSlotStats> {
         (self.slots > 0).then(|| PromptSlotStats {
-            held: u32::try_from(self.prompts.len()).unwrap_or(u32::MAX),
+            held: u32::try_from(self.held.len()).unwrap_or(u32::MAX),
             slots: self.slots,
+            busy: u32::try_from(self.busy()).unwrap_or(u32::MAX),
         })
     }
 }
@@ -120,36 +224,77 @@ mod tests {
     #[test]
     fn a_similar_prompt_takes_the_slot_it_shares_most_with() {
         let mut s = PromptSlots::default();
-        assert!(s.serve(&prompt(1, 0), 2).is_empty());
+        assert!(s.serve(&prompt(1, 0), 2, None).is_empty());
         // Group 2 shares the head (2 of 6 blocks, over 10%) with group 1's slot, so
         // llama.cpp runs it there rather than in the empty slot: group 1 is gone.
-        assert_eq!(s.serve(&prompt(2, 0), 2), vec![100, 101, 102, 103]);
+        assert_eq!(s.serve(&prompt(2, 0), 2, None), vec![100, 101, 102, 103]);
         assert_eq!(s.stats().map(|s| s.held), Some(1));
     }
 
     #[test]
     fn the_next_turn_reuses_its_conversation_slot() {
         let mut s = PromptSlots::default();
-        s.serve(&prompt(1, 1), 2);
-        s.serve(&[90, 91], 2);
+        s.serve(&prompt(1, 1), 2, None);
+        s.serve(&[90, 91], 2, None);
         // Turn 2 of group 1 extends turn 1: it replaces that slot, nothing is lost.
-        assert!(s.serve(&prompt(1, 2), 2).is_empty());
+        assert!(s.serve(&prompt(1, 2), 2, None).is_empty());
         assert_eq!(s.stats().map(|s| (s.held, s.slots)), Some((2, 2)));
         // A third, unrelated prompt evicts the least recently used.
-        assert_eq!(s.serve(&[80], 2), vec![90, 91]);
+        assert_eq!(s.serve(&[80], 2, None), vec![90, 91]);
     }
 
     #[test]
     fn a_dissimilar_prompt_evicts_the_least_recently_used() {
         let mut s = PromptSlots::default();
-        s.serve(&[10, 11], 2);
-        s.serve(&[20, 21], 2);
-        assert_eq!(s.serve(&[30, 31], 2), vec![10, 11]);
+        s.serve(&[10, 11], 2, None);
+        s.serve(&[20, 21], 2, None);
+        assert_eq!(s.serve(&[30, 31], 2, None), vec![10, 11]);
         assert_eq!(
-            s.serve(&[20, 21, 22], 2),
+            s.serve(&[20, 21, 22], 2, None),
             Vec::<u64>::new(),
             "similar: reused"
         );
-        assert_eq!(s.serve(&[40], 2), vec![30, 31]);
+        assert_eq!(s.serve(&[40], 2, None), vec![30, 31]);
+    }
+
+    #[test]
+    fn a_busy_slot_is_no_hit_and_a_full_engine_queues() {
+        let mut s = PromptSlots::default();
+        let a = s.occupy(&prompt(1, 1), 2).expect("a slot is free");
+        assert!(s.serve(&prompt(1, 1), 2, Some(a)).is_empty());
+        // While conversation 1 runs, its prompt helps nobody: a second request of group
+        // 1 would run in the other slot.
+        assert_eq!(s.idle_shared(&prompt(1, 2)), 0);
+        let b = s.occupy(&prompt(2, 1), 2).expect("the second slot");
+        assert_eq!(s.stats().map(|s| s.busy), Some(2));
+        // Both busy: the engine would queue a third request.
+        assert_eq!(s.occupy(&prompt(3, 1), 2), None);
+        assert_eq!(s.idle_shared(&prompt(1, 2)), 0);
+        // Conversation 1 finishes: its next turn finds its whole history.
+        s.release(a);
+        assert_eq!(s.idle_shared(&prompt(1, 2)), prompt(1, 1).len());
+        s.release(b);
+        assert_eq!(s.stats().map(|s| s.busy), Some(0));
+    }
+
+    #[test]
+    fn a_lease_keeps_its_slot_whatever_is_served_meanwhile() {
+        let mut s = PromptSlots::default();
+        s.serve(&[10, 11, 12], 2, None);
+        s.serve(&[20, 21, 22], 2, None);
+        // Turn 2 of conversation 1 leases its slot ...
+        let a = s.occupy(&[10, 11, 12, 13], 2).expect("idle slot");
+        // ... so an unrelated request takes the only idle one, conversation 2's, which
+        // is gone once it is served there.
+        let c = s.occupy(&[7, 8, 9], 2).expect("idle slot");
+        assert_eq!(s.serve(&[7, 8, 9], 2, Some(c)), vec![20, 21, 22]);
+        assert!(
+            s.serve(&[10, 11, 12, 13], 2, Some(a)).is_empty(),
+            "extends its slot"
+        );
+        assert_eq!(s.stats().map(|s| (s.held, s.busy)), Some((2, 2)));
+        s.release(a);
+        s.release(c);
+        assert_eq!(s.idle_shared(&[10, 11, 12, 13, 14]), 4);
     }
 }

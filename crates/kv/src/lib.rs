@@ -48,6 +48,7 @@ pub use index::{Index, IndexError, MAX_BACKENDS, MAX_ENTRIES, Tier, TierWeights,
 pub use ingest::{IndexSink, IngestError, Limits, Sink};
 pub use service::{
     BackendId, BackendPrefix, Error, KvCollector, KvIndex, PrefixReport, PromptKeys, Scope,
+    SlotLease,
 };
 pub use stats::{BackendStats, Counters, Mode, PromptSlotStats, Reject};
 pub use tokens::{Prompt, TokenizeError, Tokenizer};

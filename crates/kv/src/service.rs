@@ -1,6 +1,6 @@
 //! [`KvIndex`]: the handle the router holds; models, backends, ingest threads, lookups.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -125,6 +125,32 @@ pub struct PromptKeys {
     pub text_keyed: bool,
 }
 
+/// A slot of a slot-per-prompt engine held by a request in flight, from
+/// [`KvIndex::occupy`]; dropping it frees the slot.
+pub struct SlotLease {
+    index: KvIndex,
+    backend: BackendId,
+    lease: u64,
+}
+
+impl std::fmt::Debug for SlotLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotLease")
+            .field("backend", &self.backend)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+impl Drop for SlotLease {
+    fn drop(&mut self) {
+        let backends = self.index.backends();
+        if let Some(b) = backends.iter().find(|b| b.id == self.backend) {
+            b.prompts.lock().release(self.lease);
+        }
+    }
+}
+
 /// What the admin lookup shows for one prompt.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
@@ -203,6 +229,9 @@ struct Inner {
     limits: Limits,
     ttl_s: u64,
     clock: Instant,
+    /// Set once any backend's cache is known to hold one prompt per slot: lookups then
+    /// check which slots are busy.
+    slot_engines: AtomicBool,
     _sweeper: Workers,
 }
 
@@ -308,6 +337,7 @@ impl KvIndex {
                 queue_capacity: config.queue_capacity.max(1),
                 limits,
                 ttl_s,
+                slot_engines: AtomicBool::new(false),
                 clock,
                 _sweeper: sweeper,
             }),
@@ -634,8 +664,52 @@ impl KvIndex {
                 }
             })
             .collect();
-        let index = model.index.read();
-        index.lookup(&prompt.keys, &slots, out);
+        model.index.read().lookup(&prompt.keys, &slots, out);
+        if !self.inner.slot_engines.load(Relaxed) {
+            return;
+        }
+        // A slot-per-prompt engine can only hit on a prompt an idle slot holds.
+        let all = self.backends();
+        for (b, cached) in backends.iter().zip(out.iter_mut()) {
+            let Some(backend) = all
+                .iter()
+                .find(|x| x.id == *b && x.mode == Mode::Approximate)
+            else {
+                continue;
+            };
+            let prompts = backend.prompts.lock();
+            if prompts.stats().is_some() {
+                let idle =
+                    prompts.idle_shared(&prompt.keys) as u64 * u64::from(prompt.block_tokens);
+                *cached = (*cached).min(u32::try_from(idle).unwrap_or(u32::MAX));
+            }
+        }
+    }
+
+    /// A request with `prompt` is being sent to `backend`, whose cache holds one prompt
+    /// per slot: takes the slot the engine will run it in until the lease is dropped, so
+    /// lookups meanwhile see that slot busy. `None` for other engines, backends with
+    /// events, and an engine whose slots are all busy (it queues the request).
+    pub fn occupy(
+        &self,
+        prompt: &PromptKeys,
+        backend: BackendId,
+        capacity: Option<Capacity>,
+    ) -> Option<SlotLease> {
+        let Some(Capacity::Prompts(slots)) = capacity else {
+            return None;
+        };
+        let backends = self.backends();
+        let b = backends
+            .iter()
+            .find(|b| b.id == backend && b.mode == Mode::Approximate)?;
+        self.inner.slot_engines.store(true, Relaxed);
+        let lease = b.prompts.lock().occupy(&prompt.keys, slots)?;
+        Some(SlotLease {
+            index: self.clone(),
+            backend,
+            lease,
+        })
     }
 
     /// Records that `backend` served the prompt (approximate mode; a backend with events
@@ -644,13 +718,16 @@ impl KvIndex {
     /// least recently used blocks are forgotten (at least one block is kept); with one
     /// prompt per slot, the blocks of the prompt the engine replaced are. Whether it was
     /// recorded (the backend is followed in approximate mode).
+    /// `lease`, from [`occupy`](Self::occupy) when the request was sent, names the
+    /// slot it ran in.
     pub fn record(
         &self,
         prompt: &PromptKeys,
         backend: BackendId,
         capacity: Option<Capacity>,
+        lease: Option<&SlotLease>,
     ) -> bool {
-        self.record_keys(&prompt.keys, backend, capacity)
+        self.record_leased(&prompt.keys, backend, capacity, lease.map(|l| l.lease))
     }
 
     /// As [`KvIndex::record`], from the prompt's block keys alone: how a router replica
@@ -660,6 +737,16 @@ impl KvIndex {
         keys: &[u64],
         backend: BackendId,
         capacity: Option<Capacity>,
+    ) -> bool {
+        self.record_leased(keys, backend, capacity, None)
+    }
+
+    fn record_leased(
+        &self,
+        keys: &[u64],
+        backend: BackendId,
+        capacity: Option<Capacity>,
+        lease: Option<u64>,
     ) -> bool {
         let backends = self.backends();
         let Some(b) = backends
@@ -674,7 +761,10 @@ impl KvIndex {
         };
         let now = self.inner.clock.elapsed().as_secs();
         let forget = match capacity {
-            Some(Capacity::Prompts(slots)) => b.prompts.lock().serve(keys, slots),
+            Some(Capacity::Prompts(slots)) => {
+                self.inner.slot_engines.store(true, Relaxed);
+                b.prompts.lock().serve(keys, slots, lease)
+            }
             _ => Vec::new(),
         };
         let mut index = model.index.write();

@@ -198,6 +198,8 @@ pub struct PromptSlotStats {
     pub held: u32,
     /// The engine's slots, each holding one prompt.
     pub slots: u32,
+    /// Slots running a request the router sent.
+    pub busy: u32,
 }
 
 /// One backend's index figures, for the admin API; see [`Counters`] for each field.

@@ -366,6 +366,7 @@ impl Backend {
             prefill_tokens,
             trial: false,
             settled: false,
+            slot: None,
         };
         if !self.is_healthy() || self.is_draining() {
             return None;
@@ -414,20 +415,33 @@ impl Drop for StreamSlot {
     }
 }
 
-/// One attempt's claim on a backend. Its drop gives back the in-flight request and any
-/// prefill tokens, on every path: success, failure, timeout, client disconnect.
+/// One attempt's claim on a backend. Its drop gives back the in-flight request, any
+/// prefill tokens and the engine slot it holds, on every path: success, failure,
+/// timeout, client disconnect.
 #[derive(Debug)]
 pub struct InFlight {
     backend: Arc<Backend>,
     prefill_tokens: u32,
     trial: bool,
     settled: bool,
+    slot: Option<switchyard_kv::SlotLease>,
 }
 
 impl InFlight {
     /// The backend claimed.
     pub fn backend(&self) -> &Arc<Backend> {
         &self.backend
+    }
+
+    /// Holds the engine slot the request runs in (slot-per-prompt engines) until the
+    /// claim is dropped.
+    pub fn hold_slot(&mut self, slot: Option<switchyard_kv::SlotLease>) {
+        self.slot = slot;
+    }
+
+    /// The engine slot the request runs in, when the index tracks one.
+    pub fn slot(&self) -> Option<&switchyard_kv::SlotLease> {
+        self.slot.as_ref()
     }
 
     /// The first byte arrived: the prompt is no longer waiting for prefill.

@@ -176,6 +176,7 @@ impl App {
         deadline: Instant,
         fleet: &Fleet,
         attempts: Vec<Attempt>,
+        prompt: &PromptFacts,
         resuming: bool,
     ) -> Result<(InFlight, Opened), ApiError> {
         let settings = &self.inner.settings;
@@ -191,6 +192,7 @@ impl App {
             let Some(mut claim) = backend.try_claim(a.prefill_tokens) else {
                 continue;
             };
+            claim.hold_slot(prompt.occupy(&self.inner.kv, a.backend, backend));
             attempt += 1;
             let name = backend.spec.name.to_string();
             let span = tracing::info_span!("forward", backend = %name, attempt, resuming);

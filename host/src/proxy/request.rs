@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use super::ApiError;
 use crate::cluster::Signals;
 use crate::policy::{Candidate, RequestFacts};
-use crate::pool::Fleet;
-use switchyard_kv::{BackendId, KvIndex, PrefixGroup, Prompt, PromptKeys, Scope};
+use crate::pool::{Backend, Fleet, InFlight};
+use switchyard_kv::{BackendId, KvIndex, PrefixGroup, Prompt, PromptKeys, Scope, SlotLease};
 
 /// Which OpenAI endpoint was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,25 +303,39 @@ impl PromptFacts {
     /// ignore it), within the backend's KV capacity when known. Called once the backend
     /// answered, not when it was chosen: a request retried elsewhere is recorded where
     /// it ran. In cluster mode the record is also queued for the other replicas.
+    /// `claim` names the engine slot the request ran in, when one was taken.
     pub fn record_served(
         &self,
         kv: &KvIndex,
         signals: Option<&Signals>,
         fleet: &Fleet,
-        backend: u32,
+        claim: &InFlight,
     ) {
+        let Some(backend) = fleet.index_of(claim.backend()) else {
+            return;
+        };
         let id = self.kv_backends.iter().find(|(b, _)| *b == backend);
         if let (Some(keys), Some((_, id))) = (&self.keys, id) {
             let served = fleet.backend(backend);
             let capacity = served.and_then(|b| b.kv_capacity());
             // NB: only approximate-mode records are shared: with events, every replica
             // hears the engine itself.
-            if kv.record(keys, *id, capacity)
+            if kv.record(keys, *id, capacity, claim.slot())
                 && let (Some(signals), Some(b)) = (signals, served)
             {
                 signals.record(b.spec.name.as_str(), &keys.keys);
             }
         }
+    }
+}
+
+impl PromptFacts {
+    /// The request is being sent to the backend at fleet index `backend`: the slot its
+    /// engine will run it in, when the engine holds one prompt per slot
+    /// ([`KvIndex::occupy`]); other lookups see that slot busy while it is held.
+    pub fn occupy(&self, kv: &KvIndex, backend: u32, claimed: &Backend) -> Option<SlotLease> {
+        let (_, id) = self.kv_backends.iter().find(|(b, _)| *b == backend)?;
+        kv.occupy(self.keys.as_ref()?, *id, claimed.kv_capacity())
     }
 }
 

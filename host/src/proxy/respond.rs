@@ -300,14 +300,13 @@ impl App {
                 deadline,
                 fleet,
                 attempts,
+                &out.prompt,
                 false,
             )
             .await?;
-        if opened.status.is_success()
-            && let Some(served) = fleet.index_of(claim.backend())
-        {
+        if opened.status.is_success() {
             out.prompt
-                .record_served(&self.inner.kv, self.inner.signals.as_ref(), fleet, served);
+                .record_served(&self.inner.kv, self.inner.signals.as_ref(), fleet, &claim);
         }
         Ok(self.respond(out, claim, opened, deadline))
     }

@@ -614,20 +614,19 @@ impl Resumer {
                 self.deadline,
                 &fleet,
                 attempts,
+                &self.prompt,
                 true,
             )
             .await
             .map_err(|e| e.to_string())?;
         // NB: a resuming leg opens only with a success status: the backend now holds the
         // prompt (and the text so far).
-        if let Some(served) = fleet.index_of(claim.backend()) {
-            self.prompt.record_served(
-                &self.app.inner.kv,
-                self.app.inner.signals.as_ref(),
-                &fleet,
-                served,
-            );
-        }
+        self.prompt.record_served(
+            &self.app.inner.kv,
+            self.app.inner.signals.as_ref(),
+            &fleet,
+            &claim,
+        );
         let to = claim.backend().spec.name.clone();
         self.resumes += 1;
         self.seam_from = self.follow.last_token_at.or(Some(Instant::now()));
