@@ -24,15 +24,19 @@
 #
 # Usage: bench/real-fleet.sh [--sim] [--servers 4] [--groups 8] [--conversations 4]
 #            [--turns 4] [--concurrency 8] [--doc-len 600:1500] [--output-len 32]
-#            [--routers "round-robin sglang sy-old sy-default oracle"] [--json FILE] [--keep]
-#            [--debug]
+#            [--routers "round-robin sglang sy-old sy-default oracle"] [--rounds 1]
+#            [--json FILE] [--keep] [--debug]
+# --rounds K runs every router K times, interleaved (router order within each round), a
+# fresh fleet each time; the table gives each router's median over its rounds, and the
+# ratios are those of the medians. One run of this machine's fleet moves hit rates by
+# about +-0.06, so a claim needs rounds.
 # --debug uses the dev build of `switchyard` (dependencies optimised, our code not) instead
 # of building the release one.
 # Not part of CI: the real fleet takes several minutes. Everything binds 127.0.0.1 on free
 # ports; every process it starts is stopped on exit.
 set -euo pipefail
 
-SIM="" DEBUG="" SERVERS=4 GROUPS_N=8 CONVERSATIONS=4 TURNS=4 CONCURRENCY=8 DOC_LEN="600:1500"
+SIM="" DEBUG="" ROUNDS=1 SERVERS=4 GROUPS_N=8 CONVERSATIONS=4 TURNS=4 CONCURRENCY=8 DOC_LEN="600:1500"
 OUTPUT_LEN=32 HEAD_LEN=60 QUESTION_LEN=40 SLOTS=2 CTX_PER_SLOT=4096 KEEP="" JSON_OUT=""
 ROUTERS="round-robin sglang sy-old sy-default oracle"
 while [ $# -gt 0 ]; do
@@ -47,6 +51,7 @@ while [ $# -gt 0 ]; do
         --doc-len) DOC_LEN="$2"; shift 2 ;;
         --output-len) OUTPUT_LEN="$2"; shift 2 ;;
         --routers) ROUTERS="$2"; shift 2 ;;
+        --rounds) ROUNDS="$2"; shift 2 ;;
         --json) JSON_OUT="$2"; shift 2 ;;
         --keep) KEEP=1; shift ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -99,7 +104,7 @@ start_fleet() {
         for i in $(seq "$SERVERS"); do
             port="$(free_port)"
             "$LLAMA_SERVER" -m "$LLAMA_MODEL" --host 127.0.0.1 --port "$port" --metrics \
-                -np "$SLOTS" -c $((SLOTS * CTX_PER_SLOT)) --cache-ram 0 -t 1 \
+                -np "$SLOTS" -c $((SLOTS * CTX_PER_SLOT)) --cache-ram 0 -t 1 --threads-http 64 \
                 > "$WORK/llama-$i.log" 2>&1 &
             FLEET_PIDS+=($!)
             URLS+=("http://127.0.0.1:$port")
@@ -190,8 +195,10 @@ BENCH_ARGS=(--workload grouped-chat --model "$MODEL" --groups "$GROUPS_N"
 
 echo "machine: $(nproc) cores, $(uname -srm), load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ)"
 echo "fleet: $SERVERS x $([ -n "$SIM" ] && echo "switchyard sim (slot cache)" || echo "llama-server -t 1"), $SLOTS slots x $CTX_PER_SLOT tokens each, no host prompt cache"
+echo "rounds: $ROUNDS, interleaved; each router on a fresh fleet"
 echo "workload: grouped-chat, $GROUPS_N groups x $CONVERSATIONS conversations x $TURNS turns, head $HEAD_LEN, documents $DOC_LEN, questions $QUESTION_LEN, answers $OUTPUT_LEN tokens, $CONCURRENCY sessions in flight"
 : > "$WORK/results.jsonl"
+for round in $(seq "$ROUNDS"); do
 for router in $ROUTERS; do
     start_fleet
     start_router "$router"
@@ -204,31 +211,51 @@ for router in $ROUTERS; do
     "$BIN" bench "${targets[@]}" "${BENCH_ARGS[@]}" > "$WORK/$router.json"
     cached="$(fleet_metric llamacpp:prompt_tokens_cached_total)"
     computed="$(fleet_metric llamacpp:prompt_tokens_total)"
-    python3 - "$router" "$cached" "$computed" "$WORK/$router.json" >> "$WORK/results.jsonl" <<'PY'
+    python3 - "$router" "$round" "$cached" "$computed" "$WORK/$router.json" >> "$WORK/results.jsonl" <<'PY'
 import json, sys
-name, cached, computed, path = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+name, rnd, cached, computed, path = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 r = json.load(open(path))
 r["router"] = name
+r["round"] = rnd
 r["engine_hit_rate"] = cached / (cached + computed) if cached + computed else 0.0
 print(json.dumps(r))
 PY
     [ -n "$ROUTER_PID" ] && stop "$ROUTER_PID"
     stop "${FLEET_PIDS[@]}"
-    echo "done: $router" >&2
+    echo "done: $router, round $round/$ROUNDS" >&2
+done
 done
 [ -z "$JSON_OUT" ] || cp "$WORK/results.jsonl" "$JSON_OUT"
 
 python3 - "$WORK/results.jsonl" <<'PY'
-import json, sys
-rows = {}
+import json, statistics, sys
+runs = {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    rows[r["router"]] = r
-print("| router | engine hit rate | usage hit rate | TTFT p50 ms | TTFT p90 ms | req/s | errors |")
-print("|---|---|---|---|---|---|---|")
+    runs.setdefault(r["router"], []).append(r)
+med = statistics.median
+# Each router's median over its rounds, metric by metric.
+rows = {
+    name: {
+        "engine_hit_rate": med(r["engine_hit_rate"] for r in rs),
+        "prefix_cache_hit_rate": med(r["prefix_cache_hit_rate"] for r in rs),
+        "ttft_ms": {q: med(r["ttft_ms"][q] for r in rs) for q in ("p50", "p90")},
+        "requests_per_s": med(r["requests_per_s"] for r in rs),
+        "errors": sum(r["errors"] for r in rs),
+        "hit_range": (min(r["engine_hit_rate"] for r in rs), max(r["engine_hit_rate"] for r in rs)),
+        "p50_range": (min(r["ttft_ms"]["p50"] for r in rs), max(r["ttft_ms"]["p50"] for r in rs)),
+        "rounds": len(rs),
+    }
+    for name, rs in runs.items()
+}
+print("| router | rounds | engine hit rate | (range) | usage hit rate | TTFT p50 ms | (range) | TTFT p90 ms | req/s | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for name, r in rows.items():
-    print(f"| {name} | {r['engine_hit_rate']:.3f} | {r['prefix_cache_hit_rate']:.3f} | "
-          f"{r['ttft_ms']['p50']:.0f} | {r['ttft_ms']['p90']:.0f} | {r['requests_per_s']:.2f} | {r['errors']} |")
+    lo, hi = r["hit_range"]
+    plo, phi = r["p50_range"]
+    print(f"| {name} | {r['rounds']} | {r['engine_hit_rate']:.3f} | {lo:.3f}-{hi:.3f} | "
+          f"{r['prefix_cache_hit_rate']:.3f} | {r['ttft_ms']['p50']:.0f} | {plo:.0f}-{phi:.0f} | "
+          f"{r['ttft_ms']['p90']:.0f} | {r['requests_per_s']:.2f} | {r['errors']} |")
 d, o = rows.get("sy-default"), rows.get("oracle")
 rr, sg = rows.get("round-robin"), rows.get("sglang")
 if d:

@@ -252,11 +252,17 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
             .map_err(|_| Error::Config(format!("invalid value for header {k}")))?;
         headers.insert(name, value);
     }
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .default_headers(headers)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(Error::Client)?;
+        .pool_idle_timeout(Duration::from_secs(30));
+    if config.pin_groups {
+        // NB: pinned, the generator talks to the engines themselves, and llama-server
+        // closes a keep-alive connection after 5 idle seconds: a request sent on it as it
+        // closes fails before the engine sees it ("error sending request"), which a
+        // router would retry. A connection per request costs a loopback handshake.
+        client = client.pool_max_idle_per_host(0);
+    }
+    let client = client.build().map_err(Error::Client)?;
     let path = match config.api {
         Api::Chat => "/v1/chat/completions",
         Api::Completions => "/v1/completions",
