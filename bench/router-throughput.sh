@@ -128,7 +128,9 @@ backends:
   - {name: fast, url: "$backend", models: [m], engine: openai, health_path: /health}
 $(quickstart_pipeline_yaml)
 YAML
-    SWITCHYARD_PERF_MAP="${PROFILE:+1}" RUST_LOG=warn \
+    # NB: the perf map only when profiling: the router reads the variable's presence,
+    # so even an empty value turns it on (and the baseline path does not get it).
+    env ${PROFILE:+SWITCHYARD_PERF_MAP=1} RUST_LOG=warn \
         "$SWITCHYARD" serve --config "$WORK/switchyard-$tag.yaml" > "$WORK/switchyard-$tag.log" 2>&1 &
     SY_PID=$!
     ROUTER_PIDS=($!)
