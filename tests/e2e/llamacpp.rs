@@ -267,7 +267,10 @@ async fn kv_capacity_is_learned_from_llama_server_props() {
     // by the client going away mid-stream.
     for b in sy.admin_get("/admin/backends").await.as_array().unwrap() {
         let busy = &b["kv"]["prompt_slots"]["busy"];
-        assert!(busy.is_null() || *busy == 0, "answered requests free their slot: {b}");
+        assert!(
+            busy.is_null() || *busy == 0,
+            "answered requests free their slot: {b}"
+        );
     }
     let mut stream = client()
         .post(format!("{}/v1/completions", sy.url))
@@ -285,7 +288,8 @@ async fn kv_capacity_is_learned_from_llama_server_props() {
         .to_owned();
     stream.chunk().await.unwrap().expect("a first chunk");
     assert_eq!(
-        sy.backend(&served).await["kv"]["prompt_slots"]["busy"], 1,
+        sy.backend(&served).await["kv"]["prompt_slots"]["busy"],
+        1,
         "the running request's slot is busy"
     );
     drop(stream);

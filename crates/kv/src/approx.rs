@@ -63,7 +63,6 @@ pub struct PromptSlots {
     fresh: Vec<u64>,
     /// The engine's slots, as last reported.
     slots: u32,
-    next_lease: u64,
 }
 
 /// One slot's prompt, and the lease of the request running in it, if any.
@@ -99,16 +98,15 @@ impl PromptSlots {
 
     /// A request with block `keys` was sent to the engine: takes the slot the engine
     /// will run it in (the idle one it shares the most with, else an unused one, else
-    /// the least recently used idle one) and returns the lease to
-    /// [`serve`](Self::serve) and [`release`](Self::release) it with. `None` when every
-    /// slot is busy: the engine queues the request, and which slot it gets is unknown.
-    pub fn occupy(&mut self, keys: &[u64], slots: u32) -> Option<u64> {
+    /// the least recently used idle one) under `lease`, a number unique to the request,
+    /// to [`serve`](Self::serve) and [`release`](Self::release) it with. False when
+    /// every slot is busy: the engine queues the request, and which slot it gets is
+    /// unknown.
+    pub fn occupy(&mut self, keys: &[u64], slots: u32, lease: u64) -> bool {
         self.slots = slots.max(1);
         if self.busy() >= self.slots as usize {
-            return None;
+            return false;
         }
-        self.next_lease += 1;
-        let lease = self.next_lease;
         let idle = |h: &Held| h.lease.is_none();
         let slot = self.similar(keys, idle).or_else(|| {
             if self.held.len() + self.fresh.len() < self.slots as usize {
@@ -121,7 +119,7 @@ impl PromptSlots {
             Some(i) => self.held[i].lease = Some(lease),
             None => self.fresh.push(lease),
         }
-        Some(lease)
+        true
     }
 
     /// The request under `lease` finished (or failed): its slot is idle again.
@@ -260,15 +258,17 @@ mod tests {
     #[test]
     fn a_busy_slot_is_no_hit_and_a_full_engine_queues() {
         let mut s = PromptSlots::default();
-        let a = s.occupy(&prompt(1, 1), 2).expect("a slot is free");
+        let a = 1;
+        assert!(s.occupy(&prompt(1, 1), 2, a), "a slot is free");
         assert!(s.serve(&prompt(1, 1), 2, Some(a)).is_empty());
         // While conversation 1 runs, its prompt helps nobody: a second request of group
         // 1 would run in the other slot.
         assert_eq!(s.idle_shared(&prompt(1, 2)), 0);
-        let b = s.occupy(&prompt(2, 1), 2).expect("the second slot");
+        let b = 2;
+        assert!(s.occupy(&prompt(2, 1), 2, b), "the second slot");
         assert_eq!(s.stats().map(|s| s.busy), Some(2));
         // Both busy: the engine would queue a third request.
-        assert_eq!(s.occupy(&prompt(3, 1), 2), None);
+        assert!(!s.occupy(&prompt(3, 1), 2, 3));
         assert_eq!(s.idle_shared(&prompt(1, 2)), 0);
         // Conversation 1 finishes: its next turn finds its whole history.
         s.release(a);
@@ -283,10 +283,12 @@ mod tests {
         s.serve(&[10, 11, 12], 2, None);
         s.serve(&[20, 21, 22], 2, None);
         // Turn 2 of conversation 1 leases its slot ...
-        let a = s.occupy(&[10, 11, 12, 13], 2).expect("idle slot");
+        let a = 1;
+        assert!(s.occupy(&[10, 11, 12, 13], 2, a), "idle slot");
         // ... so an unrelated request takes the only idle one, conversation 2's, which
         // is gone once it is served there.
-        let c = s.occupy(&[7, 8, 9], 2).expect("idle slot");
+        let c = 2;
+        assert!(s.occupy(&[7, 8, 9], 2, c), "idle slot");
         assert_eq!(s.serve(&[7, 8, 9], 2, Some(c)), vec![20, 21, 22]);
         assert!(
             s.serve(&[10, 11, 12, 13], 2, Some(a)).is_empty(),

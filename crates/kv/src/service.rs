@@ -232,6 +232,9 @@ struct Inner {
     /// Set once any backend's cache is known to hold one prompt per slot: lookups then
     /// check which slots are busy.
     slot_engines: AtomicBool,
+    /// The last slot lease handed out; unique across backends, so a lease outliving its
+    /// backend cannot free a slot of the backend that took its place.
+    last_lease: AtomicU64,
     _sweeper: Workers,
 }
 
@@ -338,6 +341,7 @@ impl KvIndex {
                 limits,
                 ttl_s,
                 slot_engines: AtomicBool::new(false),
+                last_lease: AtomicU64::new(0),
                 clock,
                 _sweeper: sweeper,
             }),
@@ -648,7 +652,8 @@ impl KvIndex {
     }
 
     /// Fills `out[i]` with the cached-prefix tokens of `backends[i]` for the prompt, in
-    /// one pass over its keys. Backends of another model, or removed, get 0.
+    /// one pass over its keys. Backends of another model, or removed, get 0; a
+    /// slot-per-prompt engine counts only what its idle slots hold.
     pub fn lookup(&self, prompt: &PromptKeys, backends: &[BackendId], out: &mut [u32]) {
         let Some(model) = self.inner.models.get(prompt.model as usize) else {
             out.fill(0);
@@ -704,7 +709,10 @@ impl KvIndex {
             .iter()
             .find(|b| b.id == backend && b.mode == Mode::Approximate)?;
         self.inner.slot_engines.store(true, Relaxed);
-        let lease = b.prompts.lock().occupy(&prompt.keys, slots)?;
+        let lease = self.inner.last_lease.fetch_add(1, Relaxed) + 1;
+        if !b.prompts.lock().occupy(&prompt.keys, slots, lease) {
+            return None;
+        }
         Some(SlotLease {
             index: self.clone(),
             backend,
