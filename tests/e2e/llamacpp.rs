@@ -292,6 +292,25 @@ async fn kv_capacity_is_learned_from_llama_server_props() {
         1,
         "the running request's slot is busy"
     );
+    // The next decision sees that engine's KV cache half in use (one of two slots).
+    let r = client()
+        .post(format!("{}/v1/completions", sy.url))
+        .json(
+            &serde_json::json!({"model": MODEL, "max_tokens": 2, "prompt": "The harbour at dawn."}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let decision = &sy.admin_get("/admin/decisions?limit=1").await[0];
+    let figures = decision["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == served.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(figures["kv_usage"], 0.5, "{decision}");
     drop(stream);
     crate::harness::eventually(10, "the abandoned request's slot freed", || async {
         sy.backend(&served).await["kv"]["prompt_slots"]["busy"] == 0

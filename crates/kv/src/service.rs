@@ -691,6 +691,24 @@ impl KvIndex {
         }
     }
 
+    /// Fills `out[i]` with the share of `backends[i]`'s slots running a request the
+    /// router sent, for an engine whose cache holds one prompt per slot; `None` for
+    /// other backends. At 1.0 a request sent there queues until a slot frees.
+    pub fn busy_slots(&self, backends: &[BackendId], out: &mut [Option<f32>]) {
+        out.fill(None);
+        if !self.inner.slot_engines.load(Relaxed) {
+            return;
+        }
+        let all = self.backends();
+        for (b, share) in backends.iter().zip(out.iter_mut()) {
+            *share = all
+                .iter()
+                .find(|x| x.id == *b && x.mode == Mode::Approximate)
+                .and_then(|x| x.prompts.lock().stats())
+                .map(|s| s.busy as f32 / s.slots.max(1) as f32);
+        }
+    }
+
     /// A request with `prompt` is being sent to `backend`, whose cache holds one prompt
     /// per slot: takes the slot the engine will run it in until the lease is dropped, so
     /// lookups meanwhile see that slot busy. `None` for other engines, backends with

@@ -384,10 +384,18 @@ pub fn prompt_facts(
     let ids: Vec<BackendId> = kv_backends.iter().flatten().copied().collect();
     let mut cached = vec![0u32; ids.len()];
     kv.lookup(&keys, &ids, &mut cached);
-    let mut found = cached.into_iter();
+    let mut busy = vec![None; ids.len()];
+    kv.busy_slots(&ids, &mut busy);
+    let mut found = cached.into_iter().zip(busy);
     for (c, id) in candidates.iter_mut().zip(&kv_backends) {
         if id.is_some() {
-            c.cached_prefix_tokens = found.next().unwrap_or(0).min(keys.prompt_tokens);
+            let (cached, busy) = found.next().unwrap_or_default();
+            c.cached_prefix_tokens = cached.min(keys.prompt_tokens);
+            // NB: a slot engine's KV cache in use is its busy slots, which the router
+            // knows before the next scrape does.
+            if let Some(busy) = busy {
+                c.kv_usage = c.kv_usage.max(busy);
+            }
         }
     }
     let kv_backends = candidates

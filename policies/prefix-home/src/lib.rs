@@ -103,7 +103,10 @@ impl Scorer for PrefixHome {
             .map(|(i, c)| (rendezvous(key, &fleet.backend(c.backend).name), i))
             .collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
-        let fits = |i: usize| candidates[i].load() < bound;
+        // NB: a backend whose KV cache is all in use (every slot of a llama.cpp busy)
+        // would queue the request, and then run it in the first slot to free, often a
+        // conversation's between two turns.
+        let fits = |i: usize| candidates[i].load() < bound && candidates[i].kv_usage < 1.0;
         let mut homes = self.homes.borrow_mut();
         homes.tick(self.forget_after);
         // The longest warm prefix wins; among equals, the earlier in the group's order.

@@ -129,6 +129,22 @@ fn an_overloaded_home_spills_to_a_stable_second_choice() {
 }
 
 #[test]
+fn a_home_with_every_slot_busy_is_passed_over() {
+    for key in 0..16u64 {
+        let home = chosen("", Some(key), &idle(4));
+        // One request in flight on each of two slots: within the load bound, but a third
+        // would queue and then take a slot from a conversation between its turns.
+        let mut cands = idle(4);
+        cands[home as usize].in_flight_requests = 2;
+        cands[home as usize].kv_usage = 1.0;
+        let second = chosen("", Some(key), &cands);
+        assert_ne!(second, home, "a full KV cache does not fit");
+        cands[home as usize].kv_usage = 0.5;
+        assert_eq!(chosen("", Some(key), &cands), home, "a slot free again");
+    }
+}
+
+#[test]
 fn the_bound_has_a_floor_and_follows_the_factor() {
     let key = 7;
     let home = chosen("", Some(key), &idle(4));
