@@ -79,7 +79,9 @@ pub struct Candidate {
     pub waiting: u32,
     /// Requests running in the engine's batch.
     pub running: u32,
-    /// Fraction of the KV cache in use, in [0, 1].
+    /// Fraction of the KV cache in use, in [0, 1]. For a slot-per-prompt engine
+    /// (llama.cpp), at least the share of its slots running the router's requests: at 1
+    /// a request sent there queues.
     pub kv_usage: f32,
     /// Tokens of this prompt already cached on this backend.
     pub cached_prefix_tokens: u32,

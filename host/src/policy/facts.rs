@@ -105,7 +105,8 @@ pub struct Candidate {
     pub waiting: u32,
     /// Requests running in the engine's batch (scraped).
     pub running: u32,
-    /// Fraction of the KV cache in use, [0, 1] (scraped).
+    /// Fraction of the KV cache in use, [0, 1] (scraped; for a slot engine at least its
+    /// busy slots' share, from the KV index).
     pub kv_usage: f32,
     /// Tokens of this prompt cached on this backend (KV index).
     pub cached_prefix_tokens: u32,
