@@ -298,12 +298,20 @@ pub struct PromptFacts {
 }
 
 impl PromptFacts {
-    /// Tells the index that the backend at fleet index `backend` served the request, so
-    /// it now holds the prompt (approximate mode learns from it; backends with events
-    /// ignore it), within the backend's KV capacity when known. Called once the backend
-    /// answered, not when it was chosen: a request retried elsewhere is recorded where
-    /// it ran. In cluster mode the record is also queued for the other replicas.
-    /// `claim` names the engine slot the request ran in, when one was taken.
+    /// The request is being sent to the backend at fleet index `backend`: the slot its
+    /// engine will run it in, when the engine holds one prompt per slot
+    /// ([`KvIndex::occupy`]); other lookups see that slot busy while it is held.
+    pub fn occupy(&self, kv: &KvIndex, backend: u32, claimed: &Backend) -> Option<SlotLease> {
+        let (_, id) = self.kv_backends.iter().find(|(b, _)| *b == backend)?;
+        kv.occupy(self.keys.as_ref()?, *id, claimed.kv_capacity())
+    }
+
+    /// Tells the index that the backend `claim` is on served the request, so it now
+    /// holds the prompt (approximate mode learns from it; backends with events ignore
+    /// it), within the backend's KV capacity when known, in the engine slot the claim
+    /// holds, if any. Called once the backend answered, not when it was chosen: a request
+    /// retried elsewhere is recorded where it ran. In cluster mode the record is also
+    /// queued for the other replicas.
     pub fn record_served(
         &self,
         kv: &KvIndex,
@@ -329,18 +337,8 @@ impl PromptFacts {
     }
 }
 
-impl PromptFacts {
-    /// The request is being sent to the backend at fleet index `backend`: the slot its
-    /// engine will run it in, when the engine holds one prompt per slot
-    /// ([`KvIndex::occupy`]); other lookups see that slot busy while it is held.
-    pub fn occupy(&self, kv: &KvIndex, backend: u32, claimed: &Backend) -> Option<SlotLease> {
-        let (_, id) = self.kv_backends.iter().find(|(b, _)| *b == backend)?;
-        kv.occupy(self.keys.as_ref()?, *id, claimed.kv_capacity())
-    }
-}
-
 /// Keys the prompt once and fills each candidate's `cached_prefix_tokens` from the KV
-/// index in one pass. A prompt the index cannot key (unknown model, tokenizer failure)
+/// index in one pass, and a slot engine's `kv_usage` from its busy slots. A prompt the index cannot key (unknown model, tokenizer failure)
 /// is estimated at 4 bytes a token, with nothing cached.
 pub fn prompt_facts(
     req: &Parsed,
