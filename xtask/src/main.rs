@@ -69,8 +69,15 @@ fn str_refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// The workspace `cargo xtask` was run in.
+///
+/// NB: `cargo run` sets `CARGO_MANIFEST_DIR` for the process too, and that one wins over
+/// the compiled-in path: two checkouts sharing one `CARGO_TARGET_DIR` share the
+/// `target/debug/xtask` binary, and one built in the other checkout would run that
+/// checkout's scripts and tests.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .expect("xtask/ sits in the workspace")
         .to_path_buf()
