@@ -653,8 +653,20 @@ impl KvIndex {
 
     /// Fills `out[i]` with the cached-prefix tokens of `backends[i]` for the prompt, in
     /// one pass over its keys. Backends of another model, or removed, get 0; a
-    /// slot-per-prompt engine counts only what its idle slots hold.
-    pub fn lookup(&self, prompt: &PromptKeys, backends: &[BackendId], out: &mut [u32]) {
+    /// slot-per-prompt engine counts only what its idle slots hold. `busy`, when given,
+    /// gets in the same pass the share of each slot-per-prompt engine's slots running a
+    /// request the router sent (`None` for other backends): at 1.0 a request sent there
+    /// queues until a slot frees.
+    pub fn lookup(
+        &self,
+        prompt: &PromptKeys,
+        backends: &[BackendId],
+        out: &mut [u32],
+        mut busy: Option<&mut [Option<f32>]>,
+    ) {
+        if let Some(busy) = busy.as_deref_mut() {
+            busy.fill(None);
+        }
         let Some(model) = self.inner.models.get(prompt.model as usize) else {
             out.fill(0);
             return;
@@ -675,7 +687,7 @@ impl KvIndex {
         }
         // A slot-per-prompt engine can only hit on a prompt an idle slot holds.
         let all = self.backends();
-        for (b, cached) in backends.iter().zip(out.iter_mut()) {
+        for (i, (b, cached)) in backends.iter().zip(out.iter_mut()).enumerate() {
             let Some(backend) = all
                 .iter()
                 .find(|x| x.id == *b && x.mode == Mode::Approximate)
@@ -683,29 +695,14 @@ impl KvIndex {
                 continue;
             };
             let prompts = backend.prompts.lock();
-            if prompts.stats().is_some() {
+            if let Some(stats) = prompts.stats() {
                 let idle =
                     prompts.idle_shared(&prompt.keys) as u64 * u64::from(prompt.block_tokens);
                 *cached = (*cached).min(u32::try_from(idle).unwrap_or(u32::MAX));
+                if let Some(share) = busy.as_deref_mut().and_then(|b| b.get_mut(i)) {
+                    *share = Some(stats.busy as f32 / stats.slots.max(1) as f32);
+                }
             }
-        }
-    }
-
-    /// Fills `out[i]` with the share of `backends[i]`'s slots running a request the
-    /// router sent, for an engine whose cache holds one prompt per slot; `None` for
-    /// other backends. At 1.0 a request sent there queues until a slot frees.
-    pub fn busy_slots(&self, backends: &[BackendId], out: &mut [Option<f32>]) {
-        out.fill(None);
-        if !self.inner.slot_engines.load(Relaxed) {
-            return;
-        }
-        let all = self.backends();
-        for (b, share) in backends.iter().zip(out.iter_mut()) {
-            *share = all
-                .iter()
-                .find(|x| x.id == *b && x.mode == Mode::Approximate)
-                .and_then(|x| x.prompts.lock().stats())
-                .map(|s| s.busy as f32 / s.slots.max(1) as f32);
         }
     }
 
@@ -863,7 +860,7 @@ impl KvIndex {
             .map(|b| (b.id, b.name.clone()))
             .unzip();
         let mut out = vec![0; ids.len()];
-        self.lookup(&keys, &ids, &mut out);
+        self.lookup(&keys, &ids, &mut out, None);
         Ok(PrefixReport {
             model: model.to_owned(),
             prompt_tokens: keys.prompt_tokens,

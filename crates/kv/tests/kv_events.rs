@@ -243,7 +243,7 @@ impl Router {
             .expect("keys");
         let id = self.kv.backend(name).expect("backend");
         let mut out = [u32::MAX];
-        self.kv.lookup(&keys, &[id], &mut out);
+        self.kv.lookup(&keys, &[id], &mut out, None);
         out[0]
     }
 

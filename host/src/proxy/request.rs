@@ -381,9 +381,8 @@ pub fn prompt_facts(
     }));
     let ids: Vec<BackendId> = kv_backends.iter().flatten().copied().collect();
     let mut cached = vec![0u32; ids.len()];
-    kv.lookup(&keys, &ids, &mut cached);
     let mut busy = vec![None; ids.len()];
-    kv.busy_slots(&ids, &mut busy);
+    kv.lookup(&keys, &ids, &mut cached, Some(&mut busy));
     let mut found = cached.into_iter().zip(busy);
     for (c, id) in candidates.iter_mut().zip(&kv_backends) {
         if id.is_some() {
