@@ -17,14 +17,16 @@
 //! least every quarter of the shorter one, so they take effect up to that much late.
 //!
 //! Closed connections are counted in `switchyard_connection_timeouts_total{listener,
-//! timeout}`. Shutdown is graceful: the accept loop stops, every connection finishes its
+//! timeout}`. A listener served by several threads ([`serve_threads`]) keeps their
+//! connection counts within one of each other: a thread that accepts a connection while
+//! another serves fewer hands it over. Shutdown is graceful: the accept loop stops, every connection finishes its
 //! in-flight requests and closes, and [`serve`] returns when the last one has.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -38,7 +40,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tower::ServiceExt;
 
 /// The limits of one listener, validated (every duration and the cap at least 1).
@@ -134,8 +136,10 @@ pub async fn serve(
     metrics: ListenerMetrics,
     stop: watch::Receiver<bool>,
 ) {
-    Shared::new(name, router, limits, metrics, stop)
-        .accept(listener)
+    let (lanes, mut inboxes) = Lanes::new(1);
+    let inbox = inboxes.pop().expect("one lane");
+    Shared::new(name, router, limits, metrics, stop, lanes)
+        .accept(listener, 0, inbox)
         .await;
 }
 
@@ -171,10 +175,10 @@ pub async fn bind_threads(
 }
 
 /// As [`serve`], on `sockets` (from [`bind_threads`]), each on its own thread running a
-/// single-threaded runtime: thread per core. A connection stays on the thread that
-/// accepted it, with the backend connections its requests open (see
-/// `proxy::forward`), so a request never wakes another thread. The connection cap
-/// spans all threads. The threads start at once; the future returned resolves once every
+/// single-threaded runtime: thread per core. A connection is served by one thread, with
+/// the backend connections its requests open (see `proxy::forward`), so a request never
+/// wakes another thread; a thread that accepts a connection while another serves fewer
+/// hands it over ([`Lanes`]). The connection cap spans all threads. The threads start at once; the future returned resolves once every
 /// one is done.
 ///
 /// # Errors
@@ -188,7 +192,8 @@ pub fn serve_threads(
     metrics: ListenerMetrics,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<impl Future<Output = ()>> {
-    let shared = Shared::new(name, router, limits, metrics, stop);
+    let (lanes, inboxes) = Lanes::new(sockets.len());
+    let shared = Shared::new(name, router, limits, metrics, stop, lanes);
     let mut threads = Vec::with_capacity(sockets.len());
     for socket in sockets {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -201,13 +206,13 @@ pub fn serve_threads(
         threads.push((runtime, listener));
     }
     let mut done = Vec::with_capacity(threads.len());
-    for (i, (runtime, listener)) in threads.into_iter().enumerate() {
+    for (i, ((runtime, listener), inbox)) in threads.into_iter().zip(inboxes).enumerate() {
         let shared = shared.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("{name}-{i}"))
             .spawn(move || {
-                runtime.block_on(shared.accept(listener));
+                runtime.block_on(shared.accept(listener, i, inbox));
                 drop(tx);
             })?;
         done.push(rx);
@@ -217,6 +222,74 @@ pub fn serve_threads(
             let _ = rx.await;
         }
     })
+}
+
+/// The threads serving one listener, and how many connections each serves.
+///
+/// NB: the kernel spreads `SO_REUSEPORT` connections by a hash of their addresses, so a
+/// client with a few long-lived connections often lands them all on one thread while the
+/// others idle (4 connections on 2 threads: all on one in a third of `wrk` runs). A
+/// connection accepted on a thread that serves more than another is handed to the one
+/// that serves fewest, which keeps the counts within one of each other.
+struct Lanes(Box<[Lane]>);
+
+struct Lane {
+    /// Connections this thread serves or has been handed and not yet started.
+    open: AtomicUsize,
+    inbox: mpsc::UnboundedSender<Handoff>,
+}
+
+/// A connection handed to another thread, with its place under the connection cap.
+struct Handoff {
+    stream: std::net::TcpStream,
+    slot: OwnedSemaphorePermit,
+}
+
+impl Lanes {
+    /// `count` lanes and the inbox of each, in order.
+    fn new(count: usize) -> (Arc<Lanes>, Vec<mpsc::UnboundedReceiver<Handoff>>) {
+        let (lanes, inboxes) = (0..count.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let lane = Lane {
+                    open: AtomicUsize::new(0),
+                    inbox: tx,
+                };
+                (lane, rx)
+            })
+            .unzip::<_, _, Vec<_>, Vec<_>>();
+        (Arc::new(Lanes(lanes.into())), inboxes)
+    }
+
+    /// The lane a connection accepted on lane `me` goes to, counted there: `me`, unless
+    /// another serves fewer connections.
+    fn place(&self, me: usize) -> usize {
+        let mine = self.0[me].open.load(Ordering::Relaxed);
+        let (least, fewest) = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, lane)| (i, lane.open.load(Ordering::Relaxed)))
+            .min_by_key(|&(_, n)| n)
+            .expect("at least one lane");
+        let to = if fewest < mine { least } else { me };
+        self.0[to].open.fetch_add(1, Ordering::Relaxed);
+        to
+    }
+
+    /// Hands `handoff` to lane `to`; when that thread has stopped, gives it back, counted
+    /// on lane `me` again.
+    fn hand(&self, to: usize, me: usize, handoff: Handoff) -> Result<(), Handoff> {
+        self.0[to].inbox.send(handoff).map_err(|e| {
+            self.0[to].open.fetch_sub(1, Ordering::Relaxed);
+            self.0[me].open.fetch_add(1, Ordering::Relaxed);
+            e.0
+        })
+    }
+
+    fn closed(&self, lane: usize) {
+        self.0[lane].open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What every accept loop of one listener shares.
@@ -231,6 +304,7 @@ struct Shared {
     slots: Arc<Semaphore>,
     refusals: Arc<RefusalLog>,
     stop: watch::Receiver<bool>,
+    lanes: Arc<Lanes>,
 }
 
 impl Shared {
@@ -240,6 +314,7 @@ impl Shared {
         limits: ListenerLimits,
         metrics: ListenerMetrics,
         stop: watch::Receiver<bool>,
+        lanes: Arc<Lanes>,
     ) -> Shared {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -256,52 +331,104 @@ impl Shared {
             slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
             refusals: Arc::default(),
             stop,
+            lanes,
         }
     }
 
-    /// Accepts on `listener` until `stop` turns true, then waits for the connections it
-    /// accepted (they run on this runtime) to finish.
-    async fn accept(self, listener: TcpListener) {
+    /// Accepts on `listener` (this thread's lane `me`) and takes connections handed over
+    /// by the others until `stop` turns true, then waits for the connections it serves
+    /// (they run on this runtime) to finish.
+    async fn accept(
+        self,
+        listener: TcpListener,
+        me: usize,
+        mut inbox: mpsc::UnboundedReceiver<Handoff>,
+    ) {
         let name = self.name;
         let labels = ListenerLabels { listener: name };
         let mut stop = self.stop.clone();
         // NB: every connection holds a sender; `recv` returns `None` once the last is gone.
-        let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
         loop {
-            let stream = tokio::select! {
+            let (stream, slot) = tokio::select! {
                 biased;
                 () = stopped(&mut stop) => break,
+                Some(handed) = inbox.recv() => {
+                    match TcpStream::from_std(handed.stream) {
+                        Ok(stream) => self.spawn(stream, handed.slot, me, open_tx.clone()),
+                        Err(e) => {
+                            tracing::warn!(listener = name, error = %e, "a connection handed over could not be served");
+                            self.lanes.closed(me);
+                        }
+                    }
+                    continue;
+                },
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok((stream, _)) => match self.slots.clone().try_acquire_owned() {
+                        Ok(slot) => (stream, slot),
+                        Err(_) => {
+                            self.metrics.refused.get_or_create(&labels).inc();
+                            self.refusals.note(name, self.limits.max_connections);
+                            refuse(&stream);
+                            continue;
+                        }
+                    },
                     Err(e) => {
                         accept_failed(name, e).await;
                         continue;
                     }
                 },
             };
-            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-                self.metrics.refused.get_or_create(&labels).inc();
-                self.refusals.note(name, self.limits.max_connections);
-                refuse(&stream);
-                continue;
-            };
             let _ = stream.set_nodelay(true);
-            let conn = Connection {
-                name,
-                limits: self.limits,
-                metrics: self.metrics.clone(),
-                router: self.router.clone(),
-                builder: self.builder.clone(),
-                stop: self.stop.clone(),
+            let to = self.lanes.place(me);
+            if to == me {
+                self.spawn(stream, slot, me, open_tx.clone());
+                continue;
+            }
+            let handoff = match stream.into_std() {
+                Ok(stream) => Handoff { stream, slot },
+                Err(e) => {
+                    tracing::warn!(listener = name, error = %e, "an accepted connection could not be handed over");
+                    self.lanes.closed(to);
+                    continue;
+                }
             };
-            let open = open_tx.clone();
-            tokio::spawn(async move {
-                conn.serve(stream).await;
-                drop((slot, open));
-            });
+            if let Err(back) = self.lanes.hand(to, me, handoff) {
+                match TcpStream::from_std(back.stream) {
+                    Ok(stream) => self.spawn(stream, back.slot, me, open_tx.clone()),
+                    Err(_) => self.lanes.closed(me),
+                }
+            }
         }
+        // NB: connections handed over from now on go back to their sender, or close
+        // with it, as one accepted during shutdown would.
+        drop(inbox);
         drop(open_tx);
         let _ = open_rx.recv().await;
+    }
+
+    /// Serves `stream` on this thread, counted on `lane` until it closes.
+    fn spawn(
+        &self,
+        stream: TcpStream,
+        slot: OwnedSemaphorePermit,
+        lane: usize,
+        open: mpsc::Sender<()>,
+    ) {
+        let conn = Connection {
+            name: self.name,
+            limits: self.limits,
+            metrics: self.metrics.clone(),
+            router: self.router.clone(),
+            builder: self.builder.clone(),
+            stop: self.stop.clone(),
+        };
+        let lanes = self.lanes.clone();
+        tokio::spawn(async move {
+            conn.serve(stream).await;
+            lanes.closed(lane);
+            drop((slot, open));
+        });
     }
 }
 
@@ -674,6 +801,51 @@ mod tests {
             assert_eq!(body.text().await.unwrap(), "served");
         }
         stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), served)
+            .await
+            .expect("every thread ends once stopped");
+    }
+
+    #[tokio::test]
+    async fn connections_spread_evenly_over_the_threads() {
+        let sockets = bind_threads("127.0.0.1:0".parse().unwrap(), 2)
+            .await
+            .unwrap();
+        let url = format!("http://{}/", sockets[0].local_addr().unwrap());
+        let router = axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                std::thread::current().name().unwrap_or_default().to_owned()
+            }),
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let served = serve_threads(
+            "client",
+            sockets,
+            router,
+            ListenerLimits::CLIENT,
+            ListenerMetrics::default(),
+            stop_rx,
+        )
+        .unwrap();
+        // One client per connection, kept open: the kernel's hash alone splits 16
+        // connections 8:8 over two threads about one time in five.
+        let mut served_by = std::collections::BTreeMap::<String, u32>::new();
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            let client = reqwest::Client::new();
+            let first = client.get(&url).send().await.unwrap().text().await.unwrap();
+            let again = client.get(&url).send().await.unwrap().text().await.unwrap();
+            assert_eq!(first, again, "a connection stays on the thread serving it");
+            *served_by.entry(first).or_default() += 1;
+            clients.push(client);
+        }
+        assert_eq!(
+            served_by.into_iter().collect::<Vec<_>>(),
+            [("client-0".to_owned(), 8), ("client-1".to_owned(), 8)]
+        );
+        stop_tx.send(true).unwrap();
+        drop(clients);
         tokio::time::timeout(Duration::from_secs(2), served)
             .await
             .expect("every thread ends once stopped");
