@@ -182,11 +182,15 @@ pub enum Fed {
     Error(Bytes, String),
 }
 
-/// The first leg's identity, kept on every later leg's events.
-#[derive(Debug, Clone)]
+/// The first leg's identity, kept on every later leg's events. Read from the first
+/// event alone (its other fields skipped, not built into a map).
+#[derive(Debug, Clone, Deserialize)]
 struct Identity {
+    #[serde(default)]
     id: Value,
+    #[serde(default)]
     model: Value,
+    #[serde(default)]
     created: Value,
 }
 
@@ -306,13 +310,7 @@ impl SseFollower {
             return Some(String::from_utf8_lossy(payload).chars().take(300).collect());
         }
         if self.identity.is_none() {
-            self.identity = serde_json::from_slice::<Map<String, Value>>(payload)
-                .ok()
-                .map(|m| Identity {
-                    id: m.get("id").cloned().unwrap_or(Value::Null),
-                    model: m.get("model").cloned().unwrap_or(Value::Null),
-                    created: m.get("created").cloned().unwrap_or(Value::Null),
-                });
+            self.identity = serde_json::from_slice::<Identity>(payload).ok();
         }
         let c = e.choices.into_iter().next()?;
         let piece = match c.delta {
