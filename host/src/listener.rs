@@ -773,6 +773,24 @@ mod tests {
             .unwrap();
     }
 
+    /// Serves `router` as the client API on `sockets`; sending `true` stops it.
+    fn serve_client_threads(
+        sockets: Vec<std::net::TcpListener>,
+        router: axum::Router,
+    ) -> (watch::Sender<bool>, impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let served = serve_threads(
+            "client",
+            sockets,
+            router,
+            ListenerLimits::CLIENT,
+            ListenerMetrics::default(),
+            stop_rx,
+        )
+        .unwrap();
+        (stop_tx, served)
+    }
+
     #[tokio::test]
     async fn threads_share_one_port_and_a_taken_port_is_refused() {
         let sockets = bind_threads("127.0.0.1:0".parse().unwrap(), 2)
@@ -786,16 +804,7 @@ mod tests {
             "SO_REUSEPORT must not let a second router join the port"
         );
         let router = axum::Router::new().route("/", axum::routing::get(|| async { "served" }));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let served = serve_threads(
-            "client",
-            sockets,
-            router,
-            ListenerLimits::CLIENT,
-            ListenerMetrics::default(),
-            stop_rx,
-        )
-        .unwrap();
+        let (stop_tx, served) = serve_client_threads(sockets, router);
         for _ in 0..8 {
             let body = reqwest::get(format!("http://{addr}/")).await.unwrap();
             assert_eq!(body.text().await.unwrap(), "served");
@@ -818,16 +827,7 @@ mod tests {
                 std::thread::current().name().unwrap_or_default().to_owned()
             }),
         );
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let served = serve_threads(
-            "client",
-            sockets,
-            router,
-            ListenerLimits::CLIENT,
-            ListenerMetrics::default(),
-            stop_rx,
-        )
-        .unwrap();
+        let (stop_tx, served) = serve_client_threads(sockets, router);
         // One client per connection, kept open: the kernel's hash alone splits 16
         // connections 8:8 over two threads about one time in five.
         let mut served_by = std::collections::BTreeMap::<String, u32>::new();
