@@ -368,8 +368,14 @@ const TOLERATED_IMPORTS: &[&str] = &[
     "wasi:sockets/",
 ];
 
-/// How often the epoch ticks; deadlines are counted in ticks.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// How often the epoch ticks for `deadline`: a tenth of it, between 1 and 10 ms.
+/// Deadlines are counted in ticks, so a call is cut within a tick of its deadline.
+///
+/// NB: every tick wakes a core, busy or not; a fixed 1 ms tick was 1000 wake-ups a second
+/// on an idle router, preempting request threads on a small machine.
+fn epoch_tick(deadline: Duration) -> Duration {
+    (deadline / 10).clamp(Duration::from_millis(1), Duration::from_millis(10))
+}
 
 /// Set (to anything) to write `/tmp/perf-<pid>.map`, so `perf report` names the functions
 /// of policies (built unstripped) and wasmtime's trampolines.
@@ -410,6 +416,8 @@ pub(crate) struct PolicyEngine {
     /// `None` where Winch is unavailable or the baseline tier is off.
     baseline: Option<Compiler>,
     pub limits: Limits,
+    /// How often the epoch ticks ([`epoch_tick`]).
+    tick: Duration,
     /// `precompile_compatibility_hash` as hex: artifacts made under another hash are
     /// recompiled from the stored component.
     pub compat: String,
@@ -441,6 +449,7 @@ impl PolicyEngine {
         };
         let optimized_weak = optimized.engine.weak();
         let baseline_weak = baseline.as_ref().map(|c| c.engine.weak());
+        let tick = epoch_tick(limits.deadline);
         std::thread::Builder::new()
             .name("policy-epoch".into())
             .spawn(move || {
@@ -452,7 +461,7 @@ impl PolicyEngine {
                         baseline.increment_epoch();
                     }
                     drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
+                    std::thread::sleep(tick);
                 }
             })
             .map_err(|e| Error::Compile(format!("epoch thread: {e}")))?;
@@ -460,13 +469,14 @@ impl PolicyEngine {
             optimized,
             baseline,
             limits,
+            tick,
             compat,
         }))
     }
 
     /// Epoch ticks a call may run for.
     pub(crate) fn deadline_ticks(&self) -> u64 {
-        (self.limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+        (self.limits.deadline.as_micros() / self.tick.as_micros()).max(1) as u64
     }
 
     /// Checks and compiles an upload: size cap, component header, bounded compile,
@@ -611,6 +621,19 @@ fn classify(pre: InstancePre<HostState>) -> Result<KindPre, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_epoch_ticks_a_tenth_of_the_deadline_within_1_to_10_ms() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            epoch_tick(ms(100)),
+            ms(10),
+            "the default: 100 wake-ups a second"
+        );
+        assert_eq!(epoch_tick(ms(30)), ms(3));
+        assert_eq!(epoch_tick(ms(2)), ms(1));
+        assert_eq!(epoch_tick(Duration::from_secs(10)), ms(10));
+    }
 
     #[test]
     fn guest_output_becomes_bounded_log_lines_and_a_stderr_tail() {
