@@ -19,13 +19,14 @@
 # vs round-robin's and vs SGLang's. Figures and the command: docs/simulator.md.
 #
 # --sim runs the same rounds against `switchyard sim --fleet` backends configured like the
-# real fleet (slot cache, same slots and context, latency calibrated on llama-server): the
-# calibration of docs/simulator.md.
+# real fleet (slot cache, same slots and context, latency calibrated on llama-server,
+# the engines sharing --host-cores cores as the one-thread servers share this machine's):
+# the calibration of docs/simulator.md. SIM_LATENCY='{...}' overrides the latency model.
 #
 # Usage: bench/real-fleet.sh [--sim] [--servers 4] [--groups 8] [--conversations 4]
 #            [--turns 4] [--concurrency 8] [--doc-len 600:1500] [--output-len 32]
 #            [--routers "round-robin sglang sy-old sy-default oracle"] [--rounds 1]
-#            [--json FILE] [--keep] [--debug]
+#            [--json FILE] [--keep] [--debug] [--host-cores 2]
 # --rounds K runs every router K times, interleaved (router order within each round), a
 # fresh fleet each time; the table gives each router's median over its rounds, and the
 # ratios are those of the medians. One run of this machine's fleet moves hit rates by
@@ -38,6 +39,7 @@ set -euo pipefail
 
 SIM="" DEBUG="" ROUNDS=1 SERVERS=4 GROUPS_N=8 CONVERSATIONS=4 TURNS=4 CONCURRENCY=8 DOC_LEN="600:1500"
 OUTPUT_LEN=32 HEAD_LEN=60 QUESTION_LEN=40 SLOTS=2 CTX_PER_SLOT=4096 KEEP="" JSON_OUT=""
+HOST_CORES="$(nproc)"
 ROUTERS="round-robin sglang sy-old sy-default oracle"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -54,6 +56,7 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS="$2"; shift 2 ;;
         --json) JSON_OUT="$2"; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --host-cores) HOST_CORES="$2"; shift 2 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -79,7 +82,8 @@ esac
 MODEL=tiny
 # Latency of the tiny model on one llama-server thread, per token of this workload's text
 # (fitted in docs/simulator.md, "Calibration on llama.cpp"); used by --sim only.
-SIM_LATENCY='{prefill_base_ms: 50.0, prefill_token_ms: 0.016, prefill_attention_ms: 1.34e-4, decode_base_ms: 7.0, decode_seq_ms: 0.5, decode_context_ms: 0.0}'
+SIM_LATENCY="${SIM_LATENCY:-}"
+[ -n "$SIM_LATENCY" ] || SIM_LATENCY='{prefill_base_ms: 50.0, prefill_token_ms: 0.016, prefill_attention_ms: 1.34e-4, decode_base_ms: 7.0, decode_seq_ms: 0.5, decode_context_ms: 0.0}'
 
 # Starts the fleet; fills URLS (space-separated base URLs) and FLEET_PIDS.
 start_fleet() {
@@ -89,6 +93,7 @@ start_fleet() {
         for _ in $(seq "$SERVERS"); do ports+=("$(free_port)"); done
         {
             echo "model: $MODEL"
+            echo "host_cores: $HOST_CORES"
             echo "profiles:"
             echo "  - { name: llamacpp-cpu, base: h100, latency: $SIM_LATENCY }"
             echo "backends:"
@@ -194,7 +199,7 @@ BENCH_ARGS=(--workload grouped-chat --model "$MODEL" --groups "$GROUPS_N"
     --concurrency "$CONCURRENCY" --json)
 
 echo "machine: $(nproc) cores, $(uname -srm), load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ)"
-echo "fleet: $SERVERS x $([ -n "$SIM" ] && echo "switchyard sim (slot cache)" || echo "llama-server -t 1"), $SLOTS slots x $CTX_PER_SLOT tokens each, no host prompt cache"
+echo "fleet: $SERVERS x $([ -n "$SIM" ] && echo "switchyard sim (slot cache, $HOST_CORES shared cores)" || echo "llama-server -t 1"), $SLOTS slots x $CTX_PER_SLOT tokens each, no host prompt cache"
 echo "rounds: $ROUNDS, interleaved; each router on a fresh fleet"
 echo "workload: grouped-chat, $GROUPS_N groups x $CONVERSATIONS conversations x $TURNS turns, head $HEAD_LEN, documents $DOC_LEN, questions $QUESTION_LEN, answers $OUTPUT_LEN tokens, $CONCURRENCY sessions in flight"
 : > "$WORK/results.jsonl"

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::cache::{BlockId, CacheEvent};
@@ -128,6 +128,108 @@ impl Clock {
     }
 }
 
+/// The cores a fleet's engines share, as CPU engines on one host do (`llama-server -t 1`
+/// processes on a small machine): processor sharing, so while more engines run a step
+/// than there are cores, every running step advances at cores / running of real time.
+/// Cheap to clone; clones share the cores.
+#[derive(Debug, Clone)]
+pub struct SharedCores(Arc<CoresInner>);
+
+#[derive(Debug)]
+struct CoresInner {
+    cores: usize,
+    state: std::sync::Mutex<CoresState>,
+    /// Told whenever an engine starts or ends a step: the others' pace changed.
+    changed: Notify,
+}
+
+#[derive(Debug)]
+struct CoresState {
+    /// Engines running a step.
+    running: usize,
+    /// Work (wall seconds at full speed) each running step has done since `origin`.
+    done: f64,
+    /// When `done` was last brought up to date.
+    at: Instant,
+}
+
+impl CoresState {
+    /// The pace of each running step: 1 while every one has a core.
+    fn pace(&self, cores: usize) -> f64 {
+        if self.running <= cores {
+            1.0
+        } else {
+            cores as f64 / self.running as f64
+        }
+    }
+
+    fn catch_up(&mut self, now: Instant, cores: usize) {
+        self.done += now.saturating_duration_since(self.at).as_secs_f64() * self.pace(cores);
+        self.at = now;
+    }
+}
+
+impl SharedCores {
+    /// `cores` cores (at least 1) for the engines that get a clone.
+    pub fn new(cores: usize) -> SharedCores {
+        SharedCores(Arc::new(CoresInner {
+            cores: cores.max(1),
+            state: std::sync::Mutex::new(CoresState {
+                running: 0,
+                done: 0.0,
+                at: Instant::now(),
+            }),
+            changed: Notify::new(),
+        }))
+    }
+
+    /// Cores shared.
+    pub fn cores(&self) -> usize {
+        self.0.cores
+    }
+
+    /// Runs a step of `work` at full speed on the shared cores, due to start at `start`
+    /// (the time since then, a wake-up delay, counts as done); returns when it is done,
+    /// the instant it was done (before any wake-up delay).
+    async fn step(&self, start: Instant, work: Duration) -> Instant {
+        let inner = &self.0;
+        let target = {
+            let now = Instant::now();
+            let mut s = inner.state.lock().expect("shared cores");
+            s.catch_up(now, inner.cores);
+            s.running += 1;
+            let late = now.saturating_duration_since(start).min(work);
+            s.done + (work - late).as_secs_f64()
+        };
+        inner.changed.notify_waiters();
+        let finished = loop {
+            // NB: registered before the state is read, so a change in between wakes it.
+            let changed = inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (left, pace, at) = {
+                let mut s = inner.state.lock().expect("shared cores");
+                s.catch_up(Instant::now(), inner.cores);
+                (target - s.done, s.pace(inner.cores), s.at)
+            };
+            if left <= 0.0 {
+                break at - Duration::from_secs_f64((-left / pace).min(work.as_secs_f64()));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs_f64(left / pace)) => {}
+                () = changed => {}
+            }
+        };
+        {
+            let mut s = inner.state.lock().expect("shared cores");
+            s.catch_up(Instant::now(), inner.cores);
+            s.running -= 1;
+        }
+        inner.changed.notify_waiters();
+        finished
+    }
+}
+
 struct Stream {
     tx: mpsc::UnboundedSender<StreamEvent>,
     arrival_ms: f64,
@@ -144,6 +246,8 @@ struct Engine {
     streams: HashMap<SeqId, Stream>,
     /// Tokens per stream release (vLLM's `--stream-interval`), at least 1.
     stream_interval: usize,
+    /// The cores shared with the fleet's other engines; `None`: an accelerator of its own.
+    host: Option<SharedCores>,
 }
 
 /// The runtime every engine loop of the process runs on: one dedicated thread.
@@ -169,7 +273,8 @@ fn engine_runtime() -> std::io::Result<&'static Handle> {
 
 /// Starts an engine loop on the engines' runtime thread; it runs until every handle is
 /// dropped (or the task is aborted). Streams get their tokens `stream_interval` at a time
-/// (after the first, which is released at once).
+/// (after the first, which is released at once). With `host`, its steps stretch while
+/// more of the fleet's engines step than there are cores ([`SharedCores`]).
 ///
 /// # Errors
 ///
@@ -180,6 +285,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     publisher: Option<Publisher>,
     stream_interval: usize,
+    host: Option<SharedCores>,
 ) -> std::io::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
     let (tx, rx) = mpsc::unbounded_channel();
     let engine = Engine {
@@ -193,6 +299,7 @@ pub fn spawn(
         publisher,
         streams: HashMap::new(),
         stream_interval: stream_interval.max(1),
+        host,
     };
     Ok((EngineHandle { tx }, engine_runtime()?.spawn(engine.run(rx))))
 }
@@ -247,9 +354,20 @@ impl Engine {
                 stalled = true;
                 continue;
             }
-            self.now_ms += out.duration_ms;
-            let deadline = self.clock.wall(self.now_ms);
-            sleep_until(deadline).await;
+            let deadline = match &self.host {
+                None => {
+                    self.now_ms += out.duration_ms;
+                    let deadline = self.clock.wall(self.now_ms);
+                    sleep_until(deadline).await;
+                    deadline
+                }
+                Some(host) => {
+                    let work = Duration::from_secs_f64(out.duration_ms / 1e3 / self.clock.speed);
+                    let finished = host.step(self.clock.wall(self.now_ms), work).await;
+                    self.now_ms = self.now_ms.max(self.clock.sim_ms(finished));
+                    finished
+                }
+            };
             let lag = Instant::now().saturating_duration_since(deadline);
             self.metrics.observe_lag(lag.as_secs_f64());
             self.deliver(out.emissions);

@@ -50,7 +50,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 pub use cache::{BlockCache, CacheEvent};
-pub use engine::CacheSnapshot;
+pub use engine::{CacheSnapshot, SharedCores};
 pub use events::{EventsSpec, encode_batch};
 pub use latency::{KV_BYTES_PER_TOKEN, LatencyModel, StepWork, transfer_ms};
 pub use metrics::{LAG_METRIC, LagSummary};
@@ -209,6 +209,7 @@ impl Backend {
             metrics.clone(),
             publisher,
             spec.stream_interval,
+            spec.host.clone(),
         )
         .map_err(Error::Runtime)?;
         let (crash, mut crashed) = watch::channel(false);

@@ -9,6 +9,9 @@
 //!   - { name: mi300x-a, profile: mi300x, port: 9002, kv_events: { port: 5557, replay_port: 5558 } }
 //!   - { name: cpu-a, profile: h100, cache: { model: slots, slots: 2, ctx_per_slot: 4096 } }
 //! ```
+//!
+//! `host_cores: 2` makes the engines share two cores, as one-thread CPU engines on a small
+//! machine do: while more engines step than there are cores, each step takes longer.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::Error;
+use super::engine::SharedCores;
 use super::events::EventsSpec;
 use super::profile::{CustomProfile, Profile};
 use super::scheduler::Limits;
@@ -42,6 +46,11 @@ pub struct FleetFile {
     /// Extra accelerator profiles.
     #[serde(default)]
     pub profiles: Vec<CustomProfile>,
+    /// Cores every backend's engine shares, as CPU engines on one host do: while more
+    /// engines run a step than there are cores, each step takes that many times longer.
+    /// Default: none shared, each backend an accelerator of its own.
+    #[serde(default)]
+    pub host_cores: Option<usize>,
     /// The backends.
     pub backends: Vec<BackendFile>,
 }
@@ -173,6 +182,7 @@ impl FleetFile {
             seed: 0,
             tokenizer: None,
             profiles: Vec::new(),
+            host_cores: None,
             backends,
         }
     }
@@ -272,6 +282,8 @@ pub struct BackendSpec {
     pub faults: Faults,
     /// Tokenizer, shared across a fleet.
     pub tokenizer: Arc<Tokenizer>,
+    /// Cores shared with the fleet's other engines; `None`: an accelerator of its own.
+    pub host: Option<SharedCores>,
 }
 
 impl BackendSpec {
@@ -293,6 +305,7 @@ impl BackendSpec {
             kv_events: None,
             faults: Faults::default(),
             tokenizer: Arc::new(Tokenizer::builtin()),
+            host: None,
         }
     }
 
@@ -373,6 +386,10 @@ impl FleetSpec {
             Some(path) => Arc::new(Tokenizer::from_file(path)?),
             None => Arc::new(Tokenizer::builtin()),
         };
+        if file.host_cores == Some(0) {
+            problems.push("host_cores: must be positive".to_owned());
+        }
+        let host = file.host_cores.map(SharedCores::new);
         let mut backends = Vec::new();
         for (i, b) in file.backends.iter().enumerate() {
             let profile = customs
@@ -475,6 +492,7 @@ impl FleetSpec {
                     kv_events,
                     faults: b.faults.clone(),
                     tokenizer: tokenizer.clone(),
+                    host: host.clone(),
                 });
             }
         }

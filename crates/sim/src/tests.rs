@@ -478,3 +478,42 @@ async fn a_slot_backend_looks_like_llama_server_and_reuses_its_slot() {
         .expect("request sent");
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_on_shared_cores_slow_each_other_only_while_they_step_at_once() {
+    // Two backends on one shared core, ten times faster than real time. TTFT is on the
+    // servers' own (simulated) clock.
+    let cores = SharedCores::new(1);
+    let spec = |name: &str| BackendSpec {
+        speed: 10.0,
+        host: Some(cores.clone()),
+        ..h100(name)
+    };
+    let (a, b) = (start(spec("a")).await, start(spec("b")).await);
+    async fn prefill(backend: &Backend, first: u32) -> reqwest::Response {
+        let ids: Vec<u32> = (first..first + 8192).collect();
+        post(
+            backend,
+            "/v1/completions",
+            json!({"prompt": ids, "max_tokens": 1}),
+        )
+        .await
+    }
+    let ttft = |m: &HashMap<String, f64>| m["vllm:time_to_first_token_seconds_sum"];
+
+    assert!(prefill(&a, 0).await.status().is_success());
+    let alone = ttft(&scrape(&a).await);
+    let fitted = (3.9 + 0.02779 * 8192.0 + 5.16e-7 * 8192.0 * 8192.0) / 1e3;
+    assert!(
+        (alone - fitted).abs() <= 0.05 * fitted,
+        "alone, a backend steps at its own pace: {alone} s vs fit {fitted} s"
+    );
+
+    let (ra, rb) = tokio::join!(prefill(&a, 20_000), prefill(&b, 40_000));
+    assert!(ra.status().is_success() && rb.status().is_success());
+    let together = ttft(&scrape(&a).await) - alone + ttft(&scrape(&b).await);
+    assert!(
+        together > 1.6 * 2.0 * alone,
+        "two prefills on one core took {together} s together, {alone} s alone"
+    );
+}
