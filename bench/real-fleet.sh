@@ -80,10 +80,11 @@ case " $ROUTERS " in
 esac
 
 MODEL=tiny
-# Latency of the tiny model on one llama-server thread, per token of this workload's text
-# (fitted in docs/simulator.md, "Calibration on llama.cpp"); used by --sim only.
+# Latency of the tiny model on one llama-server thread, per token of this workload's text,
+# with the engines sharing the machine's cores (fitted in docs/simulator.md, "Shared
+# cores"); used by --sim only.
 SIM_LATENCY="${SIM_LATENCY:-}"
-[ -n "$SIM_LATENCY" ] || SIM_LATENCY='{prefill_base_ms: 50.0, prefill_token_ms: 0.016, prefill_attention_ms: 1.34e-4, decode_base_ms: 7.0, decode_seq_ms: 0.5, decode_context_ms: 0.0}'
+[ -n "$SIM_LATENCY" ] || SIM_LATENCY='{prefill_base_ms: 100.0, prefill_token_ms: 0.10, prefill_attention_ms: 0.0, decode_base_ms: 7.0, decode_seq_ms: 0.5, decode_context_ms: 0.0}'
 
 # Starts the fleet; fills URLS (space-separated base URLs) and FLEET_PIDS.
 start_fleet() {
