@@ -517,6 +517,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_cores_are_shared_by_every_backend_and_must_be_positive() {
+        let spec =
+            FleetSpec::from_yaml("host_cores: 2\nbackends:\n  - { profile: h100, replicas: 3 }\n")
+                .expect("valid");
+        assert!(
+            spec.backends
+                .iter()
+                .all(|b| b.host.as_ref().map(SharedCores::cores) == Some(2))
+        );
+        let none = FleetSpec::from_yaml("backends:\n  - { profile: h100 }\n").expect("valid");
+        assert!(none.backends[0].host.is_none());
+        let Err(Error::Fleet(problems)) =
+            FleetSpec::from_yaml("host_cores: 0\nbackends:\n  - { profile: h100 }\n")
+        else {
+            panic!("0 cores accepted");
+        };
+        assert_eq!(problems, ["host_cores: must be positive"]);
+    }
+
+    #[test]
     fn replicas_get_names_and_consecutive_ports() {
         let spec = FleetSpec::from_yaml(
             "backends:\n  - { name: a, profile: h100, port: 9001, replicas: 2 }\n  - { profile: gaudi3 }\n",
