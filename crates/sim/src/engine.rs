@@ -147,7 +147,8 @@ struct CoresInner {
 struct CoresState {
     /// Engines running a step.
     running: usize,
-    /// Work (wall seconds at full speed) each running step has done since `origin`.
+    /// Work (wall seconds at full speed) each running step has done since the cores
+    /// were made.
     done: f64,
     /// When `done` was last brought up to date.
     at: Instant,
@@ -193,13 +194,13 @@ impl SharedCores {
     /// the instant it was done (before any wake-up delay).
     async fn step(&self, start: Instant, work: Duration) -> Instant {
         let inner = &self.0;
-        let target = {
+        let (running, target) = {
             let now = Instant::now();
             let mut s = inner.state.lock().expect("shared cores");
             s.catch_up(now, inner.cores);
             s.running += 1;
             let late = now.saturating_duration_since(start).min(work);
-            s.done + (work - late).as_secs_f64()
+            (Running(inner), s.done + (work - late).as_secs_f64())
         };
         inner.changed.notify_waiters();
         let finished = loop {
@@ -220,13 +221,23 @@ impl SharedCores {
                 () = changed => {}
             }
         };
+        drop(running);
+        finished
+    }
+}
+
+/// A step running on [`SharedCores`]; dropping it ends the step, also when the engine
+/// task is aborted mid-step (a crash fault), so the others do not slow down for good.
+struct Running<'a>(&'a CoresInner);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
         {
-            let mut s = inner.state.lock().expect("shared cores");
-            s.catch_up(Instant::now(), inner.cores);
+            let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.catch_up(Instant::now(), self.0.cores);
             s.running -= 1;
         }
-        inner.changed.notify_waiters();
-        finished
+        self.0.changed.notify_waiters();
     }
 }
 

@@ -517,3 +517,43 @@ async fn engines_on_shared_cores_slow_each_other_only_while_they_step_at_once() 
         "two prefills on one core took {together} s together, {alone} s alone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_crashing_mid_step_gives_its_share_of_the_cores_back() {
+    let cores = SharedCores::new(1);
+    let spec = |name: &str| BackendSpec {
+        speed: 10.0,
+        host: Some(cores.clone()),
+        ..h100(name)
+    };
+    let (a, b) = (start(spec("a")).await, start(spec("b")).await);
+    let url = format!("{}/v1/completions", a.info().base_url);
+    let ids: Vec<u32> = (0..8192).collect();
+    // NB: the request dies with its backend; only the step it leaves behind matters.
+    let doomed = tokio::spawn(
+        reqwest::Client::new()
+            .post(url)
+            .json(&json!({"prompt": ids, "max_tokens": 1}))
+            .send(),
+    );
+    // The 8192-token prefill takes about 27 ms of wall time at speed 10: crash mid-step.
+    tokio::time::sleep(std::time::Duration::from_millis(8)).await;
+    a.crash();
+    a.crashed().await;
+    let _ = doomed.await;
+
+    let ids: Vec<u32> = (50_000..58_192).collect();
+    let resp = post(
+        &b,
+        "/v1/completions",
+        json!({"prompt": ids, "max_tokens": 1}),
+    )
+    .await;
+    assert!(resp.status().is_success());
+    let ttft = scrape(&b).await["vllm:time_to_first_token_seconds_sum"];
+    let fitted = (3.9 + 0.02779 * 8192.0 + 5.16e-7 * 8192.0 * 8192.0) / 1e3;
+    assert!(
+        (ttft - fitted).abs() <= 0.05 * fitted,
+        "alone after the crash, b steps at its own pace: {ttft} s vs fit {fitted} s"
+    );
+}
