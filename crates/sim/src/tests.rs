@@ -148,7 +148,7 @@ async fn pin_ttft_of_an_8192_token_prefill_on_the_servers_clock() {
     assert!(resp.status().is_success());
     let m = scrape(&b).await;
     let ttft = m["vllm:time_to_first_token_seconds_sum"];
-    let fitted = (3.9 + 0.02779 * 8192.0 + 5.16e-7 * 8192.0 * 8192.0) / 1e3;
+    let fitted = FITTED_8192_TTFT;
     assert!(
         (ttft - fitted).abs() <= 0.05 * fitted,
         "ttft {ttft} s vs fit {fitted} s"
@@ -479,39 +479,49 @@ async fn a_slot_backend_looks_like_llama_server_and_reuses_its_slot() {
     assert_eq!(r.status(), 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn engines_on_shared_cores_slow_each_other_only_while_they_step_at_once() {
-    // Two backends on one shared core, ten times faster than real time. TTFT is on the
-    // servers' own (simulated) clock.
+/// Two h100 backends sharing one core, ten times faster than real time.
+async fn two_on_one_core() -> (Backend, Backend) {
     let cores = SharedCores::new(1);
     let spec = |name: &str| BackendSpec {
         speed: 10.0,
         host: Some(cores.clone()),
         ..h100(name)
     };
-    let (a, b) = (start(spec("a")).await, start(spec("b")).await);
-    async fn prefill(backend: &Backend, first: u32) -> reqwest::Response {
-        let ids: Vec<u32> = (first..first + 8192).collect();
-        post(
-            backend,
-            "/v1/completions",
-            json!({"prompt": ids, "max_tokens": 1}),
-        )
-        .await
-    }
-    let ttft = |m: &HashMap<String, f64>| m["vllm:time_to_first_token_seconds_sum"];
+    (start(spec("a")).await, start(spec("b")).await)
+}
 
-    assert!(prefill(&a, 0).await.status().is_success());
-    let alone = ttft(&scrape(&a).await);
-    let fitted = (3.9 + 0.02779 * 8192.0 + 5.16e-7 * 8192.0 * 8192.0) / 1e3;
+/// An 8192-token prefill of token ids from `first` on.
+async fn prefill_8192(backend: &Backend, first: u32) -> reqwest::Response {
+    let ids: Vec<u32> = (first..first + 8192).collect();
+    post(
+        backend,
+        "/v1/completions",
+        json!({"prompt": ids, "max_tokens": 1}),
+    )
+    .await
+}
+
+/// The h100 profile's fitted TTFT of an 8192-token prefill, seconds.
+const FITTED_8192_TTFT: f64 = (3.9 + 0.02779 * 8192.0 + 5.16e-7 * 8192.0 * 8192.0) / 1e3;
+
+/// The sum of a backend's TTFTs on its own (simulated) clock, seconds.
+async fn ttft_sum(b: &Backend) -> f64 {
+    scrape(b).await["vllm:time_to_first_token_seconds_sum"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_on_shared_cores_slow_each_other_only_while_they_step_at_once() {
+    let (a, b) = two_on_one_core().await;
+    assert!(prefill_8192(&a, 0).await.status().is_success());
+    let alone = ttft_sum(&a).await;
     assert!(
-        (alone - fitted).abs() <= 0.05 * fitted,
-        "alone, a backend steps at its own pace: {alone} s vs fit {fitted} s"
+        (alone - FITTED_8192_TTFT).abs() <= 0.05 * FITTED_8192_TTFT,
+        "alone, a backend steps at its own pace: {alone} s vs fit {FITTED_8192_TTFT} s"
     );
 
-    let (ra, rb) = tokio::join!(prefill(&a, 20_000), prefill(&b, 40_000));
+    let (ra, rb) = tokio::join!(prefill_8192(&a, 20_000), prefill_8192(&b, 40_000));
     assert!(ra.status().is_success() && rb.status().is_success());
-    let together = ttft(&scrape(&a).await) - alone + ttft(&scrape(&b).await);
+    let together = ttft_sum(&a).await - alone + ttft_sum(&b).await;
     assert!(
         together > 1.6 * 2.0 * alone,
         "two prefills on one core took {together} s together, {alone} s alone"
@@ -520,40 +530,26 @@ async fn engines_on_shared_cores_slow_each_other_only_while_they_step_at_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_crashing_mid_step_gives_its_share_of_the_cores_back() {
-    let cores = SharedCores::new(1);
-    let spec = |name: &str| BackendSpec {
-        speed: 10.0,
-        host: Some(cores.clone()),
-        ..h100(name)
-    };
-    let (a, b) = (start(spec("a")).await, start(spec("b")).await);
-    let url = format!("{}/v1/completions", a.info().base_url);
+    let (a, b) = two_on_one_core().await;
     let ids: Vec<u32> = (0..8192).collect();
-    // NB: the request dies with its backend; only the step it leaves behind matters.
-    let doomed = tokio::spawn(
-        reqwest::Client::new()
-            .post(url)
-            .json(&json!({"prompt": ids, "max_tokens": 1}))
-            .send(),
-    );
-    // The 8192-token prefill takes about 27 ms of wall time at speed 10: crash mid-step.
-    tokio::time::sleep(std::time::Duration::from_millis(8)).await;
-    a.crash();
-    a.crashed().await;
-    let _ = doomed.await;
+    // NB: the request dies with its backend (so no `post`, which expects an answer);
+    // only the step it leaves behind matters.
+    let doomed = reqwest::Client::new()
+        .post(format!("{}/v1/completions", a.info().base_url))
+        .json(&json!({"prompt": ids, "max_tokens": 1}))
+        .send();
+    // The prefill takes about 27 ms of wall time at speed 10: crash mid-step.
+    let crash = async {
+        tokio::time::sleep(std::time::Duration::from_millis(8)).await;
+        a.crash();
+        a.crashed().await;
+    };
+    let _ = tokio::join!(doomed, crash);
 
-    let ids: Vec<u32> = (50_000..58_192).collect();
-    let resp = post(
-        &b,
-        "/v1/completions",
-        json!({"prompt": ids, "max_tokens": 1}),
-    )
-    .await;
-    assert!(resp.status().is_success());
-    let ttft = scrape(&b).await["vllm:time_to_first_token_seconds_sum"];
-    let fitted = (3.9 + 0.02779 * 8192.0 + 5.16e-7 * 8192.0 * 8192.0) / 1e3;
+    assert!(prefill_8192(&b, 50_000).await.status().is_success());
+    let ttft = ttft_sum(&b).await;
     assert!(
-        (ttft - fitted).abs() <= 0.05 * fitted,
-        "alone after the crash, b steps at its own pace: {ttft} s vs fit {fitted} s"
+        (ttft - FITTED_8192_TTFT).abs() <= 0.05 * FITTED_8192_TTFT,
+        "alone after the crash, b steps at its own pace: {ttft} s vs fit {FITTED_8192_TTFT} s"
     );
 }
