@@ -16,8 +16,11 @@ bench_scratch
 
 need_peer_routers
 
-cargo build --quiet --release -p switchyard --bin switchyard --example router_latency
+# The router as deployed (the `dist` profile); the load generator and backend, release.
+cargo build --quiet --release -p switchyard --example router_latency
+cargo build --quiet --profile dist -p switchyard --bin switchyard
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+DIST="${CARGO_TARGET_DIR:-$ROOT/target}/dist"
 
 
 # The fast backend prints its address on its first line.
@@ -34,7 +37,7 @@ backends:
   - {name: fast, url: "$BACKEND", models: [m], engine: openai, health_path: /health}
 $(quickstart_pipeline_yaml)
 YAML
-RUST_LOG=warn "$BIN/switchyard" serve --config "$WORK/switchyard.yaml" > "$WORK/switchyard.log" 2>&1 &
+RUST_LOG=warn "$DIST/switchyard" serve --config "$WORK/switchyard.yaml" > "$WORK/switchyard.log" 2>&1 &
 PIDS+=($!)
 wait_ok "http://127.0.0.1:$SY_PORT/ready"
 

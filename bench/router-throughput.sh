@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Router throughput and added latency, side by side in one run, with the same fixed
 # backends behind every path: direct, Switchyard (Wasm pipeline: prefix-affinity +
-# least-load), the SGLang gateway (cache_aware) and vLLM's router (cache_aware).
+# least-load), the SGLang gateway (cache_aware) and vLLM's router (cache_aware), and
+# nginx as a bare reverse proxy: the floor, what one extra loopback hop costs here.
 #
 # 1. closed loop (`wrk`, 4 then 64 connections) against nginx answering a fixed chat
 #    completion: p50, p99, requests/s;
@@ -16,7 +17,7 @@
 #   --profile DIR: `perf record -g` Switchyard during its 64-connection runs, the data in
 #   DIR/perf-ROUND.data and the last round's top functions in DIR/perf.txt (needs perf;
 #   the router runs with SWITCHYARD_PERF_MAP=1 so Wasm frames have names).
-#   SWITCHYARD=PATH: run that switchyard binary instead of this tree's release build (to
+#   SWITCHYARD=PATH: run that switchyard binary instead of this tree's `dist` build (to
 #   profile or compare an older build in the same conditions).
 #   SWITCHYARD_BASELINE=PATH: also run that binary as a fifth path, "switchyard
 #   (baseline)", interleaved with the others: a change's effect measured in the same run.
@@ -51,12 +52,13 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || {
     exit 1
 }
 
+# The load generator and stamping backend: a release build. The router: the `dist`
+# profile, the build to deploy (fat LTO; its first build takes about 18 min on 2 cores).
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-if [ -n "${SWITCHYARD:-}" ]; then
-    cargo build --quiet --release -p switchyard --example router_latency
-else
-    cargo build --quiet --release -p switchyard --bin switchyard --example router_latency
-    SWITCHYARD="$BIN/switchyard"
+cargo build --quiet --release -p switchyard --example router_latency
+if [ -z "${SWITCHYARD:-}" ]; then
+    cargo build --quiet --profile dist -p switchyard --bin switchyard
+    SWITCHYARD="${CARGO_TARGET_DIR:-$ROOT/target}/dist/switchyard"
 fi
 
 
@@ -160,11 +162,46 @@ YAML
         --log-level error > "$WORK/vllm-$tag.log" 2>&1 &
     ROUTER_PIDS+=($!)
     VL="http://127.0.0.1:$port"
+    # The floor: nginx as a bare reverse proxy (keep-alive upstream, no buffering), what
+    # one extra loopback hop costs here without any routing.
+    port="$(free_port)"
+    mkdir -p "$WORK/proxy-$tag"
+    cat > "$WORK/proxy-$tag/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/proxy-$tag/nginx.pid;
+error_log $WORK/proxy-$tag/error.log error;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/proxy-$tag/body;
+    proxy_temp_path $WORK/proxy-$tag/proxy;
+    fastcgi_temp_path $WORK/proxy-$tag/fastcgi;
+    uwsgi_temp_path $WORK/proxy-$tag/uwsgi;
+    scgi_temp_path $WORK/proxy-$tag/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    upstream backend { server ${backend#http://}; keepalive 256; }
+    server {
+        listen 127.0.0.1:$port reuseport;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+NGINX
+    nginx -p "$WORK/proxy-$tag" -c "$WORK/proxy-$tag/nginx.conf" &
+    ROUTER_PIDS+=($!)
+    NX="http://127.0.0.1:$port"
     PIDS+=("${ROUTER_PIDS[@]}")
     wait_ok "$SY/ready" || { tail "$WORK/switchyard-$tag.log"; exit 1; }
     settle "$SY_PID"
     wait_ok "$SG/health" || { tail "$WORK/sglang-$tag.log"; exit 1; }
     wait_ok "$VL/health" || { tail "$WORK/vllm-$tag.log"; exit 1; }
+    wait_ok "$NX/v1/models" || { tail "$WORK/proxy-$tag/error.log"; exit 1; }
 }
 stop_routers() {
     for pid in "${ROUTER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -181,8 +218,8 @@ LUA
 
 echo "machine: $(nproc) cores, $(uname -srm), load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ)"
 start_routers "$NGINX" nginx
-NAMES=("direct" "switchyard (wasm pipeline)" "sglang-router (cache_aware)" "vllm-router (cache_aware)")
-URLS=("$NGINX" "$SY" "$SG" "$VL")
+NAMES=("direct" "switchyard (wasm pipeline)" "sglang-router (cache_aware)" "vllm-router (cache_aware)" "nginx proxy_pass (floor)")
+URLS=("$NGINX" "$SY" "$SG" "$VL" "$NX")
 if [ -n "$SYB" ]; then NAMES+=("switchyard (baseline)"); URLS+=("$SYB"); fi
 # Warm every path's connection pools before measuring.
 for url in "${URLS[@]}"; do wrk -t 2 -c 64 -d 1 -s "$WORK/chat.lua" "$url/v1/chat/completions" > /dev/null; done
@@ -262,7 +299,7 @@ echo
 echo "open loop, $RATE req/s; load $(load) at the start"
 "$BIN/examples/router_latency" load --rate "$RATE" --warmup 1 --duration "$DURATION" \
     --rounds "$ROUNDS" \
-    "direct=$NGINX" "${NAMES[1]}=$SY" "${NAMES[2]}=$SG" "${NAMES[3]}=$VL" ${SYB:+"${NAMES[4]}=$SYB"}
+    "direct=$NGINX" "${NAMES[1]}=$SY" "${NAMES[2]}=$SG" "${NAMES[3]}=$VL" "${NAMES[4]}=$NX" ${SYB:+"${NAMES[5]}=$SYB"}
 stop_routers
 
 # --- 3. streaming first-byte lag, routers in front of the stamping backend ---
@@ -272,5 +309,5 @@ echo
 echo "streaming first-byte lag (backend's first SSE byte to the client's), $STREAM_RATE req/s; load $(load) at the start"
 "$BIN/examples/router_latency" load --stream --rate "$STREAM_RATE" --warmup 1 \
     --duration "$DURATION" --rounds "$ROUNDS" \
-    "direct=$STAMPING" "${NAMES[1]}=$SY" "${NAMES[2]}=$SG" "${NAMES[3]}=$VL" ${SYB:+"${NAMES[4]}=$SYB"}
+    "direct=$STAMPING" "${NAMES[1]}=$SY" "${NAMES[2]}=$SG" "${NAMES[3]}=$VL" "${NAMES[4]}=$NX" ${SYB:+"${NAMES[5]}=$SYB"}
 echo "load at the end $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ)"
