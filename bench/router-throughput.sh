@@ -19,7 +19,7 @@
 #   the router runs with SWITCHYARD_PERF_MAP=1 so Wasm frames have names).
 #   SWITCHYARD=PATH: run that switchyard binary instead of this tree's `dist` build (to
 #   profile or compare an older build in the same conditions).
-#   SWITCHYARD_BASELINE=PATH: also run that binary as a fifth path, "switchyard
+#   SWITCHYARD_BASELINE=PATH: also run that binary as a sixth path, "switchyard
 #   (baseline)", interleaved with the others: a change's effect measured in the same run.
 # Needs: wrk, nginx, pip install sglang-router vllm-router (installed here if missing).
 # Everything binds 127.0.0.1 on free ports; all processes are stopped on exit.
@@ -80,33 +80,39 @@ settle() {
 
 ANSWER='{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"length"}],"usage":{"prompt_tokens":24,"completion_tokens":1,"total_tokens":25}}'
 MODELS='{"object":"list","data":[{"id":"m","object":"model","created":0,"owned_by":"bench"}]}'
-NGINX_PORT="$(free_port)"
-mkdir -p "$WORK/nginx"
-cat > "$WORK/nginx/nginx.conf" <<NGINX
+# DIR, HTTP_BODY: writes DIR/nginx.conf, one worker in the foreground with its files
+# under DIR, keep-alive without limit, no access log, HTTP_BODY inside its `http` block.
+nginx_conf() {
+    mkdir -p "$1"
+    cat > "$1/nginx.conf" <<NGINX
 worker_processes 1;
 daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log error;
+pid $1/nginx.pid;
+error_log $1/error.log error;
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
+    client_body_temp_path $1/body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
     keepalive_requests 100000000;
     keepalive_timeout 300s;
-    default_type application/json;
+$2
+}
+NGINX
+}
+
+NGINX_PORT="$(free_port)"
+nginx_conf "$WORK/nginx" "    default_type application/json;
     server {
         listen 127.0.0.1:$NGINX_PORT reuseport;
         location = /v1/chat/completions { return 200 '$ANSWER'; }
         location = /v1/models { return 200 '$MODELS'; }
         location = /health { return 200 'ok'; }
         location / { return 200 '{}'; }
-    }
-}
-NGINX
+    }"
 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 PIDS+=($!)
 NGINX="http://127.0.0.1:$NGINX_PORT"
@@ -165,34 +171,16 @@ YAML
     # The floor: nginx as a bare reverse proxy (keep-alive upstream, no buffering), what
     # one extra loopback hop costs here without any routing.
     port="$(free_port)"
-    mkdir -p "$WORK/proxy-$tag"
-    cat > "$WORK/proxy-$tag/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/proxy-$tag/nginx.pid;
-error_log $WORK/proxy-$tag/error.log error;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/proxy-$tag/body;
-    proxy_temp_path $WORK/proxy-$tag/proxy;
-    fastcgi_temp_path $WORK/proxy-$tag/fastcgi;
-    uwsgi_temp_path $WORK/proxy-$tag/uwsgi;
-    scgi_temp_path $WORK/proxy-$tag/scgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    upstream backend { server ${backend#http://}; keepalive 256; }
+    nginx_conf "$WORK/proxy-$tag" "    upstream backend { server ${backend#http://}; keepalive 256; }
     server {
         listen 127.0.0.1:$port reuseport;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection \"\";
             proxy_buffering off;
         }
-    }
-}
-NGINX
+    }"
     nginx -p "$WORK/proxy-$tag" -c "$WORK/proxy-$tag/nginx.conf" &
     ROUTER_PIDS+=($!)
     NX="http://127.0.0.1:$port"
